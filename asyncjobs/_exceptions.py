@@ -1,0 +1,122 @@
+"""Every exception asyncjobs raises, in one hierarchy rooted at :class:`AsyncJobsError`.
+
+Errors caused by a bad argument also derive from :class:`ValueError` or
+:class:`TypeError`, so callers can catch them the way Python users expect.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsyncJobsError",
+    "BackendError",
+    "ConfigurationError",
+    "InvalidScheduleError",
+    "JobArgumentsError",
+    "JobCancelled",
+    "JobDead",
+    "JobFailed",
+    "JobNotFound",
+    "JobTimeout",
+    "LeaseLost",
+    "NotRunningError",
+    "PayloadTooLarge",
+    "SchemaVersionError",
+    "SerializationError",
+    "UnknownJobError",
+    "UnknownQueueError",
+    "InvalidOptionError",
+]
+
+
+class AsyncJobsError(Exception):
+    """Base class of every exception raised by asyncjobs."""
+
+
+class ConfigurationError(AsyncJobsError, ValueError):
+    """The runtime or a backend was configured with values that cannot work."""
+
+
+class UnknownQueueError(AsyncJobsError, ValueError):
+    """A job or schedule names a queue the runtime was not configured with."""
+
+
+class UnknownJobError(AsyncJobsError, LookupError):
+    """A job name is not registered with the runtime."""
+
+
+class InvalidOptionError(AsyncJobsError, ValueError):
+    """An enqueue option (delay, ``at``, ``max_attempts``, timeout, ...) is invalid."""
+
+
+class JobArgumentsError(AsyncJobsError, TypeError):
+    """The arguments given to ``enqueue`` do not bind to the handler's signature."""
+
+
+class SerializationError(AsyncJobsError, TypeError):
+    """A payload or result cannot be encoded or decoded by the codec."""
+
+
+class PayloadTooLarge(AsyncJobsError, ValueError):
+    """The encoded arguments are larger than the runtime's ``max_payload_bytes``."""
+
+
+class InvalidScheduleError(AsyncJobsError, ValueError):
+    """A cron expression, interval, or time zone is malformed or can never fire."""
+
+
+class NotRunningError(AsyncJobsError, RuntimeError):
+    """An operation needs a started runtime (``async with runtime``) or a bound registry."""
+
+
+class JobNotFound(AsyncJobsError, LookupError):
+    """No job with the given id exists in the store (it may have been pruned)."""
+
+
+class LeaseLost(AsyncJobsError):
+    """A worker reported on a job whose lease it no longer holds.
+
+    Raised (and logged, never fatal) when a heartbeat or an outcome carries a
+    lease token that is not the job's current one: another worker has taken
+    the job over after the lease expired.
+    """
+
+
+class BackendError(AsyncJobsError):
+    """The store failed or is unusable (connection, permissions, corruption)."""
+
+
+class SchemaVersionError(BackendError):
+    """The store was written by a newer version of asyncjobs than this one."""
+
+
+class JobTimeout(AsyncJobsError, TimeoutError):
+    """A job ran longer than its ``timeout``, or ``result(timeout=)`` ran out."""
+
+
+class JobFailed(AsyncJobsError):
+    """The job ended without a result: see :attr:`error_type` and :attr:`error_message`.
+
+    Raised by :meth:`JobHandle.result` when the job went dead (its attempts ran
+    out, or the handler raised :class:`~asyncjobs.Permanent`).
+    """
+
+    def __init__(
+        self, job_id: str, error_type: str | None, error_message: str | None, traceback: str | None
+    ) -> None:
+        super().__init__(f"job {job_id} failed: {error_type}: {error_message}")
+        self.job_id = job_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class JobDead(JobFailed):
+    """The job is dead: every attempt failed or it failed permanently."""
+
+
+class JobCancelled(AsyncJobsError):
+    """The job was cancelled before it produced a result."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id

@@ -1,0 +1,184 @@
+"""The records that move between the runtime and the backends.
+
+Every record is a frozen attrs class; a state change makes a new record.
+Times are float seconds since the Unix epoch (see :mod:`asyncjobs._clock`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINISHED_STATES",
+    "ErrorInfo",
+    "Job",
+    "JobState",
+    "NewJob",
+    "Outcome",
+    "OutcomeKind",
+    "QueueStats",
+    "Schedule",
+]
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life.
+
+    ``queued`` covers jobs due now and jobs due later (delayed or waiting for
+    a retry); compare :attr:`Job.due_at` with the clock to tell them apart.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: States a job can still leave: a dedup ``key`` only matches jobs in these.
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+#: States a job never leaves (except ``dead``, through an explicit retry).
+FINISHED_STATES = frozenset({JobState.COMPLETE, JobState.DEAD, JobState.CANCELLED})
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """Why an attempt failed: the exception's type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NewJob:
+    """A job as the runtime hands it to :meth:`Backend.enqueue`: validated and encoded.
+
+    :ivar id: chosen by the runtime (a random hex string), kept unless a dedup
+        ``key`` matches an active job, in which case that job is returned instead.
+    :ivar payload: the encoded arguments (see :mod:`asyncjobs._serialization`).
+    """
+
+    id: str
+    name: str
+    queue: str
+    payload: bytes
+    due_at: float
+    enqueued_at: float
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None
+    key: str | None = None
+    schedule: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A job as the store holds it.
+
+    :ivar priority: lower values run first; ties run by due time, then enqueue order.
+    :ivar attempts: attempts started so far (a claim counts one).
+    :ivar lease_token: the fencing token of the current claim while ``running``.
+    :ivar lease_expires_at: when a running job's lease runs out without a heartbeat.
+    :ivar result: the encoded return value of a complete job.
+    :ivar error: the last failure, kept while the job retries and once it is dead.
+    :ivar schedule: the name of the schedule that fired this job, if any.
+    """
+
+    id: str
+    name: str
+    queue: str
+    payload: bytes
+    state: JobState
+    due_at: float
+    enqueued_at: float
+    priority: int = 0
+    attempts: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None
+    key: str | None = None
+    schedule: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: float | None = None
+    worker_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    cancel_requested: bool = False
+
+
+class OutcomeKind(enum.StrEnum):
+    """What the dispatcher decided about a finished attempt."""
+
+    #: the handler returned; store the result.
+    COMPLETE = "complete"
+    #: the attempt failed; run again at ``due_at`` (the attempt counts).
+    RETRY = "retry"
+    #: hand the job back: queued at ``due_at``, the attempt does not count
+    #: (graceful shutdown, a snooze).
+    RELEASE = "release"
+    #: no more attempts: the job is dead with ``error``.
+    DEAD = "dead"
+    #: the job was cancelled while it ran.
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """The end of one attempt, reported with the lease token of the claim."""
+
+    job_id: str
+    lease_token: str
+    kind: OutcomeKind
+    result: bytes | None = None
+    due_at: float | None = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueueStats:
+    """Counts of one queue's jobs by state, as read from the store."""
+
+    queue: str
+    counts: Mapping[JobState, int]
+    paused: bool = False
+
+    def count(self, state: JobState) -> int:
+        """Return the number of jobs in *state* (0 when none)."""
+        return self.counts.get(state, 0)
+
+
+@attrs.frozen(kw_only=True)
+class Schedule:
+    """A stored schedule: which job to enqueue, when, and how to catch up.
+
+    :ivar trigger: the trigger's portable description (see ``_triggers``), JSON text.
+    :ivar payload: the encoded arguments every fired job gets.
+    :ivar next_fire_at: the next fire time; the store advances it atomically
+        with the fired job, which is what makes a tick fire once across processes.
+    :ivar misfire: ``"skip"``, ``"once"`` or ``"all"``: what to do with fire
+        times missed by more than ``grace`` seconds.
+    :ivar overlap: whether a fire may start while the previous run is still active.
+    """
+
+    name: str
+    job_name: str
+    queue: str
+    trigger: str
+    payload: bytes
+    next_fire_at: float | None
+    last_fire_at: float | None = None
+    misfire: str = "once"
+    grace: float = 60.0
+    overlap: bool = True
+    paused: bool = False
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None

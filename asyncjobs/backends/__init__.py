@@ -1,0 +1,290 @@
+"""Storage backends: the :class:`Backend` protocol, :func:`from_url`, and the three stores.
+
+A backend stores and claims; it knows nothing of handlers, retries or limits.
+Every operation is atomic in the store. ``MemoryBackend``, ``SQLiteBackend``
+and ``RedisBackend`` are imported lazily, so ``import asyncjobs`` never loads
+aiosqlite or redis.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from .._clock import Clock
+from .._exceptions import ConfigurationError
+from .._models import Job, JobState, NewJob, Outcome, QueueStats, Schedule
+
+if TYPE_CHECKING:
+    from .memory import MemoryBackend
+    from .redis import RedisBackend
+    from .sqlite import SQLiteBackend
+
+__all__ = [
+    "Backend",
+    "HeartbeatReply",
+    "MemoryBackend",
+    "RedisBackend",
+    "SQLiteBackend",
+    "from_url",
+]
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatReply:
+    """What the store says about the leases a worker tried to extend.
+
+    :ivar lost: jobs whose lease this worker no longer holds (not extended).
+    :ivar cancel_requested: jobs still held whose cancellation was requested
+        (by :meth:`Backend.cancel`, possibly from another process).
+    """
+
+    lost: frozenset[str] = frozenset()
+    cancel_requested: frozenset[str] = frozenset()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The storage contract. ``tests/backends/test_contract.py`` is its executable spec.
+
+    Time: a backend reads the time from the clock given to :meth:`open`
+    (a Redis backend given the system clock reads the server's ``TIME``
+    instead, so every host judges leases by one clock).
+    """
+
+    async def open(self, clock: Clock) -> None:
+        """Connect, create or migrate the schema, and check the store is safe to use.
+
+        :raises BackendError: when the store cannot be used (with the reason).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the backend may be opened again afterwards."""
+        ...
+
+    # -- writing jobs ---------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert *jobs* in one atomic step and wake waiting workers.
+
+        A job whose ``key`` matches a job still queued or running is not
+        inserted: that job is returned in its place. The result is in the
+        order of *jobs*.
+        """
+        ...
+
+    async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
+        """Claim up to *limit* due jobs of *queue*, unless the queue is paused.
+
+        Order: priority (lower first), then due time, then enqueue order. Each
+        claimed job becomes ``running`` with ``attempts`` incremented, a fresh
+        ``lease_token`` and ``lease_expires_at = now + lease``.
+        """
+        ...
+
+    async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
+        """Extend the leases in *leases* (job id -> lease token) to ``now + lease``."""
+        ...
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
+        """Record the outcomes of attempts in one atomic step.
+
+        An outcome whose lease token is not the job's current one is refused
+        and changes nothing. :returns: the ids of the refused outcomes.
+        """
+        ...
+
+    async def recover_expired(self) -> int:
+        """Requeue running jobs whose lease has expired (their worker died).
+
+        A job with no attempts left becomes ``dead`` instead, so a job that
+        keeps killing its worker does not go round forever.
+        :returns: how many jobs were recovered or killed.
+        """
+        ...
+
+    async def set_progress(
+        self, job_id: str, lease_token: str, progress: float, message: str | None
+    ) -> bool:
+        """Store a running job's progress; ``False`` when the lease is no longer held."""
+        ...
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a job: a queued one at once, a running one by flagging it.
+
+        A running job gets ``cancel_requested``; its worker sees the flag on
+        its next heartbeat and settles it as cancelled. A finished job is left
+        as it is. :returns: the job after the change, or ``None`` if unknown.
+        """
+        ...
+
+    async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
+        """Queue a dead job again at *due_at* with its attempts reset.
+
+        :returns: the job after the change (unchanged when it was not dead),
+            or ``None`` if unknown.
+        """
+        ...
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        """Pause or resume claiming from *queue*, for every process sharing the store."""
+        ...
+
+    async def prune(self, cutoffs: Mapping[JobState, float]) -> int:
+        """Delete finished jobs whose ``finished_at`` is before the cutoff of their state.
+
+        :returns: how many jobs were deleted.
+        """
+        ...
+
+    # -- reading --------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Return one job, or ``None`` when it does not exist."""
+        ...
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        schedule: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return a page of jobs matching every given filter, newest enqueued first."""
+        ...
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Return job counts by state for every queue that has jobs or is paused."""
+        ...
+
+    async def next_due_at(self, queues: Collection[str]) -> float | None:
+        """Return the earliest ``due_at`` of queued jobs in unpaused *queues*."""
+        ...
+
+    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
+        """Return when work may have arrived for *queues*, or at *deadline*.
+
+        Early returns are allowed; callers claim and wait again. Jobs enqueued
+        through this backend object wake waiters at once.
+        """
+        ...
+
+    # -- schedules ------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace a schedule's definition.
+
+        When a stored schedule of that name has the same ``trigger``, its
+        ``next_fire_at``, ``last_fire_at`` and ``paused`` are kept, so a
+        restart neither re-fires nor forgets a tick. :returns: the stored schedule.
+        """
+        ...
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """Return one schedule, or ``None``."""
+        ...
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Return every stored schedule, ordered by name."""
+        ...
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule; ``False`` when there was none."""
+        ...
+
+    async def pause_schedule(self, name: str, paused: bool) -> Schedule | None:
+        """Pause or resume a schedule; ``None`` when there is none."""
+        ...
+
+    async def fire_schedule(
+        self,
+        name: str,
+        expected_fire_at: float,
+        next_fire_at: float | None,
+        jobs: Sequence[NewJob],
+    ) -> list[Job] | None:
+        """Fire a schedule once: the compare-and-set that makes a tick run once.
+
+        Atomically: when the schedule exists, is not paused and its
+        ``next_fire_at`` equals *expected_fire_at*, enqueue *jobs* (with the
+        usual dedup) and set ``last_fire_at = expected_fire_at`` and
+        ``next_fire_at``. :returns: the enqueued jobs, or ``None`` when another
+        process fired that tick first (nothing is written).
+        """
+        ...
+
+
+_SCHEMES = {
+    "memory": "memory",
+    "sqlite": "sqlite",
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+}
+
+
+def from_url(url: str, **options: Any) -> Backend:
+    """Make a backend from a URL.
+
+    - ``memory://``
+    - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
+    - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS,
+      ``unix:///path/to/redis.sock``
+
+    Extra keyword *options* go to the backend's constructor.
+
+    :raises ConfigurationError: for an unknown scheme or a URL without a path.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    kind = _SCHEMES.get(scheme)
+    if kind is None:
+        raise ConfigurationError(
+            f"unknown backend URL scheme {scheme!r} in {_redact(url)!r}: "
+            "use memory://, sqlite:///path.db, redis:// or rediss://"
+        )
+    if kind == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend(**options)
+    if kind == "sqlite":
+        path = unquote(url.split("://", 1)[1])
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ConfigurationError("a sqlite URL needs a file path: sqlite:///jobs.db")
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(path, **options)
+    from .redis import RedisBackend
+
+    return RedisBackend(url, **options)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+_LAZY = {
+    "MemoryBackend": ".memory",
+    "SQLiteBackend": ".sqlite",
+    "RedisBackend": ".redis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(module_name, __name__)
+    return getattr(module, name)
