@@ -114,7 +114,9 @@ class MemoryBackend:
         self._paused: set[str] = set()
         self._schedules: dict[str, Schedule] = {}
         self._seq = itertools.count()
-        self._wakeup = anyio.Event()
+        # One event per waiter: a clock may set a waiter's event as its deadline timer
+        # (ManualClock does), which must not wake, or keep waking, anyone else.
+        self._waiters: set[anyio.Event] = set()
 
     def __repr__(self) -> str:
         return f"MemoryBackend(jobs={len(self._jobs)})"
@@ -155,8 +157,8 @@ class MemoryBackend:
         return ready
 
     def _notify(self) -> None:
-        self._wakeup.set()
-        self._wakeup = anyio.Event()
+        for waiter in self._waiters:
+            waiter.set()
 
     def _finish(self, entry: _Entry, state: JobState, now: float) -> None:
         entry.state = state
@@ -424,7 +426,12 @@ class MemoryBackend:
 
     async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
         """Wait for an enqueue (or any requeue) in this backend, or *deadline*."""
-        await self._clock.wait(self._wakeup, deadline)
+        wakeup = anyio.Event()
+        self._waiters.add(wakeup)
+        try:
+            await self._clock.wait(wakeup, deadline)
+        finally:
+            self._waiters.discard(wakeup)
 
     # -- schedules ------------------------------------------------------------
 
