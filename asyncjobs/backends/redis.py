@@ -1,0 +1,1450 @@
+"""The Redis backend: jobs shared by every process that reaches one Redis server.
+
+Every operation that changes more than one key runs as one Lua script
+(loaded once, called with ``EVALSHA``), so it is atomic in the server and
+costs one round trip: a whole claim batch, a whole outcome batch, a whole
+enqueue batch. Times are float seconds since the epoch. Opened with a
+:class:`~asyncjobs.SystemClock`, the scripts read the time from the server
+(``TIME``), so every host judges leases by one clock; any other clock (a
+test's :class:`~asyncjobs.ManualClock`) passes its ``now()`` in.
+
+Key layout under the prefix ``P`` (default ``asyncjobs``)::
+
+    P:job:<id>              hash    one job; its fields are named after Job's attributes
+                                    (error as error_type/error_message/error_traceback,
+                                    plus seq, the enqueue order); finished jobs expire
+                                    (finished_ttl, dead_ttl)
+    P:jobs                  zset    every job id by seq (listing, newest first)
+    P:seq                   string  the enqueue-order counter
+    P:key:<key>             string  dedup key -> id of the queued or running job holding it
+    P:queues                set     every queue name ever enqueued to
+    P:paused                set     paused queue names
+    P:q:<queue>:ready       zset    due jobs in claim order: score = priority, member =
+                                    due_at (%018.6f) + seq (%016d) + id, so equal
+                                    priorities sort by due time, then enqueue order
+    P:q:<queue>:delayed     zset    queued jobs not yet due, by due_at (moved to ready
+                                    by the claim that finds them due)
+    P:q:<queue>:running     zset    running jobs by lease expiry (crash recovery)
+    P:q:<queue>:complete    zset    finished jobs by finished_at (prune), one per
+    P:q:<queue>:dead                final state
+    P:q:<queue>:cancelled
+    P:expiry                zset    finished jobs by the server time their hash expires,
+                                    member = state:len(queue):queue+id; scripts sweep it to
+                                    drop expired jobs from the indexes above
+    P:schedule:<name>       hash    one schedule; fields named after Schedule's attributes
+    P:schedules             set     schedule names
+    P:wake:<queue>          channel published when a queue gets work (enqueue, retry,
+                                    release, recovery, resume)
+
+Every key is bounded: a job's keys live while it is active, and for
+``finished_ttl`` (``dead_ttl`` for dead jobs) after it finished, or until
+:meth:`RedisBackend.prune` deletes it. Redis Cluster is not supported (the
+scripts touch keys of many jobs); a restricted ACL user needs ``~P:*`` keys,
+``&P:*`` channels and the commands of ``+@read +@write +@scripting +@pubsub
++@connection`` (``CONFIG`` only for the persistence check, which is skipped
+with a warning when refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import anyio
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff, NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .._clock import Clock, SystemClock
+from .._exceptions import BackendError, ConfigurationError
+from .._models import (
+    FINISHED_STATES,
+    ErrorInfo,
+    Job,
+    JobState,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    Schedule,
+)
+from . import HeartbeatReply
+
+__all__ = ["RedisBackend", "RedisPersistenceWarning"]
+
+logger = logging.getLogger("asyncjobs")
+
+
+class RedisPersistenceWarning(UserWarning):
+    """The Redis server may lose jobs: no persistence, an evicting memory policy, or unknown."""
+
+
+_EXPIRED_ERROR = ErrorInfo(
+    type="LeaseExpired",
+    message="the worker running this job stopped heartbeating (it crashed or hung)",
+)
+_DAY = 86_400.0
+# Bounds on the work one script call does, so no call blocks the server for long.
+_PROMOTE_LIMIT = 1_000
+_SWEEP_LIMIT = 500
+_PRUNE_CHUNK = 1_000
+_LIST_CHUNK = 2_000
+_LISTEN_TIMEOUT = 30.0
+_LISTEN_BACKOFF_CAP = 2.0
+
+
+# -- Lua ----------------------------------------------------------------------
+#
+# Every script starts with the same header: ARGV[1] prefix, ARGV[2] now ('' =
+# read the server's TIME), ARGV[3] finished_ttl and ARGV[4] dead_ttl in ms (0 =
+# keep until pruned); its own arguments start at ARGV[5]. Floats travel as
+# strings: Python's repr in, '%.17g' out, both exact, so a time written by a
+# test's clock reads back equal.
+
+_PRELUDE = r"""
+local P = ARGV[1]
+local FIN_TTL = tonumber(ARGV[3])
+local DEAD_TTL = tonumber(ARGV[4])
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+
+local function fmt(x) return string.format('%.17g', x) end
+
+local server_time = nil
+local function server_now()
+  if server_time == nil then
+    local t = redis.call('TIME')
+    server_time = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return server_time
+end
+
+local NOW, NOW_S
+if ARGV[2] == '' then NOW = server_now(); NOW_S = fmt(NOW)
+else NOW_S = ARGV[2]; NOW = tonumber(NOW_S) end
+
+local JOBS = P .. ':jobs'
+local QUEUES = P .. ':queues'
+local PAUSED = P .. ':paused'
+local EXPIRY = P .. ':expiry'
+local function job_key(id) return P .. ':job:' .. id end
+local function qkey(queue, part) return P .. ':q:' .. queue .. ':' .. part end
+local function dedup_key(key) return P .. ':key:' .. key end
+local function has(flags, c) return string.find(flags, c, 1, true) ~= nil end
+
+local woken = {}
+local function publish_wakes()
+  for queue, _ in pairs(woken) do redis.call('PUBLISH', P .. ':wake:' .. queue, '') end
+end
+
+-- The ready zset orders equal priorities by this member: due time, then seq.
+local ID_AT = 35
+local function ready_member(due, seq, id)
+  local d = tonumber(due)
+  if d < 0 then d = 0 elseif d > 99999999999 then d = 99999999999 end
+  return string.format('%018.6f%016d', d, tonumber(seq)) .. id
+end
+
+local function push(id, queue, due, seq, priority)
+  if tonumber(due) <= NOW then
+    redis.call('ZADD', qkey(queue, 'ready'), priority, ready_member(due, seq, id))
+  else
+    redis.call('ZADD', qkey(queue, 'delayed'), due, id)
+  end
+  woken[queue] = true
+end
+
+local function unqueue(id, queue, due, seq)
+  redis.call('ZREM', qkey(queue, 'ready'), ready_member(due, seq, id))
+  redis.call('ZREM', qkey(queue, 'delayed'), id)
+end
+
+local function promote(queue)
+  local dk = qkey(queue, 'delayed')
+  local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOW_S, 'LIMIT', 0, __PROMOTE_LIMIT__)
+  if #due == 0 then return end
+  local rk = qkey(queue, 'ready')
+  for _, id in ipairs(due) do
+    local f = redis.call('HMGET', job_key(id), 'due_at', 'seq', 'priority')
+    if f[1] then redis.call('ZADD', rk, f[3], ready_member(f[1], f[2], id)) end
+  end
+  redis.call('ZREM', dk, unpack(due))
+end
+
+local function expiry_member(state, queue, id)
+  return state .. ':' .. #queue .. ':' .. queue .. id
+end
+
+local function set_error(jk, present, etype, emsg, has_tb, etb)
+  if present then
+    redis.call('HSET', jk, 'error_type', etype, 'error_message', emsg)
+    if has_tb then redis.call('HSET', jk, 'error_traceback', etb)
+    else redis.call('HDEL', jk, 'error_traceback') end
+  else
+    redis.call('HDEL', jk, 'error_type', 'error_message', 'error_traceback')
+  end
+end
+
+local function finish(id, queue, key, state)
+  local jk = job_key(id)
+  redis.call('HSET', jk, 'state', state, 'finished_at', NOW_S)
+  redis.call('HDEL', jk, 'lease_token', 'lease_expires_at')
+  redis.call('ZREM', qkey(queue, 'running'), id)
+  redis.call('ZADD', qkey(queue, state), NOW_S, id)
+  if key then
+    local dk = dedup_key(key)
+    if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+  end
+  local ttl = FIN_TTL
+  if state == 'dead' then ttl = DEAD_TTL end
+  if ttl > 0 then
+    -- The hash expires by itself; the sweep entry drops it from the indexes then.
+    redis.call('PEXPIRE', jk, ttl)
+    redis.call('ZADD', EXPIRY, fmt(server_now() + ttl / 1000), expiry_member(state, queue, id))
+  end
+end
+
+local function requeue(id, queue, due)
+  local jk = job_key(id)
+  redis.call('HSET', jk, 'state', 'queued', 'due_at', due)
+  redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested')
+  redis.call('ZREM', qkey(queue, 'running'), id)
+  local f = redis.call('HMGET', jk, 'seq', 'priority')
+  push(id, queue, due, f[1], f[2])
+end
+
+local function sweep(limit)
+  local doomed = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', fmt(server_now()), 'LIMIT', 0, limit)
+  for _, m in ipairs(doomed) do
+    local c1 = string.find(m, ':', 1, true)
+    local c2 = string.find(m, ':', c1 + 1, true)
+    local n = tonumber(string.sub(m, c1 + 1, c2 - 1))
+    local state = string.sub(m, 1, c1 - 1)
+    local queue = string.sub(m, c2 + 1, c2 + n)
+    local id = string.sub(m, c2 + n + 1)
+    redis.call('ZREM', qkey(queue, state), id)
+    redis.call('ZREM', JOBS, id)
+    redis.call('DEL', job_key(id))
+  end
+  if #doomed > 0 then redis.call('ZREM', EXPIRY, unpack(doomed)) end
+end
+
+-- Insert the jobs whose fields start at ARGV[base] (12 fields each); return one
+-- entry per job: 0 when inserted, else the fields of the job returned instead.
+local function insert_jobs(base, n)
+  local out = {}
+  if n == 0 then return out end
+  local last = redis.call('INCRBY', P .. ':seq', n)
+  local queues = {}
+  for j = 0, n - 1 do
+    local i = base + j * 12
+    local id, queue, flags = ARGV[i], ARGV[i + 2], ARGV[i + 8]
+    local jk = job_key(id)
+    local existing = nil
+    if redis.call('EXISTS', jk) == 1 then
+      -- The same id again: a client retry of an enqueue whose reply was lost.
+      existing = jk
+    elseif has(flags, 'k') then
+      local dk = dedup_key(ARGV[i + 10])
+      local holder = redis.call('GET', dk)
+      if holder then
+        local st = redis.call('HGET', job_key(holder), 'state')
+        if st == 'queued' or st == 'running' then existing = job_key(holder) end
+      end
+      if not existing then redis.call('SET', dk, id) end
+    end
+    if existing then
+      out[j + 1] = redis.call('HGETALL', existing)
+    else
+      local seq = last - n + j + 1
+      local f = {'id', id, 'name', ARGV[i + 1], 'queue', queue, 'payload', ARGV[i + 3],
+                 'state', 'queued', 'due_at', ARGV[i + 4], 'enqueued_at', ARGV[i + 5],
+                 'seq', seq, 'priority', ARGV[i + 6], 'attempts', 0,
+                 'max_attempts', ARGV[i + 7]}
+      if has(flags, 't') then f[#f + 1] = 'timeout'; f[#f + 1] = ARGV[i + 9] end
+      if has(flags, 'k') then f[#f + 1] = 'key'; f[#f + 1] = ARGV[i + 10] end
+      if has(flags, 's') then f[#f + 1] = 'schedule'; f[#f + 1] = ARGV[i + 11] end
+      redis.call('HSET', jk, unpack(f))
+      redis.call('ZADD', JOBS, seq, id)
+      push(id, queue, ARGV[i + 4], seq, ARGV[i + 6])
+      queues[queue] = true
+      out[j + 1] = 0
+    end
+  end
+  for queue, _ in pairs(queues) do redis.call('SADD', QUEUES, queue) end
+  return out
+end
+""".replace("__PROMOTE_LIMIT__", str(_PROMOTE_LIMIT))
+
+# ARGV: n, then n jobs of 12 fields.
+_ENQUEUE = """
+local out = insert_jobs(6, tonumber(ARGV[5]))
+publish_wakes()
+return out
+"""
+
+# ARGV: queue, limit, worker id, lease seconds, token prefix.
+_CLAIM = """
+local queue, limit, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+if limit <= 0 or redis.call('SISMEMBER', PAUSED, queue) == 1 then return {} end
+promote(queue)
+local popped = redis.call('ZPOPMIN', qkey(queue, 'ready'), limit)
+local expires = fmt(NOW + tonumber(ARGV[8]))
+local running = qkey(queue, 'running')
+local out = {}
+for i = 1, #popped, 2 do
+  local id = string.sub(popped[i], ID_AT)
+  local jk = job_key(id)
+  if redis.call('EXISTS', jk) == 1 then
+    redis.call('HINCRBY', jk, 'attempts', 1)
+    redis.call('HSET', jk, 'state', 'running', 'lease_token', ARGV[9] .. '.' .. ((i + 1) / 2),
+               'lease_expires_at', expires, 'worker_id', worker, 'started_at', NOW_S)
+    redis.call('HDEL', jk, 'progress', 'progress_message')
+    redis.call('ZADD', running, expires, id)
+    out[#out + 1] = redis.call('HGETALL', jk)
+  end
+end
+return out
+"""
+
+# ARGV: lease seconds, then (id, token) pairs. Returns {lost ids, cancel-requested ids}.
+_HEARTBEAT = """
+local expires = fmt(NOW + tonumber(ARGV[5]))
+local lost, cancel = {}, {}
+for i = 6, #ARGV, 2 do
+  local id = ARGV[i]
+  local jk = job_key(id)
+  local f = redis.call('HMGET', jk, 'state', 'lease_token', 'queue', 'cancel_requested')
+  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+    lost[#lost + 1] = id
+  else
+    redis.call('HSET', jk, 'lease_expires_at', expires)
+    redis.call('ZADD', qkey(f[3], 'running'), expires, id)
+    if f[4] == '1' then cancel[#cancel + 1] = id end
+  end
+end
+return {lost, cancel}
+"""
+
+# ARGV: outcomes of 9 fields: id, token, kind, flags (r result, d due_at, e error,
+# t traceback), result, due_at, error type, message, traceback. Returns refused ids.
+_SETTLE = """
+local refused = {}
+for i = 5, #ARGV, 9 do
+  local id, kind, flags = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  local jk = job_key(id)
+  local f = redis.call('HMGET', jk, 'state', 'lease_token', 'queue', 'key', 'attempts')
+  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+    refused[#refused + 1] = id
+  else
+    local queue = f[3]
+    if kind == 'complete' then
+      if has(flags, 'r') then redis.call('HSET', jk, 'result', ARGV[i + 4])
+      else redis.call('HDEL', jk, 'result') end
+      set_error(jk, false)
+      finish(id, queue, f[4], 'complete')
+    elseif kind == 'dead' or kind == 'cancelled' then
+      set_error(jk, has(flags, 'e'), ARGV[i + 6], ARGV[i + 7], has(flags, 't'), ARGV[i + 8])
+      finish(id, queue, f[4], kind)
+    else
+      if kind == 'release' then
+        local attempts = tonumber(f[5]) - 1
+        if attempts < 0 then attempts = 0 end
+        redis.call('HSET', jk, 'attempts', attempts)
+      else
+        set_error(jk, has(flags, 'e'), ARGV[i + 6], ARGV[i + 7], has(flags, 't'), ARGV[i + 8])
+      end
+      local due = NOW_S
+      if has(flags, 'd') then due = ARGV[i + 5] end
+      requeue(id, queue, due)
+    end
+  end
+end
+sweep(__SWEEP_LIMIT__)
+publish_wakes()
+return refused
+""".replace("__SWEEP_LIMIT__", str(_SWEEP_LIMIT))
+
+# ARGV: error type, error message. Returns how many jobs were requeued or killed.
+_RECOVER = """
+local count = 0
+for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
+  local rk = qkey(queue, 'running')
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', rk, '-inf', NOW_S)) do
+    local jk = job_key(id)
+    local f = redis.call('HMGET', jk, 'state', 'attempts', 'max_attempts', 'key')
+    if f[1] == 'running' then
+      set_error(jk, true, ARGV[5], ARGV[6], false)
+      if tonumber(f[2]) >= tonumber(f[3]) then finish(id, queue, f[4], 'dead')
+      else requeue(id, queue, NOW_S) end
+      count = count + 1
+    else
+      redis.call('ZREM', rk, id)
+    end
+  end
+end
+publish_wakes()
+return count
+"""
+
+# ARGV: id, token, progress, has message ('1'/'0'), message.
+_SET_PROGRESS = """
+local jk = job_key(ARGV[5])
+local f = redis.call('HMGET', jk, 'state', 'lease_token')
+if f[1] ~= 'running' or f[2] ~= ARGV[6] then return 0 end
+redis.call('HSET', jk, 'progress', ARGV[7])
+if ARGV[8] == '1' then redis.call('HSET', jk, 'progress_message', ARGV[9])
+else redis.call('HDEL', jk, 'progress_message') end
+return 1
+"""
+
+# ARGV: id. Returns the job's fields after the change, or nil.
+_CANCEL = """
+local id = ARGV[5]
+local jk = job_key(id)
+local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key')
+if not f[1] then return false end
+if f[1] == 'queued' then
+  unqueue(id, f[2], f[3], f[4])
+  finish(id, f[2], f[5], 'cancelled')
+elseif f[1] == 'running' then
+  redis.call('HSET', jk, 'cancel_requested', '1')
+end
+return redis.call('HGETALL', jk)
+"""
+
+# ARGV: id, due_at. Returns the job's fields after the change, or nil.
+_RETRY_DEAD = """
+local id = ARGV[5]
+local jk = job_key(id)
+local f = redis.call('HMGET', jk, 'state', 'queue', 'key')
+if not f[1] then return false end
+if f[1] == 'dead' then
+  if f[3] then
+    local dk = dedup_key(f[3])
+    local holder = redis.call('GET', dk)
+    if holder and holder ~= id then
+      local st = redis.call('HGET', job_key(holder), 'state')
+      -- An active job took the key meanwhile: reviving this one would break dedup.
+      if st == 'queued' or st == 'running' then return redis.call('HGETALL', jk) end
+    end
+    redis.call('SET', dk, id)
+  end
+  redis.call('HSET', jk, 'attempts', 0)
+  redis.call('HDEL', jk, 'finished_at')
+  redis.call('PERSIST', jk)
+  redis.call('ZREM', qkey(f[2], 'dead'), id)
+  redis.call('ZREM', EXPIRY, expiry_member('dead', f[2], id))
+  requeue(id, f[2], ARGV[6])
+  publish_wakes()
+end
+return redis.call('HGETALL', jk)
+"""
+
+# ARGV: queue, paused ('1'/'0').
+_PAUSE_QUEUE = """
+if ARGV[6] == '1' then redis.call('SADD', PAUSED, ARGV[5])
+else
+  redis.call('SREM', PAUSED, ARGV[5])
+  woken[ARGV[5]] = true
+  publish_wakes()
+end
+return 1
+"""
+
+# ARGV: limit, then (state, cutoff) pairs. Returns how many jobs were deleted.
+_PRUNE = """
+sweep(__SWEEP_LIMIT__)
+local limit, count = tonumber(ARGV[5]), 0
+local queues = redis.call('SMEMBERS', QUEUES)
+for i = 6, #ARGV, 2 do
+  local state, cutoff = ARGV[i], ARGV[i + 1]
+  for _, queue in ipairs(queues) do
+    if count >= limit then return count end
+    local zk = qkey(queue, state)
+    local ids = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. cutoff, 'LIMIT', 0, limit - count)
+    for _, id in ipairs(ids) do
+      redis.call('DEL', job_key(id))
+      redis.call('ZREM', JOBS, id)
+      redis.call('ZREM', EXPIRY, expiry_member(state, queue, id))
+    end
+    if #ids > 0 then redis.call('ZREM', zk, unpack(ids)) end
+    count = count + #ids
+  end
+end
+return count
+""".replace("__SWEEP_LIMIT__", str(_SWEEP_LIMIT))
+
+# Returns flat groups of (queue, paused, queued, running, complete, dead, cancelled).
+_QUEUE_STATS = """
+sweep(__SWEEP_LIMIT__)
+local out = {}
+for _, queue in ipairs(redis.call('SUNION', QUEUES, PAUSED)) do
+  local paused = redis.call('SISMEMBER', PAUSED, queue)
+  local c = {
+    redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed')),
+    redis.call('ZCARD', qkey(queue, 'running')),
+    redis.call('ZCARD', qkey(queue, 'complete')),
+    redis.call('ZCARD', qkey(queue, 'dead')),
+    redis.call('ZCARD', qkey(queue, 'cancelled')),
+  }
+  if paused == 1 or c[1] + c[2] + c[3] + c[4] + c[5] > 0 then
+    out[#out + 1] = queue
+    out[#out + 1] = paused
+    for _, n in ipairs(c) do out[#out + 1] = n end
+  end
+end
+return out
+""".replace("__SWEEP_LIMIT__", str(_SWEEP_LIMIT))
+
+# ARGV: queues. Returns the earliest due_at of a queued job in the unpaused ones, or nil.
+_NEXT_DUE = """
+local best = nil
+for i = 5, #ARGV do
+  local queue = ARGV[i]
+  if redis.call('SISMEMBER', PAUSED, queue) == 0 then
+    local d = redis.call('ZRANGE', qkey(queue, 'delayed'), 0, 0, 'WITHSCORES')
+    if d[2] and (best == nil or tonumber(d[2]) < best) then best = tonumber(d[2]) end
+    -- Ready jobs sort by priority first: the earliest due time is the first
+    -- member of some priority level, so visit one member per level.
+    local rk = qkey(queue, 'ready')
+    local first = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+    while first[1] do
+      local due = redis.call('HGET', job_key(string.sub(first[1], ID_AT)), 'due_at')
+      if due and (best == nil or tonumber(due) < best) then best = tonumber(due) end
+      first = redis.call('ZRANGEBYSCORE', rk, '(' .. first[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    end
+  end
+end
+if best == nil then return false end
+return fmt(best)
+"""
+
+# ARGV: first rank, how many, filter flags (q s n c), queue, state, name, schedule.
+# Returns {number scanned, matching ids}, newest first.
+_LIST_SCAN = """
+local start, count, flags = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local ids = redis.call('ZREVRANGE', JOBS, start, start + count - 1)
+local out = {}
+local fq, fs, fn, fc = has(flags, 'q'), has(flags, 's'), has(flags, 'n'), has(flags, 'c')
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', job_key(id), 'queue', 'state', 'name', 'schedule')
+  if f[1] and (not fq or f[1] == ARGV[8]) and (not fs or f[2] == ARGV[9])
+      and (not fn or f[3] == ARGV[10]) and (not fc or f[4] == ARGV[11]) then
+    out[#out + 1] = id
+  end
+end
+return {#ids, out}
+"""
+
+_SCHEDULE_KEY = "P .. ':schedule:' .. ARGV[5]"
+
+# ARGV: name, trigger, then field/value pairs of the new definition.
+_PUT_SCHEDULE = """
+local sk = __SCHEDULE_KEY__
+local kept = nil
+if redis.call('HGET', sk, 'trigger') == ARGV[6] then
+  kept = redis.call('HMGET', sk, 'next_fire_at', 'last_fire_at', 'paused')
+end
+redis.call('DEL', sk)
+local f = {}
+for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
+redis.call('HSET', sk, unpack(f))
+if kept then
+  local names = {'next_fire_at', 'last_fire_at', 'paused'}
+  for j = 1, 3 do
+    if kept[j] then redis.call('HSET', sk, names[j], kept[j])
+    else redis.call('HDEL', sk, names[j]) end
+  end
+end
+redis.call('SADD', P .. ':schedules', ARGV[5])
+return redis.call('HGETALL', sk)
+""".replace("__SCHEDULE_KEY__", _SCHEDULE_KEY)
+
+# ARGV: name, paused ('1'/'0'). Returns the schedule's fields, or nil.
+_PAUSE_SCHEDULE = """
+local sk = __SCHEDULE_KEY__
+if redis.call('EXISTS', sk) == 0 then return false end
+redis.call('HSET', sk, 'paused', ARGV[6])
+return redis.call('HGETALL', sk)
+""".replace("__SCHEDULE_KEY__", _SCHEDULE_KEY)
+
+# ARGV: name. Returns 1 when a schedule was deleted.
+_REMOVE_SCHEDULE = """
+redis.call('SREM', P .. ':schedules', ARGV[5])
+return redis.call('DEL', __SCHEDULE_KEY__)
+""".replace("__SCHEDULE_KEY__", _SCHEDULE_KEY)
+
+# ARGV: name, expected fire time, has next ('1'/'0'), next fire time, n, then n jobs.
+# Returns the enqueue entries, or nil when the tick was already fired (or paused).
+_FIRE_SCHEDULE = """
+local sk = __SCHEDULE_KEY__
+local f = redis.call('HMGET', sk, 'next_fire_at', 'paused')
+if not f[1] or f[2] == '1' or tonumber(f[1]) ~= tonumber(ARGV[6]) then return false end
+redis.call('HSET', sk, 'last_fire_at', ARGV[6])
+if ARGV[7] == '1' then redis.call('HSET', sk, 'next_fire_at', ARGV[8])
+else redis.call('HDEL', sk, 'next_fire_at') end
+local out = insert_jobs(10, tonumber(ARGV[9]))
+publish_wakes()
+return out
+""".replace("__SCHEDULE_KEY__", _SCHEDULE_KEY)
+
+_SCRIPTS = {
+    "enqueue": _ENQUEUE,
+    "claim": _CLAIM,
+    "heartbeat": _HEARTBEAT,
+    "settle": _SETTLE,
+    "recover": _RECOVER,
+    "set_progress": _SET_PROGRESS,
+    "cancel": _CANCEL,
+    "retry_dead": _RETRY_DEAD,
+    "pause_queue": _PAUSE_QUEUE,
+    "prune": _PRUNE,
+    "queue_stats": _QUEUE_STATS,
+    "next_due": _NEXT_DUE,
+    "list_scan": _LIST_SCAN,
+    "put_schedule": _PUT_SCHEDULE,
+    "pause_schedule": _PAUSE_SCHEDULE,
+    "remove_schedule": _REMOVE_SCHEDULE,
+    "fire_schedule": _FIRE_SCHEDULE,
+}
+
+
+# -- encoding -----------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    """A float as exact text (repr round-trips; Lua's tonumber reads it back exactly)."""
+    return repr(float(value))
+
+
+def _seconds(value: float | timedelta | None) -> float:
+    if value is None:
+        return 0.0
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ConfigurationError(f"a retention must not be negative, got {seconds}s")
+    return seconds
+
+
+def _job_args(new: NewJob) -> list[str | bytes]:
+    """The 12 script arguments of one new job (see ``insert_jobs``)."""
+    flags = (
+        ("t" if new.timeout is not None else "")
+        + ("k" if new.key is not None else "")
+        + ("s" if new.schedule is not None else "")
+    )
+    return [
+        new.id,
+        new.name,
+        new.queue,
+        new.payload,
+        _num(new.due_at),
+        _num(new.enqueued_at),
+        str(int(new.priority)),
+        str(int(new.max_attempts)),
+        flags,
+        "" if new.timeout is None else _num(new.timeout),
+        new.key or "",
+        new.schedule or "",
+    ]
+
+
+def _queued_job(new: NewJob) -> Job:
+    """The record of a job just inserted: what the store holds, without reading it back."""
+    return Job(
+        id=new.id,
+        name=new.name,
+        queue=new.queue,
+        payload=new.payload,
+        state=JobState.QUEUED,
+        due_at=new.due_at,
+        enqueued_at=new.enqueued_at,
+        priority=new.priority,
+        max_attempts=new.max_attempts,
+        timeout=new.timeout,
+        key=new.key,
+        schedule=new.schedule,
+    )
+
+
+def _pairs(raw: Any) -> dict[bytes, bytes]:
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _float(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _decode_job(raw: Any) -> Job:
+    """Turn a job hash (a dict, or HGETALL's flat list from a script) into a :class:`Job`."""
+    fields = _pairs(raw)
+    get = fields.get
+    error_type = get(b"error_type")
+    error = None
+    if error_type is not None:
+        error = ErrorInfo(
+            type=error_type.decode(),
+            message=fields.get(b"error_message", b"").decode(),
+            traceback=_text(get(b"error_traceback")),
+        )
+    return Job(
+        id=fields[b"id"].decode(),
+        name=fields[b"name"].decode(),
+        queue=fields[b"queue"].decode(),
+        payload=fields[b"payload"],
+        state=JobState(fields[b"state"].decode()),
+        due_at=float(fields[b"due_at"]),
+        enqueued_at=float(fields[b"enqueued_at"]),
+        priority=int(fields[b"priority"]),
+        attempts=int(fields[b"attempts"]),
+        max_attempts=int(fields[b"max_attempts"]),
+        timeout=_float(get(b"timeout")),
+        key=_text(get(b"key")),
+        schedule=_text(get(b"schedule")),
+        lease_token=_text(get(b"lease_token")),
+        lease_expires_at=_float(get(b"lease_expires_at")),
+        worker_id=_text(get(b"worker_id")),
+        started_at=_float(get(b"started_at")),
+        finished_at=_float(get(b"finished_at")),
+        result=get(b"result"),
+        error=error,
+        progress=_float(get(b"progress")),
+        progress_message=_text(get(b"progress_message")),
+        cancel_requested=get(b"cancel_requested") == b"1",
+    )
+
+
+def _schedule_fields(schedule: Schedule) -> list[str | bytes]:
+    """A schedule as hash field/value pairs; ``None`` fields are left out."""
+    fields: list[str | bytes] = [
+        "name",
+        schedule.name,
+        "job_name",
+        schedule.job_name,
+        "queue",
+        schedule.queue,
+        "trigger",
+        schedule.trigger,
+        "payload",
+        schedule.payload,
+        "misfire",
+        schedule.misfire,
+        "grace",
+        _num(schedule.grace),
+        "overlap",
+        "1" if schedule.overlap else "0",
+        "paused",
+        "1" if schedule.paused else "0",
+        "priority",
+        str(int(schedule.priority)),
+        "max_attempts",
+        str(int(schedule.max_attempts)),
+    ]
+    optional = {
+        "next_fire_at": schedule.next_fire_at,
+        "last_fire_at": schedule.last_fire_at,
+        "timeout": schedule.timeout,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            fields += [name, _num(value)]
+    return fields
+
+
+def _decode_schedule(raw: Any) -> Schedule:
+    fields = _pairs(raw)
+    get = fields.get
+    return Schedule(
+        name=fields[b"name"].decode(),
+        job_name=fields[b"job_name"].decode(),
+        queue=fields[b"queue"].decode(),
+        trigger=fields[b"trigger"].decode(),
+        payload=fields[b"payload"],
+        next_fire_at=_float(get(b"next_fire_at")),
+        last_fire_at=_float(get(b"last_fire_at")),
+        misfire=fields[b"misfire"].decode(),
+        grace=float(fields[b"grace"]),
+        overlap=get(b"overlap") == b"1",
+        paused=get(b"paused") == b"1",
+        priority=int(fields[b"priority"]),
+        max_attempts=int(fields[b"max_attempts"]),
+        timeout=_float(get(b"timeout")),
+    )
+
+
+def _redact_url(url: str) -> str:
+    """*url* with any password (in the authority or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name == "password" for name, _ in pairs):
+            query = urlencode(
+                [(name, "***" if name == "password" else value) for name, value in pairs]
+            )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _url_secrets(url: str) -> list[str]:
+    """Every password spelled in *url*, to scrub from error messages."""
+    parts = urlsplit(url)
+    secrets = [parts.password] if parts.password else []
+    secrets += [v for k, v in parse_qsl(parts.query) if k == "password" and v]
+    return secrets
+
+
+# -- the backend --------------------------------------------------------------
+
+
+class RedisBackend:
+    """Jobs in a Redis server (5.0 or newer), shared by every process that reaches it.
+
+    :param url_or_client: a URL (``redis://[[user]:password@]host[:port][/db]``,
+        ``rediss://`` for TLS, ``unix:///path/to/redis.sock``; query options as
+        redis-py reads them), or a ready ``redis.asyncio.Redis`` client (made
+        with ``decode_responses=False``; the caller keeps ownership of it).
+    :param prefix: the namespace of every key and channel (see the module docs);
+        backends with different prefixes share a server without meeting.
+    :param finished_ttl: how long complete and cancelled jobs are kept (seconds or
+        ``timedelta``; ``None`` keeps them until :meth:`prune`).
+    :param dead_ttl: the same for dead jobs, kept longer by default for inspection.
+    :param check_persistence: warn (:class:`RedisPersistenceWarning`) at :meth:`open`
+        when the server would lose jobs on a restart.
+    :param retries: how many times a command is retried, with jittered exponential
+        backoff capped at ``retry_backoff_cap`` seconds, while the server is
+        unreachable (e.g. restarting); ignored for a client passed in.
+    :param connect_timeout: seconds to wait for a connection (URL only).
+    :param client_options: more keyword arguments for ``redis.asyncio.Redis.from_url``.
+    :raises ConfigurationError: for a prefix that is empty or a negative retention.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | aioredis.Redis,
+        *,
+        prefix: str = "asyncjobs",
+        finished_ttl: float | timedelta | None = timedelta(days=7),
+        dead_ttl: float | timedelta | None = timedelta(days=30),
+        check_persistence: bool = True,
+        retries: int = 10,
+        retry_backoff_cap: float = 2.0,
+        connect_timeout: float = 5.0,
+        **client_options: Any,
+    ) -> None:
+        if not prefix:
+            raise ConfigurationError("the Redis key prefix must not be empty")
+        if isinstance(url_or_client, str):
+            self._url: str | None = url_or_client
+            self._given_client: aioredis.Redis | None = None
+            if client_options.get("decode_responses"):
+                raise ConfigurationError("RedisBackend needs decode_responses=False")
+        else:
+            self._url = None
+            self._given_client = url_or_client
+            kwargs = url_or_client.connection_pool.connection_kwargs
+            if kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "RedisBackend needs a client made with decode_responses=False "
+                    "(payloads are bytes)"
+                )
+        self._prefix = prefix
+        self._finished_ttl_ms = round(_seconds(finished_ttl) * 1000)
+        self._dead_ttl_ms = round(_seconds(dead_ttl) * 1000)
+        self._check_persistence = check_persistence
+        self._retries = retries
+        self._retry_backoff_cap = retry_backoff_cap
+        self._connect_timeout = connect_timeout
+        self._client_options = client_options
+        self._clock: Clock = SystemClock()
+        self._server_time = True
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._pubsub: Any = None
+        self._subscribed: set[str] = set()
+        self._subscribe_lock = anyio.Lock()
+        self._listening = False
+        # One event per waiter: a clock may set a waiter's event as its deadline
+        # timer (ManualClock does), which must not wake anyone else.
+        self._waiters: set[anyio.Event] = set()
+
+    def __repr__(self) -> str:
+        if self._url is not None:
+            where = f"url={_redact_url(self._url)!r}"
+        else:
+            assert self._given_client is not None
+            kwargs = self._given_client.connection_pool.connection_kwargs
+            address = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+            where = f"client={address!r}"
+        return f"RedisBackend({where}, prefix={self._prefix!r})"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _make_client(self, retries: int) -> aioredis.Redis:
+        assert self._url is not None
+        backoff = (
+            EqualJitterBackoff(cap=self._retry_backoff_cap, base=0.05) if retries else NoBackoff()
+        )
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": 30.0,
+            "retry": Retry(backoff, retries),
+            **self._client_options,
+        }
+        options["decode_responses"] = False
+        return aioredis.Redis.from_url(self._url, **options)
+
+    async def open(self, clock: Clock) -> None:
+        """Connect, load the scripts, and check the server keeps jobs safely.
+
+        :param clock: the clock; a :class:`~asyncjobs.SystemClock` means "read the
+            server's time", so every host judges leases by one clock.
+        :raises BackendError: when the server cannot be reached, refuses the
+            credentials, fails the TLS handshake, or refuses the commands the
+            backend needs (the message never contains the password).
+        """
+        self._clock = clock
+        self._server_time = isinstance(clock, SystemClock)
+        if self._given_client is not None:
+            client = self._given_client
+            await self._probe(client)
+        else:
+            # Probe without retries, so a wrong password or an unreachable host
+            # fails open() at once instead of after the reconnect backoff.
+            probe = self._make_client(retries=0)
+            try:
+                await self._probe(probe)
+            finally:
+                await probe.aclose()
+            client = self._make_client(self._retries)
+        self._client = client
+        self._scripts = {
+            name: client.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
+        }
+        self._pubsub = client.pubsub()
+        self._subscribed = set()
+
+    async def _probe(self, client: aioredis.Redis) -> None:
+        try:
+            await client.ping()
+            await self._check_version(client)
+            # Loading now turns a user without +@scripting into a clear error at open.
+            for body in _SCRIPTS.values():
+                await client.script_load(_PRELUDE + body)
+            if self._check_persistence:
+                await self._warn_about_persistence(client)
+        except BackendError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise BackendError(self._explain(exc)) from None
+
+    def _explain(self, exc: BaseException) -> str:
+        """A clear message for a failure at open, with every password scrubbed."""
+        where = self._where()
+        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc):
+            hint = "Redis refused the credentials; check the user and password in the URL"
+        elif "NOAUTH" in str(exc) or "Authentication required" in str(exc):
+            hint = "Redis requires a password: put it in the URL (redis://:password@host)"
+        elif isinstance(exc, NoPermissionError):
+            hint = (
+                "the Redis user lacks a permission the backend needs: it must run "
+                "+@read +@write +@scripting +@pubsub +@connection commands on "
+                f"keys ~{self._prefix}:* and channels &{self._prefix}:*"
+            )
+        elif "SSL" in reason or "TLS" in reason or "certificate" in reason:
+            hint = "the TLS handshake with Redis failed (check rediss:// and the certificates)"
+        elif isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            hint = "cannot connect to Redis (is it running, and is the address right?)"
+        else:
+            hint = "Redis cannot be used"
+        message = f"{hint}: {where}: {reason}"
+        for secret in _url_secrets(self._url or ""):
+            message = message.replace(secret, "***")
+        return message
+
+    def _where(self) -> str:
+        if self._url is not None:
+            return _redact_url(self._url)
+        return repr(self)
+
+    async def _check_version(self, client: aioredis.Redis) -> None:
+        try:
+            info = await client.info("server")
+        except ResponseError:
+            return  # INFO refused to a restricted user: the scripts will tell soon enough.
+        version = str(info.get("redis_version", "0"))
+        major = int(version.split(".")[0] or 0)
+        if major < 5:
+            raise BackendError(
+                f"Redis {version} at {self._where()} is too old: asyncjobs needs 5.0 or newer"
+            )
+
+    async def _warn_about_persistence(self, client: aioredis.Redis) -> None:
+        try:
+            config: dict[Any, Any] = {}
+            for name in ("save", "appendonly", "maxmemory-policy"):
+                config.update(await client.config_get(name))
+        except ResponseError as exc:
+            warnings.warn(
+                f"could not check that Redis at {self._where()} persists jobs "
+                f"(CONFIG GET was refused: {exc}); make sure it runs with appendonly yes "
+                "or RDB snapshots, and maxmemory-policy noeviction",
+                RedisPersistenceWarning,
+                stacklevel=4,
+            )
+            return
+        values = {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v.decode() if isinstance(v, bytes) else str(v)
+            )
+            for k, v in config.items()
+        }
+        if not values.get("save") and values.get("appendonly") != "yes":
+            warnings.warn(
+                f"Redis at {self._where()} has no persistence (save '' and appendonly no): "
+                "every queued job is lost when it restarts; turn on appendonly yes",
+                RedisPersistenceWarning,
+                stacklevel=4,
+            )
+        policy = values.get("maxmemory-policy", "noeviction")
+        if policy.startswith("allkeys"):
+            warnings.warn(
+                f"Redis at {self._where()} has maxmemory-policy {policy}: it may evict "
+                "queued jobs when memory runs out; use noeviction",
+                RedisPersistenceWarning,
+                stacklevel=4,
+            )
+
+    async def aclose(self) -> None:
+        """Close the connections (a client passed in stays open); :meth:`open` works again."""
+        pubsub, self._pubsub = self._pubsub, None
+        client, self._client = self._client, None
+        self._subscribed = set()
+        self._notify()
+        if pubsub is not None:
+            await pubsub.aclose()
+        if client is not None and client is not self._given_client:
+            await client.aclose()
+
+    # -- internals ------------------------------------------------------------
+
+    def _header(self) -> list[str | bytes]:
+        return [
+            self._prefix,
+            "" if self._server_time else _num(self._clock.now()),
+            str(self._finished_ttl_ms),
+            str(self._dead_ttl_ms),
+        ]
+
+    async def _run(self, name: str, args: Iterable[str | bytes]) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            raise BackendError("the Redis backend is not open: call open() first")
+        try:
+            return await script(args=[*self._header(), *args])
+        except RedisError as exc:
+            raise BackendError(
+                f"Redis failed ({self._where()}): {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _require_client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BackendError("the Redis backend is not open: call open() first")
+        return self._client
+
+    def _notify(self) -> None:
+        for waiter in self._waiters:
+            waiter.set()
+
+    def _decode_enqueued(self, news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]:
+        return [
+            _queued_job(new) if reply == 0 else _decode_job(reply)
+            for new, reply in zip(news, replies, strict=True)
+        ]
+
+    # -- writing jobs ---------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert *jobs* in one script; a matching active ``key`` returns the existing job."""
+        if not jobs:
+            return []
+        args: list[str | bytes] = [str(len(jobs))]
+        for new in jobs:
+            args += _job_args(new)
+        replies = await self._run("enqueue", args)
+        self._notify()
+        return self._decode_enqueued(jobs, replies)
+
+    async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
+        """Claim up to *limit* due jobs of *queue* in one script, each with a fresh token."""
+        if limit <= 0:
+            return []
+        replies = await self._run(
+            "claim", [queue, str(int(limit)), worker_id, _num(lease), uuid.uuid4().hex]
+        )
+        return [_decode_job(reply) for reply in replies]
+
+    async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
+        """Extend the leases this worker still holds, in one script."""
+        if not leases:
+            return HeartbeatReply()
+        args: list[str | bytes] = [_num(lease)]
+        for job_id, token in leases.items():
+            args += [job_id, token]
+        lost, cancel = await self._run("heartbeat", args)
+        return HeartbeatReply(
+            lost=frozenset(item.decode() for item in lost),
+            cancel_requested=frozenset(item.decode() for item in cancel),
+        )
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
+        """Apply a batch of outcomes in one script; return the ids whose token was stale."""
+        if not outcomes:
+            return []
+        args: list[str | bytes] = []
+        requeues = False
+        for item in outcomes:
+            error = item.error
+            flags = (
+                ("r" if item.result is not None else "")
+                + ("d" if item.due_at is not None else "")
+                + ("e" if error is not None else "")
+                + ("t" if error is not None and error.traceback is not None else "")
+            )
+            args += [
+                item.job_id,
+                item.lease_token,
+                OutcomeKind(item.kind).value,
+                flags,
+                b"" if item.result is None else item.result,
+                "" if item.due_at is None else _num(item.due_at),
+                "" if error is None else error.type,
+                "" if error is None else error.message,
+                "" if error is None or error.traceback is None else error.traceback,
+            ]
+            requeues = requeues or item.kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE)
+        refused = [job_id.decode() for job_id in await self._run("settle", args)]
+        if requeues:
+            self._notify()
+        return refused
+
+    async def recover_expired(self) -> int:
+        """Requeue (or kill, when out of attempts) running jobs whose lease ran out."""
+        count = int(await self._run("recover", [_EXPIRED_ERROR.type, _EXPIRED_ERROR.message]))
+        if count:
+            self._notify()
+        return count
+
+    async def set_progress(
+        self, job_id: str, lease_token: str, progress: float, message: str | None
+    ) -> bool:
+        """Store a running job's progress; ``False`` when the lease is no longer held."""
+        reply = await self._run(
+            "set_progress",
+            [
+                job_id,
+                lease_token,
+                _num(progress),
+                "0" if message is None else "1",
+                message or "",
+            ],
+        )
+        return bool(reply)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job, or flag a running one; a finished job stays as it is."""
+        reply = await self._run("cancel", [job_id])
+        return None if reply is None else _decode_job(reply)
+
+    async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
+        """Queue a dead job again at *due_at* with its attempts reset."""
+        reply = await self._run("retry_dead", [job_id, _num(due_at)])
+        if reply is None:
+            return None
+        job = _decode_job(reply)
+        if job.state is JobState.QUEUED:
+            self._notify()
+        return job
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        """Pause or resume *queue* for every process; resuming wakes the waiting workers."""
+        await self._run("pause_queue", [queue, "1" if paused else "0"])
+        if not paused:
+            self._notify()
+
+    async def prune(self, cutoffs: Mapping[JobState, float]) -> int:
+        """Delete finished jobs whose ``finished_at`` is before their state's cutoff.
+
+        Runs in chunks of a thousand jobs, each one atomic.
+        """
+        args: list[str | bytes] = []
+        for state, cutoff in cutoffs.items():
+            if JobState(state) in FINISHED_STATES:
+                args += [JobState(state).value, _num(cutoff)]
+        total = 0
+        while True:
+            deleted = int(await self._run("prune", [str(_PRUNE_CHUNK), *args]))
+            total += deleted
+            if deleted < _PRUNE_CHUNK or not args:
+                return total
+
+    # -- reading --------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Return one job, or ``None`` when it does not exist (or has expired)."""
+        client = self._require_client()
+        fields = await client.hgetall(f"{self._prefix}:job:{job_id}")
+        return _decode_job(fields) if fields else None
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        schedule: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return a page of jobs matching every given filter, newest enqueued first.
+
+        Filtering scans the enqueue index in chunks on the server; a page of an
+        unfiltered listing costs two round trips.
+        """
+        client = self._require_client()
+        if limit <= 0:
+            return []
+        offset = max(0, offset)
+        flags = (
+            ("q" if queue is not None else "")
+            + ("s" if state is not None else "")
+            + ("n" if name is not None else "")
+            + ("c" if schedule is not None else "")
+        )
+        if not flags:
+            # decode_responses=False: members come back as bytes.
+            raw_ids = cast(
+                "list[bytes]",
+                await client.zrevrange(f"{self._prefix}:jobs", offset, offset + limit - 1),
+            )
+            ids = [item.decode() for item in raw_ids]
+        else:
+            matches: list[str] = []
+            rank = 0
+            while len(matches) < offset + limit:
+                scanned, found = await self._run(
+                    "list_scan",
+                    [
+                        str(rank),
+                        str(_LIST_CHUNK),
+                        flags,
+                        queue or "",
+                        "" if state is None else JobState(state).value,
+                        name or "",
+                        schedule or "",
+                    ],
+                )
+                matches += [item.decode() for item in found]
+                if scanned < _LIST_CHUNK:
+                    break
+                rank += _LIST_CHUNK
+            ids = matches[offset : offset + limit]
+        if not ids:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(f"{self._prefix}:job:{job_id}")
+            hashes = await pipe.execute()
+        # A job can expire or be pruned between the two steps: leave it out.
+        return [_decode_job(fields) for fields in hashes if fields]
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Return job counts by state for every queue that has jobs or is paused."""
+        flat = await self._run("queue_stats", [])
+        stats: list[QueueStats] = []
+        states = (
+            JobState.QUEUED,
+            JobState.RUNNING,
+            JobState.COMPLETE,
+            JobState.DEAD,
+            JobState.CANCELLED,
+        )
+        for i in range(0, len(flat), 7):
+            counts = {
+                state: int(count) for state, count in zip(states, flat[i + 2 : i + 7], strict=True)
+            }
+            stats.append(
+                QueueStats(
+                    queue=flat[i].decode(),
+                    counts={state: count for state, count in counts.items() if count},
+                    paused=bool(flat[i + 1]),
+                )
+            )
+        stats.sort(key=lambda item: item.queue)
+        return stats
+
+    async def next_due_at(self, queues: Collection[str]) -> float | None:
+        """Return the earliest ``due_at`` of queued jobs in unpaused *queues*."""
+        if not queues:
+            return None
+        reply = await self._run("next_due", list(queues))
+        return None if reply is None else float(reply)
+
+    # -- waiting for work -----------------------------------------------------
+
+    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
+        """Return when work may have arrived for *queues*, or at *deadline*.
+
+        Enqueues through this object wake at once; other processes' enqueues
+        arrive on the queues' ``wake`` channels, read by one listener task per
+        backend while anyone waits. The first wait on a queue returns as soon
+        as its channel is subscribed, so a job enqueued between the caller's
+        last claim and the subscription is not missed.
+        """
+        wakeup = anyio.Event()
+        self._waiters.add(wakeup)
+        try:
+            channels = {f"{self._prefix}:wake:{queue}" for queue in queues}
+            if channels - self._subscribed:
+                await self._subscribe(channels)
+            async with anyio.create_task_group() as tg:
+                if not self._listening and self._pubsub is not None:
+                    tg.start_soon(self._listen)
+                await self._clock.wait(wakeup, deadline)
+                tg.cancel_scope.cancel()
+        finally:
+            self._waiters.discard(wakeup)
+
+    async def _subscribe(self, channels: set[str]) -> None:
+        async with self._subscribe_lock:
+            missing = channels - self._subscribed
+            if not missing or self._pubsub is None:
+                return
+            try:
+                await self._pubsub.subscribe(*sorted(missing))
+            except (RedisError, OSError) as exc:
+                # The listener subscribes again when the server is back.
+                logger.warning("cannot subscribe to Redis wake-ups yet: %s", exc)
+                return
+            self._subscribed |= missing
+
+    async def _listen(self) -> None:
+        """Turn messages on the wake channels into wake-ups, until cancelled.
+
+        A subscribe confirmation wakes too: it follows a new subscription or a
+        reconnect, and messages may have been missed before it.
+        """
+        self._listening = True
+        backoff = 0.05
+        try:
+            while self._pubsub is not None:
+                pubsub = self._pubsub
+                try:
+                    if not self._subscribed:
+                        await anyio.sleep(backoff)  # nothing to read until a waiter subscribes
+                        backoff = min(backoff * 2, _LISTEN_BACKOFF_CAP)
+                        continue
+                    message = await pubsub.get_message(timeout=_LISTEN_TIMEOUT)
+                except (RedisError, OSError) as exc:
+                    logger.warning("Redis wake-up channel failed (%s); retrying", exc)
+                    self._notify()  # messages may be lost: let the waiters claim
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, _LISTEN_BACKOFF_CAP)
+                    continue
+                backoff = 0.05
+                if message is not None and message.get("type") in ("message", "subscribe"):
+                    self._notify()
+        finally:
+            self._listening = False
+            # Hand over: whoever still waits returns, claims, and listens next.
+            self._notify()
+
+    # -- schedules ------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace a schedule, keeping its timing when the trigger is unchanged."""
+        reply = await self._run(
+            "put_schedule", [schedule.name, schedule.trigger, *_schedule_fields(schedule)]
+        )
+        return _decode_schedule(reply)
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """Return one schedule, or ``None``."""
+        client = self._require_client()
+        fields = await client.hgetall(f"{self._prefix}:schedule:{name}")
+        return _decode_schedule(fields) if fields else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Return every stored schedule, ordered by name."""
+        client = self._require_client()
+        raw_names = cast("set[bytes]", await client.smembers(f"{self._prefix}:schedules"))
+        names = sorted(item.decode() for item in raw_names)
+        if not names:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(f"{self._prefix}:schedule:{name}")
+            hashes = await pipe.execute()
+        return [_decode_schedule(fields) for fields in hashes if fields]
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule; ``False`` when there was none."""
+        return bool(await self._run("remove_schedule", [name]))
+
+    async def pause_schedule(self, name: str, paused: bool) -> Schedule | None:
+        """Pause or resume a schedule; ``None`` when there is none."""
+        reply = await self._run("pause_schedule", [name, "1" if paused else "0"])
+        return None if reply is None else _decode_schedule(reply)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        expected_fire_at: float,
+        next_fire_at: float | None,
+        jobs: Sequence[NewJob],
+    ) -> list[Job] | None:
+        """Fire one tick: compare-and-set ``next_fire_at`` and enqueue *jobs* in one script.
+
+        :returns: the enqueued jobs, or ``None`` when the tick was fired already
+            (or the schedule is paused or gone); then nothing is written.
+        """
+        args: list[str | bytes] = [
+            name,
+            _num(expected_fire_at),
+            "0" if next_fire_at is None else "1",
+            "" if next_fire_at is None else _num(next_fire_at),
+            str(len(jobs)),
+        ]
+        for new in jobs:
+            args += _job_args(new)
+        replies = await self._run("fire_schedule", args)
+        if replies is None:
+            return None
+        if jobs:
+            self._notify()
+        return self._decode_enqueued(jobs, replies)
