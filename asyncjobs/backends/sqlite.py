@@ -1,0 +1,1438 @@
+"""The SQLite backend: one file, shared safely by several processes on one host.
+
+Design (see ``DESIGN.md`` section 3):
+
+- **WAL**, ``synchronous=FULL`` by default (``NORMAL`` and ``EXTRA`` allowed). One
+  writer connection per backend object, every write transaction ``BEGIN
+  IMMEDIATE`` and serialized in the process by an :class:`anyio.Lock`; a second,
+  ``query_only`` connection serves reads so they never queue behind writes.
+- **Claims** are one ``UPDATE ... WHERE seq IN (SELECT ... ORDER BY priority,
+  due_at, seq LIMIT ?) RETURNING ...`` whose rows are all read before ``COMMIT``.
+  Partial indexes keep the cost of a claim, a lease sweep, a dedup check and a
+  prune independent of how many finished jobs the file holds.
+- **Dedup** is enforced by a unique partial index on ``key`` over queued and
+  running jobs, inside the writer's exclusive transaction: however many
+  processes race one key, one job is created.
+- **Leases** carry a random 128-bit token; heartbeats, progress and outcomes
+  are applied only with the current one.
+- **Contention**: ``busy_timeout`` (default 5 s) makes SQLite wait for the
+  write lock; a ``SQLITE_BUSY`` that still escapes is retried up to
+  8 times with jittered exponential backoff (5 ms doubling to 200 ms) before
+  :class:`SQLiteBusyError` reaches the caller.
+- **Wake-ups**: an enqueue or requeue through this object wakes its waiters at
+  once (an in-process event). Work added by other processes is seen by
+  polling a per-queue wake counter (``asyncjobs_queues.wake_seq``, bumped in the
+  same transaction that adds work) on the read connection: every 5 ms after
+  activity, doubling on each idle poll up to 500 ms (``poll_interval``).
+  So another process's enqueue is noticed within 5 ms while busy and within
+  0.5 s after a long idle spell. The poll sleeps on real time; the
+  caller's deadline is honoured through the injected clock.
+- **Throughput** (one process, ext4, ``synchronous=FULL``): bulk enqueue runs
+  ``executemany`` in one transaction; a drain claims and settles in batches, one
+  fsync per batch. See the commit history and ``benchmarks/`` for figures.
+
+Start-up checks, each with a message that says what to do:
+
+- SQLite older than 3.35 (no ``RETURNING``): :class:`SQLiteVersionError`.
+- The WAL-reset bug (https://sqlite.org/wal.html#walresetbug): a race between
+  two connections' checkpoints and a commit that can corrupt the file. It
+  affects SQLite 3.7.0 through 3.51.2 and is fixed in 3.51.3, with backports
+  in 3.44.6 and 3.50.7. It needs two connections writing one file, which one
+  backend object alone never does (one writer; the reader never checkpoints
+  because it is closed first), so :class:`UnsafeSQLiteWarning` is issued when
+  an affected SQLite opens a file another connection already has open (its
+  ``-wal`` file exists): the multi-process set-ups the bug can hit.
+- ``journal_mode`` must really become ``wal`` (it does not for in-memory
+  databases and on some network filesystems): :class:`SQLiteJournalModeError`.
+- A missing or read-only directory, a file that is not a database, and a
+  file written by a newer asyncjobs fail at :meth:`SQLiteBackend.open`
+  without writing anything; a full disk (or ``max_size``) fails the write
+  that hit it with :class:`SQLiteFullError`, rolled back as a whole.
+
+Not supported: trio (aiosqlite needs asyncio), network filesystems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import random
+import sqlite3
+import warnings
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import aiosqlite
+import anyio
+import attrs
+
+from .._clock import Clock, SystemClock
+from .._exceptions import BackendError, ConfigurationError, SchemaVersionError
+from .._models import (
+    FINISHED_STATES,
+    ErrorInfo,
+    Job,
+    JobState,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    Schedule,
+)
+from . import HeartbeatReply
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SQLiteBackend",
+    "SQLiteBusyError",
+    "SQLiteFullError",
+    "SQLiteJournalModeError",
+    "SQLiteNotADatabaseError",
+    "SQLitePathError",
+    "SQLiteVersionError",
+    "UnsafeSQLiteWarning",
+]
+
+logger = logging.getLogger("asyncjobs")
+
+_T = TypeVar("_T")
+_Row = tuple[Any, ...]
+
+
+# -- exceptions -----------------------------------------------------------------
+
+
+class UnsafeSQLiteWarning(UserWarning):
+    """The SQLite library has a known bug that can corrupt a file shared by processes."""
+
+
+class SQLiteVersionError(BackendError):
+    """The SQLite library is too old for this backend."""
+
+
+class SQLitePathError(BackendError):
+    """The database path cannot be opened or created (missing or read-only directory)."""
+
+
+class SQLiteNotADatabaseError(BackendError):
+    """The file at the path exists but is not a SQLite database."""
+
+
+class SQLiteJournalModeError(BackendError):
+    """SQLite could not put the file in WAL mode (in-memory database, network filesystem)."""
+
+
+class SQLiteFullError(BackendError):
+    """A write did not fit: the disk is full or the file reached ``max_size``."""
+
+
+class SQLiteBusyError(BackendError):
+    """Another connection held the write lock for longer than the retries allow."""
+
+
+# -- schema -----------------------------------------------------------------------
+
+# Each migration is the list of statements taking the schema from version i to
+# i + 1. They run in order, in one BEGIN IMMEDIATE transaction, so a file is
+# never left half-migrated and two processes opening a new file migrate it once.
+# Append new steps; never edit a released one.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE asyncjobs_jobs (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            state TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            enqueued_at REAL NOT NULL,
+            priority INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            timeout REAL,
+            key TEXT,
+            schedule TEXT,
+            lease_token TEXT,
+            lease_expires_at REAL,
+            worker_id TEXT,
+            started_at REAL,
+            finished_at REAL,
+            result BLOB,
+            error_type TEXT,
+            error_message TEXT,
+            error_traceback TEXT,
+            progress REAL,
+            progress_message TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        # Claim order within a queue. The constant trailing ``state`` makes the
+        # partial indexes covering: without it SQLite reads every scanned row from
+        # the table to re-check the state.
+        """
+        CREATE INDEX asyncjobs_jobs_claim
+        ON asyncjobs_jobs (queue, priority, due_at, seq, state)
+        WHERE state = 'queued'
+        """,
+        # The earliest due time of a queue whatever the priorities; queued counts.
+        """
+        CREATE INDEX asyncjobs_jobs_due ON asyncjobs_jobs (queue, due_at, state)
+        WHERE state = 'queued'
+        """,
+        # Expired leases; running counts.
+        """
+        CREATE INDEX asyncjobs_jobs_lease ON asyncjobs_jobs (lease_expires_at, queue, state)
+        WHERE state = 'running'
+        """,
+        # Dedup, enforced by the database itself.
+        """
+        CREATE UNIQUE INDEX asyncjobs_jobs_active_key ON asyncjobs_jobs (key)
+        WHERE key IS NOT NULL AND state IN ('queued', 'running')
+        """,
+        # Prune by age, and count finished jobs per queue without reading rows.
+        """
+        CREATE INDEX asyncjobs_jobs_finished ON asyncjobs_jobs (state, finished_at, queue)
+        WHERE state IN ('complete', 'dead', 'cancelled')
+        """,
+        """
+        CREATE TABLE asyncjobs_queues (
+            name TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            wake_seq INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE TABLE asyncjobs_schedules (
+            name TEXT PRIMARY KEY,
+            job_name TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            next_fire_at REAL,
+            last_fire_at REAL,
+            misfire TEXT NOT NULL,
+            grace REAL NOT NULL,
+            overlap INTEGER NOT NULL,
+            paused INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            timeout REAL
+        )
+        """,
+        "CREATE TABLE asyncjobs_schema (version INTEGER NOT NULL)",
+        "INSERT INTO asyncjobs_schema (version) VALUES (0)",
+    ),
+)
+
+#: The schema version this asyncjobs writes; files with a higher one are refused.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_JOB_COLUMNS = (
+    "id, name, queue, payload, state, due_at, enqueued_at, priority, attempts,"
+    " max_attempts, timeout, key, schedule, lease_token, lease_expires_at, worker_id,"
+    " started_at, finished_at, result, error_type, error_message, error_traceback,"
+    " progress, progress_message, cancel_requested"
+)
+_SCHEDULE_COLUMNS = (
+    "name, job_name, queue, trigger, payload, next_fire_at, last_fire_at, misfire, grace,"
+    " overlap, paused, priority, max_attempts, timeout"
+)
+
+# Literal states in the WHERE clauses below are deliberate: SQLite only uses a
+# partial index when the query repeats the index's condition, and a bound
+# parameter never matches it. The claim pins its index: on a table without
+# statistics the planner may prefer the due-time index plus a sort of every due
+# job, which makes a claim cost grow with the backlog.
+_CLAIM_SQL: Final = f"""
+    UPDATE asyncjobs_jobs
+    SET state = 'running', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,
+        worker_id = ?, started_at = ?, progress = NULL, progress_message = NULL
+    WHERE seq IN (
+        SELECT seq FROM asyncjobs_jobs INDEXED BY asyncjobs_jobs_claim
+        WHERE state = 'queued' AND queue = ? AND due_at <= ?
+        ORDER BY priority, due_at, seq
+        LIMIT ?
+    )
+    RETURNING {_JOB_COLUMNS}, seq
+"""
+_INSERT_SQL: Final = """
+    INSERT INTO asyncjobs_jobs
+        (id, name, queue, payload, state, due_at, enqueued_at, priority,
+         max_attempts, timeout, key, schedule)
+    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)
+"""
+_WAKE_SQL: Final = """
+    INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (?, 1)
+    ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1
+"""
+_FINISH_SQL: Final = """
+    UPDATE asyncjobs_jobs
+    SET state = ?, result = ?, error_type = ?, error_message = ?, error_traceback = ?,
+        finished_at = ?, lease_token = NULL, lease_expires_at = NULL
+    WHERE id = ?
+"""
+_REQUEUE_SQL: Final = """
+    UPDATE asyncjobs_jobs
+    SET state = 'queued', due_at = ?, error_type = ?, error_message = ?, error_traceback = ?,
+        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+    WHERE id = ?
+"""
+_RELEASE_SQL: Final = """
+    UPDATE asyncjobs_jobs
+    SET state = 'queued', due_at = ?, attempts = max(0, attempts - 1),
+        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
+    WHERE id = ?
+"""
+_EXPIRED_SQL: Final = """
+    SELECT 1 FROM asyncjobs_jobs
+    WHERE state = 'running' AND lease_expires_at <= ? LIMIT 1
+"""
+_NEXT_DUE_SQL: Final = """
+    SELECT MIN((SELECT MIN(due_at) FROM asyncjobs_jobs
+                WHERE state = 'queued' AND queue = q.column1))
+    FROM (VALUES {values}) AS q
+    WHERE NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = q.column1 AND paused = 1)
+"""
+_QUEUE_STATS_SQL: Final = """
+    SELECT queue, 'queued', COUNT(*) FROM asyncjobs_jobs
+    WHERE state = 'queued' GROUP BY queue
+    UNION ALL
+    SELECT queue, 'running', COUNT(*) FROM asyncjobs_jobs
+    WHERE state = 'running' GROUP BY queue
+    UNION ALL
+    SELECT queue, state, COUNT(*) FROM asyncjobs_jobs
+    WHERE state IN ('complete', 'dead', 'cancelled') GROUP BY queue, state
+    UNION ALL
+    SELECT name, NULL, 0 FROM asyncjobs_queues WHERE paused = 1
+"""
+
+# Mirrors memory.py, so every backend reports a lost lease the same way.
+_EXPIRED_ERROR = ErrorInfo(
+    type="LeaseExpired",
+    message="the worker running this job stopped heartbeating (it crashed or hung)",
+)
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+
+_BUSY_RETRIES = 8
+_BUSY_BACKOFF = (0.005, 0.2)
+# Stay well below SQLite's bound-parameter limit (32766 since 3.32, 999 before).
+_CHUNK = 500
+# Rows deleted per prune transaction, so a big prune never holds the write lock long.
+_PRUNE_BATCH = 2000
+_MIN_VERSION = (3, 35, 0)
+_SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+
+
+def _version_tuple(version: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(part) for part in [*version.split("."), "0", "0"][:3])
+    return major, minor, patch
+
+
+def _has_wal_reset_bug(version: tuple[int, int, int]) -> bool:
+    """Whether SQLite *version* has the WAL-reset bug (3.7.0 to 3.51.2, minus backports)."""
+    if version < (3, 7, 0) or version >= (3, 51, 3):
+        return False
+    backported = (3, 44, 6) <= version < (3, 45, 0) or (3, 50, 7) <= version < (3, 51, 0)
+    return not backported
+
+
+def _chunks(items: Sequence[_T]) -> Iterable[Sequence[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _error_columns(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
+    if error is None:
+        return None, None, None
+    return error.type, error.message, error.traceback
+
+
+def _to_job(row: _Row) -> Job:
+    (
+        job_id,
+        name,
+        queue,
+        payload,
+        state,
+        due_at,
+        enqueued_at,
+        priority,
+        attempts,
+        max_attempts,
+        timeout,
+        key,
+        schedule,
+        lease_token,
+        lease_expires_at,
+        worker_id,
+        started_at,
+        finished_at,
+        result,
+        error_type,
+        error_message,
+        error_traceback,
+        progress,
+        progress_message,
+        cancel_requested,
+    ) = row[:25]
+    return Job(
+        id=job_id,
+        name=name,
+        queue=queue,
+        payload=payload,
+        state=JobState(state),
+        due_at=due_at,
+        enqueued_at=enqueued_at,
+        priority=priority,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        key=key,
+        schedule=schedule,
+        lease_token=lease_token,
+        lease_expires_at=lease_expires_at,
+        worker_id=worker_id,
+        started_at=started_at,
+        finished_at=finished_at,
+        result=result,
+        error=None
+        if error_type is None
+        else ErrorInfo(type=error_type, message=error_message, traceback=error_traceback),
+        progress=progress,
+        progress_message=progress_message,
+        cancel_requested=bool(cancel_requested),
+    )
+
+
+def _to_schedule(row: _Row) -> Schedule:
+    (
+        name,
+        job_name,
+        queue,
+        trigger,
+        payload,
+        next_fire_at,
+        last_fire_at,
+        misfire,
+        grace,
+        overlap,
+        paused,
+        priority,
+        max_attempts,
+        timeout,
+    ) = row
+    return Schedule(
+        name=name,
+        job_name=job_name,
+        queue=queue,
+        trigger=trigger,
+        payload=payload,
+        next_fire_at=next_fire_at,
+        last_fire_at=last_fire_at,
+        misfire=misfire,
+        grace=grace,
+        overlap=bool(overlap),
+        paused=bool(paused),
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout=timeout,
+    )
+
+
+def _schedule_row(schedule: Schedule) -> _Row:
+    return (
+        schedule.name,
+        schedule.job_name,
+        schedule.queue,
+        schedule.trigger,
+        schedule.payload,
+        schedule.next_fire_at,
+        schedule.last_fire_at,
+        schedule.misfire,
+        schedule.grace,
+        int(schedule.overlap),
+        int(schedule.paused),
+        schedule.priority,
+        schedule.max_attempts,
+        schedule.timeout,
+    )
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+async def _fetchall(
+    conn: aiosqlite.Connection, sql: str, parameters: Iterable[Any] = ()
+) -> list[_Row]:
+    rows: Iterable[Any] = await conn.execute_fetchall(sql, tuple(parameters))
+    return list(rows)
+
+
+async def _fetchone(
+    conn: aiosqlite.Connection, sql: str, parameters: Iterable[Any] = ()
+) -> _Row | None:
+    rows = await _fetchall(conn, sql, parameters)
+    return rows[0] if rows else None
+
+
+class SQLiteBackend:
+    """Jobs in a SQLite file that several processes on one host may share.
+
+    :param path: the database file; created with its schema on first use. Its
+        directory must exist and be writable (SQLite creates ``-wal`` and
+        ``-shm`` files next to it).
+    :param synchronous: ``"FULL"`` (default: a committed job survives power
+        loss), ``"EXTRA"``, or ``"NORMAL"`` (survives a crash of the process,
+        not of the machine; faster commits).
+    :param busy_timeout: seconds SQLite waits for another process's write lock
+        before retrying.
+    :param poll_interval: ``(shortest, longest)`` seconds between checks for
+        work added by other processes; the interval starts at the shortest
+        after activity and doubles while idle.
+    :param max_size: cap the file at about this many bytes (``None``: no cap);
+        a write past it fails with :class:`SQLiteFullError`, like a full disk.
+    :raises ConfigurationError: for an option that cannot work.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        poll_interval: tuple[float, float] = (0.005, 0.5),
+        max_size: int | None = None,
+    ) -> None:
+        self._path = os.fspath(path)
+        if not self._path:
+            raise ConfigurationError("SQLiteBackend needs a file path, e.g. 'jobs.db'")
+        self._synchronous = str(synchronous).upper()
+        if self._synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is not supported: use 'FULL' (default), "
+                "'EXTRA' or 'NORMAL' (OFF can corrupt the file when the machine crashes)"
+            )
+        if not busy_timeout > 0:
+            raise ConfigurationError(f"busy_timeout must be positive seconds, not {busy_timeout}")
+        shortest, longest = poll_interval
+        if not 0 < shortest <= longest:
+            raise ConfigurationError(
+                f"poll_interval must be (shortest, longest) with 0 < shortest <= longest, "
+                f"not {poll_interval!r}"
+            )
+        if max_size is not None and max_size <= 0:
+            raise ConfigurationError(f"max_size must be a positive number of bytes, not {max_size}")
+        self._busy_timeout = float(busy_timeout)
+        self._poll_bounds = (float(shortest), float(longest))
+        self._poll_delay = float(shortest)
+        self._max_size = max_size
+        self._clock: Clock = SystemClock()
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = anyio.Lock()
+        self._wakeup = anyio.Event()
+        # The wake counter of each queue as last seen by a claim or a returning
+        # wait_for_work: a different value in the store means work arrived since.
+        self._seen: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        state = "open" if self._writer is not None else "closed"
+        return f"SQLiteBackend({self._path!r}, {state})"
+
+    # -- opening and closing ------------------------------------------------------
+
+    async def open(self, clock: Clock) -> None:
+        """Open the file, create or migrate its schema, and check it is safe to use.
+
+        Nothing is written to a file that fails a check.
+
+        :param clock: where every due time and lease expiry comes from.
+        :raises SQLiteVersionError: when the SQLite library is older than 3.35.
+        :raises SQLitePathError: when the directory is missing or read-only.
+        :raises SQLiteNotADatabaseError: when the file is not a SQLite database.
+        :raises SchemaVersionError: when a newer asyncjobs wrote the file.
+        :raises SQLiteJournalModeError: when the file cannot use WAL.
+        :raises BackendError: for any other reason SQLite refuses the file.
+        """
+        self._clock = clock
+        if self._writer is not None:
+            return
+        version = _version_tuple(sqlite3.sqlite_version)
+        if version < _MIN_VERSION:
+            raise SQLiteVersionError(
+                f"SQLite {sqlite3.sqlite_version} is too old for SQLiteBackend (it needs 3.35 "
+                "or newer, for RETURNING): run Python linked against a newer SQLite"
+            )
+        existed, shared = self._check_path()
+        writer: aiosqlite.Connection | None = None
+        reader: aiosqlite.Connection | None = None
+        try:
+            writer = await self._connect()
+            await self._check_schema_version(writer)
+            await self._enable_wal(writer)
+            await self._migrate(writer)
+            if self._max_size is not None:
+                [(page_size,)] = await _fetchall(writer, "PRAGMA page_size")
+                await writer.execute(
+                    f"PRAGMA max_page_count = {max(1, self._max_size // page_size)}"
+                )
+            reader = await self._connect()
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                for conn in (reader, writer):
+                    if conn is not None:
+                        await conn.close()
+            if not existed:
+                self._remove_created_files()
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc, "open") from exc
+            raise
+        self._writer, self._reader = writer, reader
+        self._seen.clear()
+        self._poll_delay = self._poll_bounds[0]
+        if shared and _has_wal_reset_bug(version):
+            warnings.warn(
+                UnsafeSQLiteWarning(
+                    f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug (SQLite 3.7.0 "
+                    "through 3.51.2; fixed in 3.51.3, 3.50.7 and 3.44.6), which can corrupt "
+                    f"{self._path} when several connections write it at once, as this "
+                    "one and another open connection will: run Python linked against "
+                    "SQLite 3.51.3 or newer (see https://sqlite.org/wal.html#walresetbug)"
+                ),
+                stacklevel=2,
+            )
+
+    async def aclose(self) -> None:
+        """Close both connections; waiters return, and :meth:`open` may be called again."""
+        reader, self._reader = self._reader, None
+        # Close the reader first so it is never the file's last connection: the
+        # last one checkpoints, and only the writer should ever checkpoint.
+        if reader is not None:
+            await reader.close()
+        async with self._write_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                await writer.close()
+        self._notify()
+
+    def _check_path(self) -> tuple[bool, bool]:
+        """Refuse an unusable path; return whether the file exists and looks shared."""
+        if self._path == ":memory:":
+            return True, False
+        path = Path(self._path)
+        directory = path.parent
+        if not directory.is_dir():
+            raise SQLitePathError(
+                f"cannot create the job database {self._path}: the directory {directory} "
+                "does not exist; create it first or choose another path"
+            )
+        if path.is_dir():
+            raise SQLitePathError(
+                f"{self._path} is a directory: SQLiteBackend needs a database file path "
+                f"such as {path / 'jobs.db'}"
+            )
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise SQLitePathError(
+                f"cannot use {self._path}: the directory {directory} is read-only, and "
+                "SQLite must create the -wal and -shm files next to the database; make it "
+                "writable for this user or choose another path"
+            )
+        # A -wal file means another connection has the file open right now (or one
+        # did not close cleanly): the multi-connection case the WAL-reset bug needs.
+        return path.exists(), Path(self._path + "-wal").exists()
+
+    def _remove_created_files(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.remove(self._path + suffix)
+            except OSError as exc:  # pragma: no cover - best effort cleanup
+                if exc.errno != errno.ENOENT:
+                    logger.warning("could not remove %s: %s", self._path + suffix, exc)
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: the sqlite3 module must not open transactions on
+        # its own; every write transaction here is an explicit BEGIN IMMEDIATE.
+        conn = await aiosqlite.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # Keep the WAL file from staying huge after a burst.
+            await conn.execute("PRAGMA journal_size_limit = 67108864")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            raise
+        return conn
+
+    async def _check_schema_version(self, conn: aiosqlite.Connection) -> int:
+        # The first read of the file: this is also where "not a database" shows.
+        tables = await _fetchall(
+            conn,
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asyncjobs_schema'",
+        )
+        if not tables:
+            return 0
+        row = await _fetchone(conn, "SELECT version FROM asyncjobs_schema")
+        found = 0 if row is None else int(row[0])
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self._path} was written by a newer asyncjobs (schema version {found}; this "
+                f"one understands up to {SCHEMA_VERSION}): upgrade asyncjobs in every process "
+                "that shares the file, or point SQLiteBackend at another file"
+            )
+        return found
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        row = await self._retry_busy(lambda: _fetchone(conn, "PRAGMA journal_mode = WAL"))
+        mode = "" if row is None else str(row[0]).lower()
+        if mode != "wal":
+            hint = (
+                "an in-memory database cannot be shared; use MemoryBackend for a throwaway store"
+                if self._path == ":memory:"
+                else "put the file on a local disk (WAL does not work on network filesystems)"
+            )
+            raise SQLiteJournalModeError(
+                f"SQLite kept journal_mode={mode!r} for {self._path} instead of 'wal', which "
+                f"asyncjobs needs for safe concurrent access: {hint}"
+            )
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async def body(conn: aiosqlite.Connection) -> None:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            current = await self._check_schema_version(conn)
+            for step in _MIGRATIONS[current:]:
+                for statement in step:
+                    await conn.execute(statement)
+            if current < SCHEMA_VERSION:
+                await conn.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION,))
+                logger.info(
+                    "SQLite job store %s migrated from schema %d to %d",
+                    self._path,
+                    current,
+                    SCHEMA_VERSION,
+                )
+
+        await self._retry_busy(lambda: self._transaction(conn, body))
+
+    # -- transactions ---------------------------------------------------------------
+
+    def _require(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if conn is None:
+            raise BackendError(
+                f"SQLiteBackend({self._path!r}) is not open: call open() first "
+                "(the runtime does this in `async with runtime`)"
+            )
+        return conn
+
+    async def _transaction(
+        self,
+        conn: aiosqlite.Connection,
+        body: Callable[[aiosqlite.Connection], Awaitable[_T]],
+    ) -> _T:
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            # Once the lock is held, finish (or roll back) whatever happens to the
+            # caller: a cancelled claim must not leave jobs leased to nobody.
+            with anyio.CancelScope(shield=True):
+                result = await body(conn)
+                await conn.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                # Queued after whatever is still pending on the connection's thread
+                # (a BEGIN whose await was cancelled), so it always ends it; it fails
+                # harmlessly when no transaction was open.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _retry_busy(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        delay = _BUSY_BACKOFF[0]
+        for number in itertools.count(1):
+            try:
+                return await attempt()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or number >= _BUSY_RETRIES:
+                    raise
+                logger.debug("SQLite store %s is busy (attempt %d): %s", self._path, number, exc)
+            await anyio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, _BUSY_BACKOFF[1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(
+        self, action: str, body: Callable[[aiosqlite.Connection], Awaitable[_T]]
+    ) -> _T:
+        """Run *body* in one ``BEGIN IMMEDIATE`` transaction, retrying when busy."""
+        async with self._write_lock:
+            conn = self._require(self._writer)
+            try:
+                return await self._retry_busy(lambda: self._transaction(conn, body))
+            except sqlite3.Error as exc:
+                raise self._translate(exc, action) from exc
+
+    async def _read(self, action: str, sql: str, parameters: Iterable[Any] = ()) -> list[_Row]:
+        conn = self._require(self._reader)
+        try:
+            return await self._retry_busy(lambda: _fetchall(conn, sql, parameters))
+        except sqlite3.Error as exc:
+            raise self._translate(exc, action) from exc
+
+    def _translate(self, exc: sqlite3.Error, action: str) -> BackendError:
+        """Turn a sqlite3 error into a :class:`BackendError` that says what to fix."""
+        code = _primary_code(exc)
+        where = f"{action} on {self._path}"
+        if code == _SQLITE_FULL:
+            return SQLiteFullError(
+                f"{where} failed: the database is full (the disk is out of space"
+                + (
+                    f" or the file reached max_size={self._max_size} bytes"
+                    if self._max_size
+                    else ""
+                )
+                + "); nothing of this call was stored. Free disk space, prune finished jobs "
+                "(a shorter retention), or raise max_size"
+            )
+        if code == _SQLITE_NOTADB:
+            return SQLiteNotADatabaseError(
+                f"{self._path} exists but is not a SQLite database (or is encrypted): point "
+                "SQLiteBackend at a new path; the file was left untouched"
+            )
+        if code == _SQLITE_CORRUPT:
+            return BackendError(
+                f"{where} failed: the database file is corrupt ({exc}); restore it from a "
+                "backup or move it aside and start a new one"
+            )
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return SQLiteBusyError(
+                f"{where} failed: the database stayed locked by another connection for "
+                f"{_BUSY_RETRIES} tries of busy_timeout={self._busy_timeout}s; look for a "
+                "process holding a long transaction, or raise busy_timeout"
+            )
+        if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+            directory = Path(self._path).parent
+            return SQLitePathError(
+                f"{where} failed ({exc}): SQLite cannot write {self._path} or create its "
+                f"-wal and -shm files in {directory}; make the file and the directory "
+                "writable for this user, or choose another path"
+            )
+        return BackendError(f"{where} failed: {exc}")
+
+    def _notify(self) -> None:
+        self._wakeup.set()
+        self._wakeup = anyio.Event()
+
+    # -- writing jobs -----------------------------------------------------------------
+
+    async def _insert(self, conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert *jobs* inside the caller's transaction, returning active key matches."""
+        by_key: dict[str, Job] = {}
+        keys = sorted({new.key for new in jobs if new.key is not None})
+        for chunk in _chunks(keys):
+            rows = await _fetchall(
+                conn,
+                f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs"
+                " WHERE key IS NOT NULL AND state IN ('queued', 'running')"
+                f" AND key IN ({_marks(len(chunk))})",
+                chunk,
+            )
+            by_key.update((job.key, job) for job in map(_to_job, rows) if job.key is not None)
+        stored: list[Job] = []
+        rows_to_insert: list[_Row] = []
+        queues: set[str] = set()
+        for new in jobs:
+            if new.key is not None:
+                existing = by_key.get(new.key)
+                if existing is not None:
+                    stored.append(existing)
+                    continue
+            job = Job(
+                id=new.id,
+                name=new.name,
+                queue=new.queue,
+                payload=new.payload,
+                state=JobState.QUEUED,
+                due_at=new.due_at,
+                enqueued_at=new.enqueued_at,
+                priority=new.priority,
+                max_attempts=new.max_attempts,
+                timeout=new.timeout,
+                key=new.key,
+                schedule=new.schedule,
+            )
+            if new.key is not None:
+                by_key[new.key] = job
+            stored.append(job)
+            queues.add(new.queue)
+            rows_to_insert.append(
+                (
+                    new.id,
+                    new.name,
+                    new.queue,
+                    new.payload,
+                    new.due_at,
+                    new.enqueued_at,
+                    new.priority,
+                    new.max_attempts,
+                    new.timeout,
+                    new.key,
+                    new.schedule,
+                )
+            )
+        if rows_to_insert:
+            await conn.executemany(_INSERT_SQL, rows_to_insert)
+            await self._bump(conn, queues)
+        return stored
+
+    async def _bump(self, conn: aiosqlite.Connection, queues: Iterable[str]) -> None:
+        """Tell other processes' waiters that *queues* got work (inside a transaction)."""
+        await conn.executemany(_WAKE_SQL, [(queue,) for queue in sorted(queues)])
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert *jobs* in one transaction; a matching active ``key`` returns that job.
+
+        :raises SQLiteFullError: when the batch does not fit (nothing is stored).
+        """
+        if not jobs:
+            return []
+
+        async def body(conn: aiosqlite.Connection) -> list[Job]:
+            return await self._insert(conn, jobs)
+
+        stored = await self._write("enqueue", body)
+        self._notify()
+        return stored
+
+    async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
+        """Claim up to *limit* due jobs of *queue* in one ``UPDATE ... RETURNING``."""
+        if limit <= 0:
+            return []
+
+        async def body(conn: aiosqlite.Connection) -> tuple[int, list[_Row]]:
+            now = self._clock.now()
+            row = await _fetchone(
+                conn, "SELECT paused, wake_seq FROM asyncjobs_queues WHERE name = ?", (queue,)
+            )
+            paused, wake_seq = (0, 0) if row is None else row
+            if paused:
+                return wake_seq, []
+            rows = await _fetchall(
+                conn, _CLAIM_SQL, (now + lease, worker_id, now, queue, now, limit)
+            )
+            return wake_seq, rows
+
+        wake_seq, rows = await self._write("claim", body)
+        self._seen[queue] = wake_seq
+        if rows:
+            self._poll_delay = self._poll_bounds[0]
+        # RETURNING gives rows in no particular order: restore the claim order.
+        rows.sort(key=lambda row: (row[7], row[5], row[25]))
+        return [_to_job(row) for row in rows]
+
+    async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
+        """Extend the leases still held; report the lost ones and requested cancels."""
+        if not leases:
+            return HeartbeatReply()
+        ids = list(leases)
+
+        async def body(conn: aiosqlite.Connection) -> tuple[set[str], set[str]]:
+            expires = self._clock.now() + lease
+            held: set[str] = set()
+            cancel: set[str] = set()
+            for chunk in _chunks(ids):
+                rows = await _fetchall(
+                    conn,
+                    "SELECT id, lease_token, cancel_requested FROM asyncjobs_jobs"
+                    f" WHERE state = 'running' AND id IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+                mine = [job_id for job_id, token, _ in rows if leases[job_id] == token]
+                cancel.update(job_id for job_id, token, flag in rows if flag and job_id in mine)
+                held.update(mine)
+                if mine:
+                    await conn.execute(
+                        "UPDATE asyncjobs_jobs SET lease_expires_at = ?"
+                        f" WHERE id IN ({_marks(len(mine))})",
+                        (expires, *mine),
+                    )
+            return held, cancel
+
+        held, cancel = await self._write("heartbeat", body)
+        return HeartbeatReply(
+            lost=frozenset(leases.keys() - held), cancel_requested=frozenset(cancel)
+        )
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
+        """Apply the outcomes whose lease token is current, in one transaction.
+
+        :returns: the ids of the refused outcomes.
+        """
+        if not outcomes:
+            return []
+        ids = sorted({outcome.job_id for outcome in outcomes})
+
+        async def body(conn: aiosqlite.Connection) -> tuple[list[str], set[str]]:
+            now = self._clock.now()
+            current: dict[str, tuple[str, str]] = {}
+            for chunk in _chunks(ids):
+                rows = await _fetchall(
+                    conn,
+                    "SELECT id, lease_token, queue FROM asyncjobs_jobs"
+                    f" WHERE state = 'running' AND id IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+                current.update((job_id, (token, queue)) for job_id, token, queue in rows)
+            refused: list[str] = []
+            finished: list[_Row] = []
+            retried: list[_Row] = []
+            released: list[_Row] = []
+            requeued: set[str] = set()
+            for outcome in outcomes:
+                held = current.pop(outcome.job_id, None)
+                if held is None or held[0] != outcome.lease_token:
+                    # Unknown, not running, stale, or settled earlier in this batch.
+                    refused.append(outcome.job_id)
+                    continue
+                kind = outcome.kind
+                if kind is OutcomeKind.COMPLETE:
+                    finished.append(
+                        ("complete", outcome.result, None, None, None, now, outcome.job_id)
+                    )
+                elif kind is OutcomeKind.DEAD or kind is OutcomeKind.CANCELLED:
+                    # A failed job never had a result, so NULL keeps it as it was.
+                    state = "dead" if kind is OutcomeKind.DEAD else "cancelled"
+                    error = _error_columns(outcome.error)
+                    finished.append((state, None, *error, now, outcome.job_id))
+                else:
+                    due_at = now if outcome.due_at is None else outcome.due_at
+                    if kind is OutcomeKind.RELEASE:
+                        released.append((due_at, outcome.job_id))
+                    else:
+                        retried.append((due_at, *_error_columns(outcome.error), outcome.job_id))
+                    requeued.add(held[1])
+            if finished:
+                await conn.executemany(_FINISH_SQL, finished)
+            if retried:
+                await conn.executemany(_REQUEUE_SQL, retried)
+            if released:
+                await conn.executemany(_RELEASE_SQL, released)
+            if requeued:
+                await self._bump(conn, requeued)
+            return refused, requeued
+
+        refused, requeued = await self._write("settle", body)
+        if requeued:
+            self._notify()
+        return refused
+
+    async def recover_expired(self) -> int:
+        """Requeue running jobs whose lease ran out; kill those out of attempts.
+
+        :returns: how many jobs were requeued or killed.
+        """
+        # A cheap read first: most sweeps find nothing and need no write lock.
+        if not await self._read("recover_expired", _EXPIRED_SQL, (self._clock.now(),)):
+            return 0
+
+        async def body(conn: aiosqlite.Connection) -> tuple[int, set[str]]:
+            now = self._clock.now()
+            error = _error_columns(_EXPIRED_ERROR)
+            killed = await _fetchall(
+                conn,
+                "UPDATE asyncjobs_jobs SET state = 'dead', finished_at = ?, error_type = ?,"
+                " error_message = ?, error_traceback = ?, lease_token = NULL,"
+                " lease_expires_at = NULL"
+                " WHERE state = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts"
+                " RETURNING id",
+                (now, *error, now),
+            )
+            requeued = await _fetchall(
+                conn,
+                "UPDATE asyncjobs_jobs SET state = 'queued', due_at = ?, error_type = ?,"
+                " error_message = ?, error_traceback = ?, lease_token = NULL,"
+                " lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0"
+                " WHERE state = 'running' AND lease_expires_at <= ?"
+                " RETURNING queue",
+                (now, *error, now),
+            )
+            queues = {queue for (queue,) in requeued}
+            if queues:
+                await self._bump(conn, queues)
+            return len(killed) + len(requeued), queues
+
+        count, queues = await self._write("recover_expired", body)
+        if count:
+            logger.info("recovered %d job(s) whose lease expired", count)
+        if queues:
+            self._notify()
+        return count
+
+    async def set_progress(
+        self, job_id: str, lease_token: str, progress: float, message: str | None
+    ) -> bool:
+        """Store progress for a job whose lease is still held; ``False`` otherwise."""
+
+        async def body(conn: aiosqlite.Connection) -> bool:
+            rows = await _fetchall(
+                conn,
+                "UPDATE asyncjobs_jobs SET progress = ?, progress_message = ?"
+                " WHERE id = ? AND state = 'running' AND lease_token = ? RETURNING id",
+                (progress, message, job_id, lease_token),
+            )
+            return bool(rows)
+
+        return await self._write("set_progress", body)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job at once, or flag a running one for its worker."""
+
+        async def body(conn: aiosqlite.Connection) -> Job | None:
+            row = await _fetchone(
+                conn, f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,)
+            )
+            if row is None:
+                return None
+            job = _to_job(row)
+            if job.state is JobState.QUEUED:
+                sql = (
+                    "UPDATE asyncjobs_jobs SET state = 'cancelled', finished_at = ?,"
+                    " lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
+                    f" RETURNING {_JOB_COLUMNS}"
+                )
+                row = await _fetchone(conn, sql, (self._clock.now(), job_id))
+            elif job.state is JobState.RUNNING:
+                sql = (
+                    "UPDATE asyncjobs_jobs SET cancel_requested = 1 WHERE id = ?"
+                    f" RETURNING {_JOB_COLUMNS}"
+                )
+                row = await _fetchone(conn, sql, (job_id,))
+            else:
+                return job
+            assert row is not None
+            return _to_job(row)
+
+        return await self._write("cancel", body)
+
+    async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
+        """Queue a dead job again at *due_at* with its attempts reset.
+
+        A dead job whose ``key`` an active job holds meanwhile is left dead:
+        reviving it would make two active jobs share the key.
+        """
+
+        async def body(conn: aiosqlite.Connection) -> tuple[Job | None, bool]:
+            row = await _fetchone(
+                conn, f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,)
+            )
+            if row is None:
+                return None, False
+            job = _to_job(row)
+            if job.state is not JobState.DEAD:
+                return job, False
+            if job.key is not None:
+                taken = await _fetchone(
+                    conn,
+                    "SELECT 1 FROM asyncjobs_jobs WHERE key IS NOT NULL"
+                    " AND state IN ('queued', 'running') AND key = ?",
+                    (job.key,),
+                )
+                if taken is not None:
+                    return job, False
+            row = await _fetchone(
+                conn,
+                "UPDATE asyncjobs_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
+                " due_at = ?, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
+                f" cancel_requested = 0 WHERE id = ? RETURNING {_JOB_COLUMNS}",
+                (due_at, job_id),
+            )
+            assert row is not None
+            await self._bump(conn, [job.queue])
+            return _to_job(row), True
+
+        job, revived = await self._write("retry_dead", body)
+        if revived:
+            self._notify()
+        return job
+
+    async def pause_queue(self, queue: str, paused: bool) -> None:
+        """Pause or resume *queue* for every process sharing the file."""
+
+        async def body(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO asyncjobs_queues (name, paused) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+                (queue, int(paused)),
+            )
+            if not paused:
+                await self._bump(conn, [queue])
+
+        await self._write("pause_queue", body)
+        if not paused:
+            self._notify()
+
+    async def prune(self, cutoffs: Mapping[JobState, float]) -> int:
+        """Delete finished jobs older than their state's cutoff, a batch per transaction.
+
+        :returns: how many jobs were deleted.
+        """
+        deleted = 0
+        for state in sorted(FINISHED_STATES & cutoffs.keys()):
+            cutoff = cutoffs[state]
+
+            async def body(
+                conn: aiosqlite.Connection, state: str = state, cutoff: float = cutoff
+            ) -> int:
+                rows = await _fetchall(
+                    conn,
+                    "DELETE FROM asyncjobs_jobs WHERE seq IN ("
+                    " SELECT seq FROM asyncjobs_jobs"
+                    " WHERE state IN ('complete', 'dead', 'cancelled')"
+                    " AND state = ? AND finished_at < ? LIMIT ?) RETURNING seq",
+                    (state, cutoff, _PRUNE_BATCH),
+                )
+                return len(rows)
+
+            while True:
+                batch = await self._write("prune", body)
+                deleted += batch
+                if batch < _PRUNE_BATCH:
+                    break
+        return deleted
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Return one job, or ``None``."""
+        rows = await self._read(
+            "get_job", f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,)
+        )
+        return _to_job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        schedule: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return a page of jobs matching every given filter, newest enqueued first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("queue", queue),
+            ("state", None if state is None else str(state)),
+            ("name", name),
+            ("schedule", schedule),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._read(
+            "list_jobs",
+            f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*params, max(0, limit), max(0, offset)),
+        )
+        return [_to_job(row) for row in rows]
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Count jobs per queue and state, from indexes only, in one snapshot."""
+        counts: dict[str, dict[JobState, int]] = {}
+        paused: set[str] = set()
+        for queue, state, count in await self._read("queue_stats", _QUEUE_STATS_SQL):
+            per_state = counts.setdefault(queue, {})
+            if state is None:
+                paused.add(queue)
+            else:
+                per_state[JobState(state)] = count
+        return [
+            QueueStats(queue=queue, counts=per_state, paused=queue in paused)
+            for queue, per_state in sorted(counts.items())
+        ]
+
+    async def next_due_at(self, queues: Collection[str]) -> float | None:
+        """Return the earliest ``due_at`` of queued jobs in the unpaused *queues*."""
+        names = sorted(set(queues))
+        earliest: float | None = None
+        for chunk in _chunks(names):
+            sql = _NEXT_DUE_SQL.format(values=", ".join("(?)" for _ in chunk))
+            rows = await self._read("next_due_at", sql, chunk)
+            value = rows[0][0] if rows else None
+            if value is not None and (earliest is None or value < earliest):
+                earliest = value
+        return earliest
+
+    async def _new_work(self, queues: Sequence[str]) -> bool:
+        """Whether a wake counter of *queues* moved since last seen; marks it seen."""
+        changed = False
+        for chunk in _chunks(queues):
+            rows = await self._read(
+                "wait_for_work",
+                f"SELECT name, wake_seq FROM asyncjobs_queues WHERE name IN ({_marks(len(chunk))})",
+                chunk,
+            )
+            for name, wake_seq in rows:
+                if self._seen.get(name, 0) != wake_seq:
+                    self._seen[name] = wake_seq
+                    changed = True
+        return changed
+
+    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
+        """Return when work may have arrived for *queues*, or at *deadline*.
+
+        Work added through this object wakes at once; work added by another
+        process is found by the adaptive poll (see the module docstring).
+        """
+        wakeup = self._wakeup  # taken first, so a notify from here on is never missed
+        if deadline is not None and deadline <= self._clock.now():
+            return
+        names = sorted(set(queues))
+        if self._reader is None or await self._new_work(names):
+            return
+        done = anyio.Event()
+
+        async def relay() -> None:
+            await wakeup.wait()
+            done.set()
+
+        async def poll() -> None:
+            shortest, longest = self._poll_bounds
+            while True:
+                await anyio.sleep(self._poll_delay)
+                if self._reader is None or await self._new_work(names):
+                    self._poll_delay = shortest
+                    done.set()
+                    return
+                self._poll_delay = min(self._poll_delay * 2, longest)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay)
+            tg.start_soon(poll)
+            await self._clock.wait(done, deadline)
+            tg.cancel_scope.cancel()
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace a schedule; an unchanged trigger keeps its timing and pause."""
+
+        async def body(conn: aiosqlite.Connection) -> Schedule:
+            row = await _fetchone(
+                conn,
+                "SELECT trigger, next_fire_at, last_fire_at, paused FROM asyncjobs_schedules"
+                " WHERE name = ?",
+                (schedule.name,),
+            )
+            stored = schedule
+            if row is not None and row[0] == schedule.trigger:
+                stored = attrs.evolve(
+                    schedule, next_fire_at=row[1], last_fire_at=row[2], paused=bool(row[3])
+                )
+            await conn.execute(
+                f"INSERT OR REPLACE INTO asyncjobs_schedules ({_SCHEDULE_COLUMNS})"
+                f" VALUES ({_marks(14)})",
+                _schedule_row(stored),
+            )
+            return stored
+
+        return await self._write("put_schedule", body)
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        """Return one schedule, or ``None``."""
+        rows = await self._read(
+            "get_schedule",
+            f"SELECT {_SCHEDULE_COLUMNS} FROM asyncjobs_schedules WHERE name = ?",
+            (name,),
+        )
+        return _to_schedule(rows[0]) if rows else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Return every schedule, ordered by name."""
+        rows = await self._read(
+            "list_schedules", f"SELECT {_SCHEDULE_COLUMNS} FROM asyncjobs_schedules ORDER BY name"
+        )
+        return [_to_schedule(row) for row in rows]
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule; ``False`` when there was none."""
+
+        async def body(conn: aiosqlite.Connection) -> bool:
+            rows = await _fetchall(
+                conn, "DELETE FROM asyncjobs_schedules WHERE name = ? RETURNING name", (name,)
+            )
+            return bool(rows)
+
+        return await self._write("remove_schedule", body)
+
+    async def pause_schedule(self, name: str, paused: bool) -> Schedule | None:
+        """Pause or resume a schedule; ``None`` when there is none."""
+
+        async def body(conn: aiosqlite.Connection) -> Schedule | None:
+            row = await _fetchone(
+                conn,
+                "UPDATE asyncjobs_schedules SET paused = ? WHERE name = ?"
+                f" RETURNING {_SCHEDULE_COLUMNS}",
+                (int(paused), name),
+            )
+            return None if row is None else _to_schedule(row)
+
+        return await self._write("pause_schedule", body)
+
+    async def fire_schedule(
+        self,
+        name: str,
+        expected_fire_at: float,
+        next_fire_at: float | None,
+        jobs: Sequence[NewJob],
+    ) -> list[Job] | None:
+        """Fire one tick: compare-and-set the schedule and enqueue *jobs* atomically.
+
+        :returns: the enqueued jobs, or ``None`` when the schedule is missing,
+            paused, or another process fired this tick first (nothing is written).
+        """
+
+        async def body(conn: aiosqlite.Connection) -> list[Job] | None:
+            row = await _fetchone(
+                conn,
+                "SELECT next_fire_at, paused FROM asyncjobs_schedules WHERE name = ?",
+                (name,),
+            )
+            if row is None or row[1] or row[0] != expected_fire_at:
+                return None
+            await conn.execute(
+                "UPDATE asyncjobs_schedules SET next_fire_at = ?, last_fire_at = ? WHERE name = ?",
+                (next_fire_at, expected_fire_at, name),
+            )
+            return await self._insert(conn, jobs)
+
+        fired = await self._write("fire_schedule", body)
+        if fired:
+            self._notify()
+        return fired
