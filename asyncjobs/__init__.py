@@ -1,8 +1,29 @@
-"""asyncjobs: background jobs inside your async Python app."""
+"""asyncjobs: background jobs inside your async Python app.
+
+Durable queues, per-queue concurrency limits, delays, cron schedules,
+retries, dead jobs, progress and a live console, on memory, a SQLite file
+or Redis, with no broker to run. Start with :class:`JobRuntime`.
+"""
 
 from __future__ import annotations
 
 from ._clock import Clock, ManualClock, SystemClock
+from ._context import JobContext, current_job
+from ._events import (
+    Event,
+    EventStream,
+    JobCompleted,
+    JobDied,
+    JobEnqueued,
+    JobEvent,
+    JobLeaseLost,
+    JobProgress,
+    JobReleased,
+    JobRetrying,
+    JobStarted,
+    JobWasCancelled,
+    ScheduleFired,
+)
 from ._exceptions import (
     AsyncJobsError,
     BackendError,
@@ -14,6 +35,7 @@ from ._exceptions import (
     JobDead,
     JobFailed,
     JobNotFound,
+    JobStateError,
     JobTimeout,
     LeaseLost,
     NotRunningError,
@@ -23,33 +45,70 @@ from ._exceptions import (
     UnknownJobError,
     UnknownQueueError,
 )
+from ._handle import JobHandle
 from ._models import ErrorInfo, Job, JobState, QueueStats, Schedule
+from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegistry
+from ._retry import Backoff, ExponentialBackoff, FixedBackoff, Permanent, Retry
+from ._runtime import JobRuntime
+from ._serialization import Codec, JSONCodec
+
+__version__ = "0.1.0"
 
 __all__ = [
     "AsyncJobsError",
+    "Backoff",
     "BackendError",
     "Clock",
+    "Codec",
     "ConfigurationError",
     "ErrorInfo",
+    "Event",
+    "EventStream",
+    "ExponentialBackoff",
+    "FixedBackoff",
     "InvalidOptionError",
     "InvalidScheduleError",
+    "JSONCodec",
     "Job",
     "JobArgumentsError",
+    "JobCall",
     "JobCancelled",
+    "JobCompleted",
+    "JobContext",
     "JobDead",
+    "JobDefinition",
+    "JobDied",
+    "JobEnqueued",
+    "JobEvent",
     "JobFailed",
+    "JobFunction",
+    "JobHandle",
+    "JobLeaseLost",
     "JobNotFound",
+    "JobOptions",
+    "JobProgress",
+    "JobRegistry",
+    "JobReleased",
+    "JobRetrying",
+    "JobRuntime",
+    "JobStarted",
     "JobState",
+    "JobStateError",
     "JobTimeout",
+    "JobWasCancelled",
     "LeaseLost",
     "ManualClock",
     "NotRunningError",
     "PayloadTooLarge",
+    "Permanent",
     "QueueStats",
+    "Retry",
     "Schedule",
+    "ScheduleFired",
     "SchemaVersionError",
     "SerializationError",
     "SystemClock",
     "UnknownJobError",
     "UnknownQueueError",
+    "current_job",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "JobDead",
     "JobFailed",
     "JobNotFound",
+    "JobStateError",
     "JobTimeout",
     "LeaseLost",
     "NotRunningError",
@@ -87,6 +88,10 @@ class BackendError(AsyncJobsError):
 
 class SchemaVersionError(BackendError):
     """The store was written by a newer version of asyncjobs than this one."""
+
+
+class JobStateError(AsyncJobsError, ValueError):
+    """The job is not in a state that allows the operation (e.g. retrying a job that is not dead)."""
 
 
 class JobTimeout(AsyncJobsError, TimeoutError):

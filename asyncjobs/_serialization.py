@@ -47,7 +47,7 @@ class JSONCodec:
     def decode(self, data: bytes) -> Any:
         """Decode UTF-8 JSON."""
         try:
-            return json.loads(data)
+            return json.loads(data.decode())
         except (UnicodeDecodeError, ValueError) as exc:
             raise SerializationError(f"stored payload is not valid JSON: {exc}") from exc
 

@@ -554,7 +554,9 @@ class SQLiteBackend:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = anyio.Lock()
-        self._wakeup = anyio.Event()
+        # One event per waiter: a clock may set a waiter's event as its deadline
+        # timer (ManualClock does), which must not wake anyone else.
+        self._waiters: set[anyio.Event] = set()
         # The wake counter of each queue as last seen by a claim or a returning
         # wait_for_work: a different value in the store means work arrived since.
         self._seen: dict[str, int] = {}
@@ -843,8 +845,8 @@ class SQLiteBackend:
         return BackendError(f"{where} failed: {exc}")
 
     def _notify(self) -> None:
-        self._wakeup.set()
-        self._wakeup = anyio.Event()
+        for waiter in self._waiters:
+            waiter.set()
 
     # -- writing jobs -----------------------------------------------------------------
 
@@ -1310,33 +1312,33 @@ class SQLiteBackend:
         Work added through this object wakes at once; work added by another
         process is found by the adaptive poll (see the module docstring).
         """
-        wakeup = self._wakeup  # taken first, so a notify from here on is never missed
-        if deadline is not None and deadline <= self._clock.now():
-            return
-        names = sorted(set(queues))
-        if self._reader is None or await self._new_work(names):
-            return
         done = anyio.Event()
+        # Registered before the first look at the store, so a notify from here on
+        # is never missed.
+        self._waiters.add(done)
+        try:
+            if deadline is not None and deadline <= self._clock.now():
+                return
+            names = sorted(set(queues))
+            if self._reader is None or await self._new_work(names):
+                return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._poll, names, done)
+                await self._clock.wait(done, deadline)
+                tg.cancel_scope.cancel()
+        finally:
+            self._waiters.discard(done)
 
-        async def relay() -> None:
-            await wakeup.wait()
-            done.set()
-
-        async def poll() -> None:
-            shortest, longest = self._poll_bounds
-            while True:
-                await anyio.sleep(self._poll_delay)
-                if self._reader is None or await self._new_work(names):
-                    self._poll_delay = shortest
-                    done.set()
-                    return
-                self._poll_delay = min(self._poll_delay * 2, longest)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(relay)
-            tg.start_soon(poll)
-            await self._clock.wait(done, deadline)
-            tg.cancel_scope.cancel()
+    async def _poll(self, names: Sequence[str], done: anyio.Event) -> None:
+        """Set *done* once another process adds work to *names* (real-time polling)."""
+        shortest, longest = self._poll_bounds
+        while True:
+            await anyio.sleep(self._poll_delay)
+            if self._reader is None or await self._new_work(names):
+                self._poll_delay = shortest
+                done.set()
+                return
+            self._poll_delay = min(self._poll_delay * 2, longest)
 
     # -- schedules ----------------------------------------------------------------------
 

@@ -1,0 +1,516 @@
+"""Claim -> run -> settle: the worker loop.
+
+One claim loop per queue takes as many due jobs as the queue has free slots
+(one store round trip per batch), starts each handler in its own task under
+its cancel scope and timeout, and passes the outcome to a single settle loop
+that writes every outcome that piled up meanwhile in one batch (group
+commit). A heartbeat loop extends the leases of running jobs, notices
+cancellations and lost leases, and recovers jobs whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._clock import Clock
+from ._context import JobContext, reset_current, set_current
+from ._events import (
+    EventBus,
+    JobCompleted,
+    JobDied,
+    JobLeaseLost,
+    JobProgress,
+    JobReleased,
+    JobRetrying,
+    JobStarted,
+    JobWasCancelled,
+)
+from ._exceptions import AsyncJobsError
+from ._limits import Slots
+from ._models import ErrorInfo, Job, Outcome, OutcomeKind
+from ._registry import JobDefinition
+from ._retry import Permanent, Retry
+from ._serialization import Codec
+from .backends import Backend
+
+__all__ = ["Dispatcher"]
+
+logger = logging.getLogger("asyncjobs")
+
+_MAX_TRACEBACK = 20_000
+
+
+class _StopReason:
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+    LEASE_LOST = "lease lost"
+
+
+@attrs.define(eq=False)
+class _Running:
+    """A job this worker is running."""
+
+    job: Job
+    definition: JobDefinition | None
+    scope: anyio.CancelScope
+    context: JobContext
+    stop_reason: str | None = None
+
+    @property
+    def token(self) -> str:
+        assert self.job.lease_token is not None
+        return self.job.lease_token
+
+
+@attrs.frozen
+class _Settlement:
+    outcome: Outcome
+    job: Job
+    duration: float
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """Describe *exc* for the store: qualified type, message, and traceback."""
+    kind = type(exc)
+    module = kind.__module__
+    name = kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > _MAX_TRACEBACK:
+        text = "...\n" + text[-_MAX_TRACEBACK:]
+    return ErrorInfo(type=name, message=str(exc), traceback=text)
+
+
+class Dispatcher:
+    """Runs the jobs of the configured queues until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        lookup: Callable[[str], JobDefinition],
+        codec: Codec,
+        clock: Clock,
+        bus: EventBus,
+        slots: Slots,
+        lease: float,
+        worker_id: str,
+        shutdown_grace: float,
+        maintenance: Callable[[], Any] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._lookup = lookup
+        self._codec = codec
+        self._clock = clock
+        self._bus = bus
+        self.slots = slots
+        self._lease = lease
+        self.worker_id = worker_id
+        self._shutdown_grace = shutdown_grace
+        self._maintenance = maintenance
+        self._running: dict[str, _Running] = {}
+        self._stopping = False
+        self._stop_event = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._heartbeats_done = anyio.Event()
+        self._shutting_down = False
+        self._outcomes: MemoryObjectSendStream[_Settlement] | None = None
+
+    @property
+    def running_jobs(self) -> Mapping[str, Job]:
+        """The jobs this worker is running now, by id."""
+        return {job_id: running.job for job_id, running in self._running.items()}
+
+    # -- control --------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the shutdown grace period to finish."""
+        self._stopping = True
+        self._stop_event.set()
+        self.slots.wake_all()
+
+    def kick(self, queue: str) -> None:
+        """Tell *queue*'s claim loop that work arrived (an in-process enqueue)."""
+        if queue in self.slots.limits:
+            self.slots.wake(queue)
+
+    def cancel_local(self, job_id: str) -> bool:
+        """Cancel a job running here; ``False`` when this worker does not run it."""
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        self._stop_job(running, _StopReason.CANCEL)
+        return True
+
+    # -- the loops --------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Claim and run jobs until stopped, then shut down gracefully."""
+        send, receive = anyio.create_memory_object_stream[_Settlement](math.inf)
+        self._outcomes = send
+        async with anyio.create_task_group() as services:
+            services.start_soon(self._settle_loop, receive)
+            services.start_soon(self._heartbeat_loop)
+            async with anyio.create_task_group() as workers:
+                # Long-lived workers fed through a buffer: no task is spawned per job.
+                feeds: list[MemoryObjectSendStream[Job]] = []
+                for queue, limit in self.slots.limits.items():
+                    feed, jobs = anyio.create_memory_object_stream[Job](math.inf)
+                    feeds.append(feed)
+                    for _ in range(limit):
+                        workers.start_soon(self._worker, jobs.clone())
+                    jobs.close()
+                async with anyio.create_task_group() as claims:
+                    for queue, feed in zip(self.slots.limits, feeds, strict=True):
+                        claims.start_soon(self._claim_loop, queue, feed)
+                    task_status.started()
+                # Claiming has stopped: give running jobs the grace period, then hand
+                # the rest back (each settles as released, its attempt not counted).
+                for feed in feeds:
+                    feed.close()
+                with anyio.move_on_after(self._shutdown_grace):
+                    await self._idle.wait()
+                self._shutting_down = True
+                for running in list(self._running.values()):
+                    self._stop_job(running, _StopReason.SHUTDOWN)
+            send.close()
+            self._heartbeats_done.set()
+
+    async def _claim_loop(self, queue: str, feed: MemoryObjectSendStream[Job]) -> None:
+        slots = self.slots
+        while not self._stopping:
+            wake = slots.event(queue)
+            free = slots.free(queue)
+            if free <= 0:
+                await wake.wait()
+                continue
+            jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
+            if jobs:
+                slots.take(queue, len(jobs))
+                self._idle = anyio.Event() if self._idle.is_set() else self._idle
+                for job in jobs:
+                    feed.send_nowait(job)
+                continue
+            if wake.is_set() or self._stopping:
+                continue
+            deadline = await self._backend.next_due_at([queue])
+            if wake.is_set() or self._stopping:
+                continue
+            if deadline is not None and deadline <= self._clock.now():
+                # Due but not claimable (a race with another worker): claim again.
+                await anyio.lowlevel.checkpoint()
+                continue
+            await self._wait_for_work(queue, wake, deadline)
+
+    async def _worker(self, jobs: MemoryObjectReceiveStream[Job]) -> None:
+        async with jobs:
+            async for job in jobs:
+                await self._run_job(job)
+
+    async def _wait_for_work(self, queue: str, wake: anyio.Event, deadline: float | None) -> None:
+        """Wait for the store's signal, the deadline, or a local wake-up, whichever is first."""
+        async with anyio.create_task_group() as waiters:
+
+            async def local_signal() -> None:
+                await wake.wait()
+                waiters.cancel_scope.cancel()
+
+            waiters.start_soon(local_signal)
+            # The store wait runs in this task, so it is registered before anything
+            # else runs: an enqueue cannot slip in between the check and the wait.
+            await self._backend.wait_for_work([queue], deadline)
+            waiters.cancel_scope.cancel()
+
+    def _stop_job(self, running: _Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+        if reason == _StopReason.CANCEL:
+            running.context.request_cancel()
+        running.scope.cancel()
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            definition: JobDefinition | None = self._lookup(job.name)
+        except AsyncJobsError:
+            definition = None
+        context = JobContext(job, partial(self._report_progress, job))
+        running = _Running(job=job, definition=definition, scope=anyio.CancelScope(), context=context)
+        if self._shutting_down:
+            # Claimed but not started before the grace period ended: hand it back.
+            running.stop_reason = _StopReason.SHUTDOWN
+            running.scope.cancel()
+        self._running[job.id] = running
+        reset = set_current(context)
+        if self._bus.has_subscribers:
+            self._bus.publish(
+                JobStarted(
+                    timestamp=self._clock.now(),
+                    job_id=job.id,
+                    job_name=job.name,
+                    queue=job.queue,
+                    attempt=job.attempts,
+                )
+            )
+        started = self._clock.now()
+        outcome: Outcome | None = None
+        try:
+            with running.scope:
+                outcome = await self._call_handler(running)
+            if running.scope.cancelled_caught or outcome is None:
+                outcome = self._stopped_outcome(running)
+        except anyio.get_cancelled_exc_class():
+            # The whole runtime is being torn down: the lease will expire and
+            # another worker will run the job again.
+            raise
+        except BaseException as exc:  # a handler's BaseException fails the job, not the runtime
+            outcome = self._failure_outcome(running, exc)
+        finally:
+            reset_current(reset)
+            del self._running[job.id]
+            self.slots.release(job.queue)
+            if self.slots.total == 0:
+                self._idle.set()
+            if outcome is not None and self._outcomes is not None:
+                self._outcomes.send_nowait(_Settlement(outcome, job, self._clock.now() - started))
+
+    async def _call_handler(self, running: _Running) -> Outcome | None:
+        definition = running.definition
+        job = running.job
+        if definition is None:
+            return self._failure_outcome(
+                running,
+                AsyncJobsError(f"no job is registered as {job.name!r} in this worker"),
+            )
+        try:
+            payload = self._codec.decode(job.payload)
+            args, kwargs = payload["a"], payload["k"]
+        except Exception as exc:
+            # A payload that cannot be read will not be readable on the next attempt either.
+            return self._dead(running, exc)
+        if definition.context_parameter is not None:
+            kwargs[definition.context_parameter] = running.context
+        timeout = job.timeout if job.timeout is not None else definition.timeout
+        if timeout is None:
+            value = await self._invoke(definition, args, kwargs)
+        else:
+            with anyio.move_on_after(timeout) as deadline:
+                value = await self._invoke(definition, args, kwargs)
+            if deadline.cancelled_caught and not running.scope.cancel_called:
+                return self._failure_outcome(
+                    running,
+                    TimeoutError(f"job {job.name!r} ran longer than its timeout of {timeout} s"),
+                )
+        if running.scope.cancel_called:
+            return None
+        try:
+            result = self._codec.encode(value)
+        except Exception as exc:
+            return self._dead(running, exc)
+        return Outcome(job_id=job.id, lease_token=running.token, kind=OutcomeKind.COMPLETE, result=result)
+
+    @staticmethod
+    async def _invoke(definition: JobDefinition, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if definition.is_async:
+            return await definition.function(*args, **kwargs)
+        return await anyio.to_thread.run_sync(
+            partial(definition.function, *args, **kwargs), abandon_on_cancel=True
+        )
+
+    def _stopped_outcome(self, running: _Running) -> Outcome | None:
+        job = running.job
+        if running.stop_reason == _StopReason.CANCEL:
+            return Outcome(
+                job_id=job.id,
+                lease_token=running.token,
+                kind=OutcomeKind.CANCELLED,
+                error=ErrorInfo(type="JobCancelled", message="cancelled while running"),
+            )
+        if running.stop_reason == _StopReason.SHUTDOWN:
+            return Outcome(
+                job_id=job.id,
+                lease_token=running.token,
+                kind=OutcomeKind.RELEASE,
+                due_at=self._clock.now(),
+            )
+        # Lease lost: another worker owns the job now; reporting would be refused.
+        if self._bus.has_subscribers:
+            self._bus.publish(
+                JobLeaseLost(timestamp=self._clock.now(), job_id=job.id, job_name=job.name, queue=job.queue)
+            )
+        return None
+
+    def _dead(self, running: _Running, exc: BaseException) -> Outcome:
+        return Outcome(
+            job_id=running.job.id,
+            lease_token=running.token,
+            kind=OutcomeKind.DEAD,
+            error=error_info(exc),
+        )
+
+    def _failure_outcome(self, running: _Running, exc: BaseException) -> Outcome:
+        """Decide what a failed attempt leads to: retry later, hand back, or dead."""
+        job = running.job
+        if isinstance(exc, Permanent):
+            return self._dead(running, exc)
+        out_of_attempts = job.attempts >= job.max_attempts
+        if isinstance(exc, Retry):
+            delay = exc.delay
+            if exc.snooze:
+                return Outcome(
+                    job_id=job.id,
+                    lease_token=running.token,
+                    kind=OutcomeKind.RELEASE,
+                    due_at=self._clock.now() + (delay or 0.0),
+                )
+        else:
+            delay = None
+        if out_of_attempts:
+            return self._dead(running, exc)
+        if delay is None:
+            backoff = running.definition.backoff if running.definition is not None else None
+            delay = backoff.delay_for(job.attempts) if backoff is not None else 1.0
+        return Outcome(
+            job_id=job.id,
+            lease_token=running.token,
+            kind=OutcomeKind.RETRY,
+            due_at=self._clock.now() + delay,
+            error=error_info(exc),
+        )
+
+    async def _report_progress(self, job: Job, progress: float, message: str | None) -> None:
+        assert job.lease_token is not None
+        await self._backend.set_progress(job.id, job.lease_token, progress, message)
+        if self._bus.has_subscribers:
+            self._bus.publish(
+                JobProgress(
+                    timestamp=self._clock.now(),
+                    job_id=job.id,
+                    job_name=job.name,
+                    queue=job.queue,
+                    progress=progress,
+                    message=message,
+                )
+            )
+
+    # -- settling -----------------------------------------------------------------
+
+    async def _settle_loop(self, receive: MemoryObjectReceiveStream[_Settlement]) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                refused = await self._settle_with_retries(batch)
+                self._publish_outcomes(batch, refused)
+
+    async def _settle_with_retries(self, batch: list[_Settlement]) -> set[str]:
+        """Write outcomes, retrying while the store is unreachable, up to one lease.
+
+        After a lease the jobs are another worker's anyway: the outcomes would
+        be refused, and at-least-once delivery runs them again.
+        """
+        outcomes = [settlement.outcome for settlement in batch]
+        delay = 0.05
+        waited = 0.0
+        while True:
+            try:
+                return set(await self._backend.settle(outcomes))
+            except Exception:
+                if waited >= self._lease:
+                    logger.exception(
+                        "could not record %d job outcomes; their leases have expired and "
+                        "the jobs will run again",
+                        len(outcomes),
+                    )
+                    return {outcome.job_id for outcome in outcomes}
+                logger.warning("recording job outcomes failed; retrying in %.2f s", delay, exc_info=True)
+                await anyio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 2.0)
+
+    def _publish_outcomes(self, batch: list[_Settlement], refused: set[str]) -> None:
+        now = self._clock.now()
+        for settlement in batch:
+            outcome, job = settlement.outcome, settlement.job
+            common: dict[str, Any] = {
+                "timestamp": now,
+                "job_id": job.id,
+                "job_name": job.name,
+                "queue": job.queue,
+            }
+            if job.id in refused:
+                logger.warning(
+                    "lease lost for job %s (%s): another worker took it over; its outcome "
+                    "(%s) was not recorded",
+                    job.id,
+                    job.name,
+                    outcome.kind.value,
+                )
+                self._bus.publish(JobLeaseLost(**common))
+                continue
+            if not self._bus.has_subscribers:
+                continue
+            kind = outcome.kind
+            if kind is OutcomeKind.COMPLETE:
+                self._bus.publish(JobCompleted(**common, attempt=job.attempts, duration=settlement.duration))
+            elif kind is OutcomeKind.RETRY:
+                assert outcome.due_at is not None and outcome.error is not None
+                self._bus.publish(
+                    JobRetrying(**common, attempt=job.attempts, due_at=outcome.due_at, error=outcome.error)
+                )
+            elif kind is OutcomeKind.RELEASE:
+                assert outcome.due_at is not None
+                self._bus.publish(JobReleased(**common, attempt=job.attempts, due_at=outcome.due_at))
+            elif kind is OutcomeKind.DEAD:
+                assert outcome.error is not None
+                self._bus.publish(JobDied(**common, attempt=job.attempts, error=outcome.error))
+            else:
+                self._bus.publish(JobWasCancelled(**common))
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Extend leases every third of a lease; recover jobs of dead workers."""
+        interval = self._lease / 3
+        while not self._heartbeats_done.is_set():
+            await self._clock.wait(self._heartbeats_done, self._clock.now() + interval)
+            if self._heartbeats_done.is_set():
+                return
+            try:
+                await self._beat()
+            except Exception:
+                logger.warning("heartbeat failed; will try again", exc_info=True)
+
+    async def _beat(self) -> None:
+        leases = {job_id: running.token for job_id, running in self._running.items()}
+        if leases:
+            reply = await self._backend.heartbeat(leases, self._lease)
+            for job_id in reply.lost:
+                running = self._running.get(job_id)
+                if running is not None:
+                    logger.warning("lease lost for running job %s; cancelling it here", job_id)
+                    self._stop_job(running, _StopReason.LEASE_LOST)
+            for job_id in reply.cancel_requested:
+                running = self._running.get(job_id)
+                if running is not None:
+                    self._stop_job(running, _StopReason.CANCEL)
+        if not self._stopping:
+            recovered = await self._backend.recover_expired()
+            if recovered:
+                logger.info("recovered %d jobs whose worker stopped heartbeating", recovered)
+                self.slots.wake_all()
+            if self._maintenance is not None:
+                await self._maintenance()
+

@@ -1,0 +1,86 @@
+"""Per-queue and global concurrency: how many jobs a worker may run at once.
+
+The dispatcher claims only as many jobs as there are free slots, so a job
+is never held (and its lease never ticks) while it waits for a slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anyio
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    """Counts running jobs per queue against the queue's limit and a global cap.
+
+    Each queue has a wake-up event, set whenever one of its slots frees up
+    or someone :meth:`wake` s it; the claim loop waits on it.
+    """
+
+    def __init__(self, limits: Mapping[str, int], max_concurrency: int | None = None) -> None:
+        for queue, limit in limits.items():
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ConfigurationError(
+                    f"queue {queue!r} needs a concurrency limit of at least 1, got {limit!r}"
+                )
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise ConfigurationError(
+                f"max_concurrency must be an int of at least 1, got {max_concurrency!r}"
+            )
+        self.limits = dict(limits)
+        self.max_concurrency = (
+            max_concurrency if max_concurrency is not None else sum(self.limits.values())
+        )
+        self.running = dict.fromkeys(self.limits, 0)
+        self.total = 0
+        self._events = {queue: anyio.Event() for queue in self.limits}
+        # Only a claim loop that is waiting needs waking; skipping the rest saves
+        # an Event allocation per finished job on the hot path.
+        self._waiting = dict.fromkeys(self.limits, False)
+
+    def free(self, queue: str) -> int:
+        """Return how many more jobs *queue* may start now."""
+        return min(self.limits[queue] - self.running[queue], self.max_concurrency - self.total)
+
+    def take(self, queue: str, count: int) -> None:
+        """Count *count* jobs of *queue* as started."""
+        self.running[queue] += count
+        self.total += count
+
+    def release(self, queue: str) -> None:
+        """Count one job of *queue* as finished and wake whoever may use the slot."""
+        global_was_full = self.total >= self.max_concurrency
+        self.running[queue] -= 1
+        self.total -= 1
+        if global_was_full:
+            # Any queue may have been held back by the global cap.
+            self.wake_all()
+        else:
+            self.wake(queue)
+
+    def event(self, queue: str) -> anyio.Event:
+        """Return the event the next :meth:`wake` of *queue* will set.
+
+        The caller is counted as waiting until that wake-up happens.
+        """
+        self._waiting[queue] = True
+        return self._events[queue]
+
+    def wake(self, queue: str) -> None:
+        """Wake *queue*'s claim loop (a slot freed up, or work arrived)."""
+        if self._waiting[queue]:
+            self._waiting[queue] = False
+            self._events[queue].set()
+            self._events[queue] = anyio.Event()
+
+    def wake_all(self) -> None:
+        """Wake every queue's claim loop."""
+        for queue in self._events:
+            self.wake(queue)

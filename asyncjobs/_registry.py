@@ -1,0 +1,439 @@
+"""Job definitions and the decorators that make them.
+
+A :class:`JobRegistry` collects definitions without needing a runtime, so job
+modules need not import the app's runtime; ``runtime.include(registry)``
+binds it. Each decorated handler becomes a :class:`JobFunction`, whose
+``enqueue`` keeps the handler's parameter types for type checkers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+import attrs
+
+from ._context import JobContext
+from ._exceptions import (
+    ConfigurationError,
+    InvalidOptionError,
+    JobArgumentsError,
+    NotRunningError,
+    UnknownJobError,
+)
+from ._retry import Backoff, BackoffLike, make_backoff, seconds
+
+if typing.TYPE_CHECKING:
+    from ._handle import JobHandle
+
+__all__ = [
+    "JobCall",
+    "JobDefinition",
+    "JobFunction",
+    "JobOptions",
+    "JobRegistry",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+_UNSET: Any = object()
+
+
+def _check_max_attempts(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidOptionError(f"max_attempts must be an int of at least 1, got {value!r}")
+    return value
+
+
+def _check_timeout(value: float | timedelta | None) -> float | None:
+    result = seconds(value, "timeout")
+    if result == 0:
+        raise InvalidOptionError("timeout must be more than 0 seconds (or None for no timeout)")
+    return result
+
+
+def _check_priority(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidOptionError(f"priority must be an int (lower runs first), got {value!r}")
+    return value
+
+
+def _check_at(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidOptionError(f"at must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidOptionError(
+            f"at={value.isoformat()} is a naive datetime: give it a time zone, "
+            "e.g. datetime(..., tzinfo=timezone.utc)"
+        )
+    return value
+
+
+def _check_key(value: str | None) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidOptionError(f"key must be a non-empty str, got {value!r}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class JobOptions:
+    """Per-enqueue overrides; each ``None`` falls back to the job's definition.
+
+    Validated when made, so a bad value fails at the ``options(...)`` call.
+    """
+
+    delay: float | None = attrs.field(default=None, converter=lambda v: seconds(v, "delay"))
+    at: datetime | None = attrs.field(default=None, converter=_check_at)
+    priority: int | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else _check_priority(v)
+    )
+    key: str | None = attrs.field(default=None, converter=_check_key)
+    max_attempts: int | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else _check_max_attempts(v)
+    )
+    timeout: float | None = attrs.field(default=None, converter=_check_timeout)
+    queue: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.delay is not None and self.at is not None:
+            raise InvalidOptionError("give either delay or at, not both")
+
+
+@attrs.frozen(kw_only=True)
+class JobDefinition:
+    """Everything the runtime knows about one job name."""
+
+    name: str
+    function: Callable[..., Any]
+    queue: str
+    max_attempts: int
+    backoff: Backoff
+    timeout: float | None
+    priority: int
+    is_async: bool
+    #: the name of the parameter that receives the :class:`JobContext`, if any.
+    context_parameter: str | None
+    #: the handler's signature without the context parameter: what enqueue binds to.
+    signature: inspect.Signature
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Check that *args* and *kwargs* bind to the handler.
+
+        :raises JobArgumentsError: naming the job and what does not fit.
+        """
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise JobArgumentsError(
+                f"arguments for job {self.name!r} do not match {self.name}{self.signature}: {exc}"
+            ) from None
+
+
+@attrs.frozen(kw_only=True)
+class JobCall(Generic[R_co]):
+    """One job to enqueue: a definition, its arguments, and options.
+
+    Made by :meth:`JobFunction.call`; pass several to ``runtime.enqueue_many``.
+    """
+
+    definition: JobDefinition
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    options: JobOptions
+
+
+class _Enqueuer(Protocol):
+    async def enqueue_many(self, calls: list[JobCall[R]]) -> list[JobHandle[R]]: ...
+
+
+class JobFunction(Generic[P, R]):
+    """A registered job: call :meth:`enqueue` to run it in the background.
+
+    The handler stays reachable as :attr:`function` (for direct calls in tests).
+    """
+
+    def __init__(
+        self, definition: JobDefinition, registry: JobRegistry, options: JobOptions | None = None
+    ) -> None:
+        self.definition = definition
+        self._registry = registry
+        self._options = options or JobOptions()
+
+    @property
+    def name(self) -> str:
+        """The registered job name."""
+        return self.definition.name
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The undecorated handler."""
+        return self.definition.function
+
+    def __repr__(self) -> str:
+        return f"<JobFunction {self.definition.name!r} queue={self.definition.queue!r}>"
+
+    def options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> JobFunction[P, R]:
+        """Return this job with enqueue options set.
+
+        :param delay: run no earlier than this long after enqueueing.
+        :param at: run no earlier than this aware datetime.
+        :param priority: lower runs first (default: the job's priority).
+        :param key: a dedup key: while a job with this key is queued or running,
+            enqueueing another returns that job instead.
+        :param max_attempts: attempts before the job goes dead.
+        :param timeout: seconds (or timedelta) an attempt may run.
+        :raises InvalidOptionError: for a negative or NaN delay, a naive ``at``,
+            ``max_attempts < 1``, a non-positive timeout, or both delay and at.
+        """
+        merged = attrs.evolve(
+            self._options,
+            **{
+                name: value
+                for name, value in (
+                    ("delay", delay),
+                    ("at", at),
+                    ("priority", priority),
+                    ("key", key),
+                    ("max_attempts", max_attempts),
+                    ("timeout", timeout),
+                )
+                if value is not None
+            },
+        )
+        return JobFunction(self.definition, self._registry, merged)
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> JobCall[R]:
+        """Describe one run of this job without enqueueing it (for ``enqueue_many``).
+
+        :raises JobArgumentsError: when the arguments do not bind to the handler.
+        """
+        self.definition.bind(args, kwargs)
+        return JobCall(definition=self.definition, args=args, kwargs=kwargs, options=self._options)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Store the job for a worker to run; return its handle.
+
+        Arguments are bound to the handler's signature and encoded before
+        anything is stored, so a bad call changes nothing.
+
+        :raises JobArgumentsError: arguments that do not bind.
+        :raises SerializationError: arguments the codec cannot encode.
+        :raises PayloadTooLarge: encoded arguments over the runtime's limit.
+        :raises NotRunningError: when the registry is not bound to a started runtime.
+        """
+        call = self.call(*args, **kwargs)
+        handles = await self._registry.enqueuer.enqueue_many([call])
+        return handles[0]
+
+
+class _JobDecorator:
+    """The decorator ``registry.job(...)`` returns; overloads keep parameter types."""
+
+    def __init__(self, registry: JobRegistry, settings: dict[str, Any]) -> None:
+        self._registry = registry
+        self._settings = settings
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, function: Callable[typing.Concatenate[JobContext, P], Awaitable[R]]
+    ) -> JobFunction[P, R]: ...
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, function: Callable[P, Awaitable[R]]
+    ) -> JobFunction[P, R]: ...
+
+    @overload
+    def __call__(self, function: Callable[P, R]) -> JobFunction[P, R]: ...
+
+    def __call__(self, function: Callable[..., Any]) -> JobFunction[Any, Any]:
+        definition = make_definition(function, **self._settings)
+        return self._registry.add(definition)
+
+
+def _context_parameter(function: Callable[..., Any], signature: inspect.Signature) -> str | None:
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:
+        # Unresolvable forward references: fall back to the raw annotations.
+        hints = {name: p.annotation for name, p in signature.parameters.items()}
+    for name in signature.parameters:
+        hint = hints.get(name)
+        if hint is JobContext or hint == "JobContext":
+            return name
+    return None
+
+
+def make_definition(
+    function: Callable[..., Any],
+    *,
+    name: str | None,
+    queue: str,
+    max_attempts: int,
+    backoff: BackoffLike,
+    timeout: float | timedelta | None,
+    priority: int,
+) -> JobDefinition:
+    """Validate a handler and its settings into a :class:`JobDefinition`.
+
+    :raises ConfigurationError: for a handler that is not callable.
+    :raises InvalidOptionError: for invalid settings.
+    """
+    if not callable(function):
+        raise ConfigurationError(f"a job handler must be callable, got {function!r}")
+    signature = inspect.signature(function)
+    context_parameter = _context_parameter(function, signature)
+    if context_parameter is not None:
+        signature = signature.replace(
+            parameters=[p for n, p in signature.parameters.items() if n != context_parameter]
+        )
+    job_name = name if name is not None else _default_name(function)
+    if not isinstance(job_name, str) or not job_name:
+        raise InvalidOptionError(f"a job name must be a non-empty str, got {job_name!r}")
+    if not isinstance(queue, str) or not queue:
+        raise InvalidOptionError(f"queue must be a non-empty str, got {queue!r}")
+    is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - async callable objects count too
+    )
+    return JobDefinition(
+        name=job_name,
+        function=function,
+        queue=queue,
+        max_attempts=_check_max_attempts(max_attempts),
+        backoff=make_backoff(backoff),
+        timeout=_check_timeout(timeout),
+        priority=_check_priority(priority),
+        is_async=is_async,
+        context_parameter=context_parameter,
+        signature=signature,
+    )
+
+
+def _default_name(function: Callable[..., Any]) -> str:
+    qualname = getattr(function, "__qualname__", None) or type(function).__name__
+    return f"{getattr(function, '__module__', '?')}:{qualname}"
+
+
+class JobRegistry:
+    """A set of job definitions, independent of any runtime.
+
+    Define jobs in a module with ``jobs = JobRegistry()`` and ``@jobs.job()``,
+    then ``runtime.include(jobs)`` where the runtime is made.
+    """
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, JobDefinition] = {}
+        self._enqueuer: _Enqueuer | None = None
+        self._on_add: Callable[[JobDefinition], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"JobRegistry({sorted(self._definitions)})"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
+
+    def __len__(self) -> int:
+        return len(self._definitions)
+
+    @property
+    def definitions(self) -> Mapping[str, JobDefinition]:
+        """The registered definitions by name (read-only view)."""
+        return dict(self._definitions)
+
+    @property
+    def enqueuer(self) -> _Enqueuer:
+        """The runtime jobs of this registry are enqueued through.
+
+        :raises NotRunningError: when the registry was not included in a runtime.
+        """
+        if self._enqueuer is None:
+            raise NotRunningError(
+                "this job registry is not included in a runtime: call runtime.include(registry)"
+            )
+        return self._enqueuer
+
+    def bind(self, enqueuer: _Enqueuer, on_add: Callable[[JobDefinition], None]) -> None:
+        """Route this registry's enqueues through *enqueuer*; *on_add* vets new definitions."""
+        for definition in self._definitions.values():
+            on_add(definition)
+        self._enqueuer = enqueuer
+        self._on_add = on_add
+
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        max_attempts: int = 3,
+        backoff: BackoffLike = None,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> _JobDecorator:
+        """Register the decorated function as a job.
+
+        :param name: the stored job name (default: ``module:qualname``). Keep it
+            stable: queued jobs find their handler by it.
+        :param queue: the queue it runs on.
+        :param max_attempts: attempts before it goes dead (at least 1).
+        :param backoff: delay between attempts: a policy, seconds, a timedelta,
+            or a function of the attempt number (default: exponential with full jitter).
+        :param timeout: seconds an attempt may run before it fails.
+        :param priority: lower runs first.
+        :raises InvalidOptionError: for invalid settings.
+        :raises UnknownQueueError: (on a runtime) for a queue it was not configured with.
+        """
+        settings = {
+            "name": name,
+            "queue": queue,
+            "max_attempts": _check_max_attempts(max_attempts),
+            "backoff": make_backoff(backoff),
+            "timeout": _check_timeout(timeout),
+            "priority": _check_priority(priority),
+        }
+        return _JobDecorator(self, settings)
+
+    def add(self, definition: JobDefinition) -> JobFunction[Any, Any]:
+        """Register a ready-made definition and return its job function.
+
+        :raises ConfigurationError: when another handler already has the name.
+        """
+        existing = self._definitions.get(definition.name)
+        if existing is not None and existing.function is not definition.function:
+            raise ConfigurationError(
+                f"job name {definition.name!r} is already registered for "
+                f"{existing.function!r}; pass name= to tell them apart"
+            )
+        if self._on_add is not None:
+            self._on_add(definition)
+        self._definitions[definition.name] = definition
+        return JobFunction(definition, self)
+
+    def get(self, name: str) -> JobDefinition:
+        """Return the definition registered as *name*.
+
+        :raises UnknownJobError: when no job has that name.
+        """
+        try:
+            return self._definitions[name]
+        except KeyError:
+            known = ", ".join(sorted(self._definitions)) or "none"
+            raise UnknownJobError(
+                f"no job is registered as {name!r} (registered: {known})"
+            ) from None
+

@@ -1,0 +1,516 @@
+"""JobRuntime: the lifecycle in one anyio task group, the roles, enqueue and inspection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import anyio
+
+from ._clock import Clock, SystemClock
+from ._dispatcher import Dispatcher
+from ._events import EventBus, JobEnqueued, JobWasCancelled
+from ._exceptions import (
+    ConfigurationError,
+    InvalidOptionError,
+    JobNotFound,
+    JobStateError,
+    NotRunningError,
+    PayloadTooLarge,
+    UnknownJobError,
+    UnknownQueueError,
+)
+from ._handle import JobHandle
+from ._limits import Slots
+from ._models import FINISHED_STATES, Job, JobState, NewJob, QueueStats
+from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDecorator
+from ._retry import BackoffLike, seconds
+from ._serialization import Codec, JSONCodec
+from .backends import Backend, from_url
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["JobRuntime", "Role"]
+
+logger = logging.getLogger("asyncjobs")
+
+R = TypeVar("R")
+Role = Literal["all", "enqueue", "worker"]
+
+_DEFAULT_RETENTION: dict[JobState, float] = {
+    JobState.COMPLETE: 86_400.0,
+    JobState.CANCELLED: 86_400.0,
+    JobState.DEAD: 7 * 86_400.0,
+}
+_PRUNE_EVERY = 60.0
+
+
+def _make_backend(backend: Backend | str | None) -> Backend:
+    if backend is None:
+        url = os.environ.get("ASYNCJOBS_URL")
+        if url:
+            return from_url(url)
+        from .backends.memory import MemoryBackend
+
+        return MemoryBackend()
+    if isinstance(backend, str):
+        return from_url(backend)
+    if not isinstance(backend, Backend):
+        raise ConfigurationError(
+            f"backend must be a Backend (MemoryBackend, SQLiteBackend, RedisBackend) or a URL, "
+            f"not {type(backend).__name__}"
+        )
+    return backend
+
+
+def _retention(values: Mapping[JobState | str, float | timedelta | None] | None) -> dict[JobState, float]:
+    merged: dict[JobState, float] = dict(_DEFAULT_RETENTION)
+    for state_name, value in (values or {}).items():
+        try:
+            state = JobState(state_name)
+        except ValueError:
+            raise ConfigurationError(
+                f"retention is set per finished state (complete, dead, cancelled), not {state_name!r}"
+            ) from None
+        if state not in FINISHED_STATES:
+            raise ConfigurationError(f"retention applies to finished states only, not {state.value!r}")
+        duration = seconds(value, f"retention[{state.value!r}]")
+        if duration is None:
+            merged.pop(state, None)
+        else:
+            merged[state] = duration
+    return merged
+
+
+def _new_job_id(now: float) -> str:
+    # Millisecond time first, so ids sort roughly by enqueue time; 80 random bits after it.
+    return f"{int(now * 1000):012x}{secrets.token_hex(10)}"
+
+
+class JobRuntime:
+    """Runs background jobs inside an async application.
+
+    Use it as ``async with runtime:`` or as a Starlette/FastAPI lifespan
+    (``lifespan=runtime.lifespan``). Everything it starts runs in one anyio
+    task group and stops when the block is left.
+
+    :param backend: a backend, a URL for :func:`~asyncjobs.backends.from_url`, or
+        ``None`` for ``$ASYNCJOBS_URL`` (or memory when unset).
+    :param queues: queue name -> how many of its jobs this process runs at once.
+        Default: ``{"default": 10}``.
+    :param role: ``"all"`` runs jobs and enqueues; ``"enqueue"`` only enqueues
+        (a web process); ``"worker"`` only runs jobs.
+    :param lease: how long a claimed job is held without a heartbeat (seconds or
+        timedelta; default 30 s). A crashed worker's jobs run again after this.
+    :param shutdown_grace: how long leaving the runtime waits for running jobs
+        before it cancels them and hands them back (default 10 s).
+    :param max_concurrency: a cap on running jobs across all queues.
+    :param clock: the time source (tests pass a :class:`ManualClock`).
+    :param codec: how arguments and results are encoded (default JSON).
+    :param max_payload_bytes: the largest encoded arguments accepted (default 1 MiB).
+    :param retention: how long finished jobs are kept, per state (seconds or
+        timedelta; ``None`` keeps them). Defaults: complete and cancelled 1 day,
+        dead 7 days.
+    :raises ConfigurationError: for values that cannot work.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | str | None = None,
+        *,
+        queues: Mapping[str, int] | None = None,
+        role: Role = "all",
+        lease: float | timedelta = 30.0,
+        shutdown_grace: float | timedelta = 10.0,
+        max_concurrency: int | None = None,
+        clock: Clock | None = None,
+        codec: Codec | None = None,
+        max_payload_bytes: int = 1 << 20,
+        retention: Mapping[JobState | str, float | timedelta | None] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        if role not in ("all", "enqueue", "worker"):
+            raise ConfigurationError(f"role must be 'all', 'enqueue' or 'worker', not {role!r}")
+        lease_seconds = seconds(lease, "lease")
+        if not lease_seconds:
+            raise ConfigurationError("lease must be more than 0 seconds")
+        grace = seconds(shutdown_grace, "shutdown_grace")
+        if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
+            raise ConfigurationError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
+        self.backend: Backend = _make_backend(backend)
+        self.role: Role = role
+        self.lease = lease_seconds
+        self.shutdown_grace = grace or 0.0
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.codec: Codec = codec if codec is not None else JSONCodec()
+        self.max_payload_bytes = max_payload_bytes
+        self.retention = _retention(retention)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.slots = Slots(dict(queues) if queues is not None else {"default": 10}, max_concurrency)
+        #: in-process lifecycle events; ``with runtime.events.subscribe() as stream: ...``
+        self.events = EventBus()
+        self._registry = JobRegistry()
+        self._registry.bind(self, self._vet_definition)
+        self._registries: list[JobRegistry] = [self._registry]
+        self._scheduler: Scheduler | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._last_prune = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"<JobRuntime role={self.role!r} backend={self.backend!r} queues={self.slots.limits}>"
+
+    # -- defining jobs ------------------------------------------------------------
+
+    @property
+    def queues(self) -> Mapping[str, int]:
+        """The configured queues and their concurrency limits."""
+        return dict(self.slots.limits)
+
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        max_attempts: int = 3,
+        backoff: BackoffLike = None,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> _JobDecorator:
+        """Register the decorated function as a job; see :meth:`JobRegistry.job`.
+
+        :raises UnknownQueueError: when *queue* is not one of the runtime's queues.
+        """
+        self._check_queue(queue)
+        return self._registry.job(
+            name=name,
+            queue=queue,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            timeout=timeout,
+            priority=priority,
+        )
+
+    def include(self, registry: JobRegistry) -> None:
+        """Make the jobs of *registry* runnable and enqueueable through this runtime.
+
+        :raises UnknownQueueError: when one of its jobs names an unknown queue.
+        :raises ConfigurationError: when one of its job names is already taken.
+        """
+        if registry in self._registries:
+            return
+        registry.bind(self, self._vet_definition)
+        self._registries.append(registry)
+
+    def _check_queue(self, queue: str) -> None:
+        if queue not in self.slots.limits:
+            known = ", ".join(sorted(self.slots.limits))
+            raise UnknownQueueError(
+                f"queue {queue!r} is not configured (configured: {known}); "
+                f"add it to JobRuntime(queues={{...}})"
+            )
+
+    def _vet_definition(self, definition: JobDefinition) -> None:
+        self._check_queue(definition.queue)
+        for registry in self._registries:
+            other = registry.definitions.get(definition.name)
+            if other is not None and other.function is not definition.function:
+                raise ConfigurationError(
+                    f"job name {definition.name!r} is registered twice, for {other.function!r} "
+                    f"and {definition.function!r}; pass name= to tell them apart"
+                )
+
+    def definition(self, name: str) -> JobDefinition:
+        """Return the job registered as *name* in this runtime or an included registry.
+
+        :raises UnknownJobError: when none is.
+        """
+        for registry in self._registries:
+            if name in registry:
+                return registry.get(name)
+        known = sorted(n for registry in self._registries for n in registry.definitions)
+        raise UnknownJobError(
+            f"no job is registered as {name!r} (registered: {', '.join(known) or 'none'})"
+        )
+
+    def function(self, name: str) -> JobFunction[..., Any]:
+        """Return the job function registered as *name*, to enqueue it by name.
+
+        :raises UnknownJobError: when none is.
+        """
+        definition = self.definition(name)
+        for registry in self._registries:
+            if name in registry:
+                return JobFunction(definition, registry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """Whether the runtime is inside its ``async with`` block."""
+        return self._exit_stack is not None
+
+    async def __aenter__(self) -> JobRuntime:
+        if self._exit_stack is not None:
+            raise NotRunningError("this runtime is already started")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self.backend.open(self.clock)
+            stack.push_async_callback(self.backend.aclose)
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            if self.role != "enqueue":
+                self._dispatcher = Dispatcher(
+                    backend=self.backend,
+                    lookup=self.definition,
+                    codec=self.codec,
+                    clock=self.clock,
+                    bus=self.events,
+                    slots=self.slots,
+                    lease=self.lease,
+                    worker_id=self.worker_id,
+                    shutdown_grace=self.shutdown_grace,
+                    maintenance=self._maintenance,
+                )
+                await tasks.start(self._dispatcher.run)
+                if self._scheduler is not None:
+                    await tasks.start(self._scheduler.run)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            self._dispatcher = None
+            raise
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack = self._exit_stack
+        if stack is None:
+            return None
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._exit_stack = None
+            self._dispatcher = None
+            self.slots = Slots(self.slots.limits, self.slots.max_concurrency)
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[dict[str, Any]]:
+        """Run the runtime for an ASGI app's lifetime: ``FastAPI(lifespan=runtime.lifespan)``.
+
+        The yielded state holds the runtime as ``"asyncjobs"`` (``request.state.asyncjobs``).
+        To run the app's own lifespan too, see :func:`asyncjobs.lifespan.combine`.
+        """
+        async with self:
+            yield {"asyncjobs": self}
+
+    def _require_started(self) -> None:
+        if self._exit_stack is None:
+            raise NotRunningError(
+                "the runtime is not started: use `async with runtime:` or lifespan=runtime.lifespan"
+            )
+
+    async def _maintenance(self) -> None:
+        now = self.clock.now()
+        if now - self._last_prune < _PRUNE_EVERY or not self.retention:
+            return
+        self._last_prune = now
+        pruned = await self.backend.prune({state: now - age for state, age in self.retention.items()})
+        if pruned:
+            logger.info("pruned %d finished jobs past their retention", pruned)
+
+    # -- enqueueing ---------------------------------------------------------------
+
+    async def enqueue(self, name: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
+        """Enqueue the job registered as *name* (for callers that hold no job function).
+
+        :raises UnknownJobError: when no job has that name.
+        """
+        return await self.function(name).enqueue(*args, **kwargs)
+
+    async def enqueue_many(self, calls: Iterable[JobCall[R]]) -> list[JobHandle[R]]:
+        """Enqueue several jobs in one atomic store operation.
+
+        Build the calls with :meth:`JobFunction.call` (``send_email.call(...)``,
+        or ``send_email.options(delay=5).call(...)``). Everything is validated and
+        encoded first: when any call is bad, nothing is stored.
+
+        :raises UnknownJobError: a call for a job this runtime does not know.
+        :raises SerializationError: arguments the codec cannot encode.
+        :raises PayloadTooLarge: encoded arguments over ``max_payload_bytes``.
+        :raises NotRunningError: when the runtime is not started.
+        """
+        self._require_started()
+        now = self.clock.now()
+        new_jobs = [self._new_job(call, now) for call in calls]
+        if not new_jobs:
+            return []
+        stored = await self.backend.enqueue(new_jobs)
+        dispatcher = self._dispatcher
+        publish = self.events.has_subscribers
+        handles: list[JobHandle[R]] = []
+        for new, job in zip(new_jobs, stored, strict=True):
+            handles.append(JobHandle(self, job, deduplicated=job.id != new.id))
+            if dispatcher is not None:
+                # Also for delayed jobs: the claim loop may be sleeping past their due time.
+                dispatcher.kick(job.queue)
+            if publish and job.id == new.id:
+                self.events.publish(
+                    JobEnqueued(
+                        timestamp=now, job_id=job.id, job_name=job.name, queue=job.queue, due_at=job.due_at
+                    )
+                )
+        return handles
+
+    def _new_job(self, call: JobCall[Any], now: float) -> NewJob:
+        definition = call.definition
+        if self.definition(definition.name) is not definition:
+            raise UnknownJobError(
+                f"job {definition.name!r} belongs to a registry this runtime does not include"
+            )
+        options = call.options
+        queue = options.queue or definition.queue
+        self._check_queue(queue)
+        payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"the arguments of job {definition.name!r} encode to {len(payload)} bytes, over the "
+                f"limit of {self.max_payload_bytes}; store large data elsewhere and pass a reference, "
+                "or raise JobRuntime(max_payload_bytes=...)"
+            )
+        if options.at is not None:
+            due_at = options.at.timestamp()
+        else:
+            due_at = now + (options.delay or 0.0)
+        return NewJob(
+            id=_new_job_id(now),
+            name=definition.name,
+            queue=queue,
+            payload=payload,
+            due_at=due_at,
+            enqueued_at=now,
+            priority=options.priority if options.priority is not None else definition.priority,
+            max_attempts=options.max_attempts or definition.max_attempts,
+            timeout=options.timeout if options.timeout is not None else definition.timeout,
+            key=options.key,
+        )
+
+    # -- operating ------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Return the stored job, or ``None``."""
+        self._require_started()
+        return await self.backend.get_job(job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | None = None,
+        name: str | None = None,
+        schedule: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return a page of stored jobs, newest first, filtered by any of the arguments.
+
+        :raises InvalidOptionError: for an unknown state or a negative limit/offset.
+        """
+        self._require_started()
+        try:
+            job_state = None if state is None else JobState(state)
+        except ValueError:
+            raise InvalidOptionError(
+                f"unknown job state {state!r}; use one of {', '.join(s.value for s in JobState)}"
+            ) from None
+        if limit < 0 or offset < 0:
+            raise InvalidOptionError("limit and offset must not be negative")
+        return await self.backend.list_jobs(
+            queue=queue, state=job_state, name=name, schedule=schedule, limit=limit, offset=offset
+        )
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Return counts per queue and state, from the store (every process's jobs)."""
+        self._require_started()
+        return await self.backend.queue_stats()
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a queued one at once, a running one through its cancel scope.
+
+        A job running in another process is cancelled at that worker's next
+        heartbeat (within a third of the lease).
+
+        :raises JobNotFound: when no such job exists.
+        """
+        self._require_started()
+        job = await self.backend.cancel(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in the store")
+        if job.state is JobState.RUNNING and self._dispatcher is not None:
+            self._dispatcher.cancel_local(job_id)
+        elif job.state is JobState.CANCELLED and self.events.has_subscribers:
+            self.events.publish(
+                JobWasCancelled(
+                    timestamp=self.clock.now(), job_id=job.id, job_name=job.name, queue=job.queue
+                )
+            )
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a dead job again, now, with its attempts reset.
+
+        :raises JobNotFound: when no such job exists.
+        :raises JobStateError: when the job is not dead.
+        """
+        self._require_started()
+        current = await self.backend.get_job(job_id)
+        if current is None:
+            raise JobNotFound(f"no job {job_id!r} in the store")
+        if current.state is not JobState.DEAD:
+            raise JobStateError(
+                f"job {job_id} is {current.state.value}, not dead: only dead jobs can be retried"
+            )
+        job = await self.backend.retry_dead(job_id, self.clock.now())
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in the store")
+        if job.state is JobState.DEAD:
+            raise JobStateError(
+                f"job {job_id} stays dead: an active job holds its dedup key {job.key!r}"
+            )
+        if self._dispatcher is not None:
+            self._dispatcher.kick(job.queue)
+        return job
+
+    async def pause(self, queue: str) -> None:
+        """Stop every process sharing the store from claiming jobs of *queue*."""
+        self._require_started()
+        await self.backend.pause_queue(queue, True)
+
+    async def resume(self, queue: str) -> None:
+        """Let workers claim jobs of *queue* again."""
+        self._require_started()
+        await self.backend.pause_queue(queue, False)
+        if self._dispatcher is not None:
+            self._dispatcher.kick(queue)
+
+    @property
+    def running_jobs(self) -> Mapping[str, Job]:
+        """Jobs this process is running now, by id."""
+        return {} if self._dispatcher is None else self._dispatcher.running_jobs
