@@ -131,8 +131,15 @@ class JobDefinition:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
+            bare = self.signature.replace(
+                parameters=[
+                    p.replace(annotation=inspect.Parameter.empty)
+                    for p in self.signature.parameters.values()
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
             raise JobArgumentsError(
-                f"arguments for job {self.name!r} do not match {self.name}{self.signature}: {exc}"
+                f"arguments for job {self.name!r} do not match {self.name}{bare}: {exc}"
             ) from None
 
 
