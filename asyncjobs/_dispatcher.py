@@ -82,7 +82,9 @@ def error_info(exc: BaseException) -> ErrorInfo:
     """Describe *exc* for the store: qualified type, message, and traceback."""
     kind = type(exc)
     module = kind.__module__
-    name = kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    )
     text = "".join(traceback.format_exception(exc))
     if len(text) > _MAX_TRACEBACK:
         text = "...\n" + text[-_MAX_TRACEBACK:]
@@ -153,7 +155,9 @@ class Dispatcher:
 
     # -- the loops --------------------------------------------------------------
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Claim and run jobs until stopped, then shut down gracefully."""
         send, receive = anyio.create_memory_object_stream[_Settlement](math.inf)
         self._outcomes = send
@@ -163,7 +167,7 @@ class Dispatcher:
             async with anyio.create_task_group() as workers:
                 # Long-lived workers fed through a buffer: no task is spawned per job.
                 feeds: list[MemoryObjectSendStream[Job]] = []
-                for queue, limit in self.slots.limits.items():
+                for limit in self.slots.limits.values():
                     feed, jobs = anyio.create_memory_object_stream[Job](math.inf)
                     feeds.append(feed)
                     for _ in range(limit):
@@ -243,7 +247,9 @@ class Dispatcher:
         except AsyncJobsError:
             definition = None
         context = JobContext(job, partial(self._report_progress, job))
-        running = _Running(job=job, definition=definition, scope=anyio.CancelScope(), context=context)
+        running = _Running(
+            job=job, definition=definition, scope=anyio.CancelScope(), context=context
+        )
         if self._shutting_down:
             # Claimed but not started before the grace period ended: hand it back.
             running.stop_reason = _StopReason.SHUTDOWN
@@ -315,7 +321,9 @@ class Dispatcher:
             result = self._codec.encode(value)
         except Exception as exc:
             return self._dead(running, exc)
-        return Outcome(job_id=job.id, lease_token=running.token, kind=OutcomeKind.COMPLETE, result=result)
+        return Outcome(
+            job_id=job.id, lease_token=running.token, kind=OutcomeKind.COMPLETE, result=result
+        )
 
     @staticmethod
     async def _invoke(definition: JobDefinition, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -344,7 +352,9 @@ class Dispatcher:
         # Lease lost: another worker owns the job now; reporting would be refused.
         if self._bus.has_subscribers:
             self._bus.publish(
-                JobLeaseLost(timestamp=self._clock.now(), job_id=job.id, job_name=job.name, queue=job.queue)
+                JobLeaseLost(
+                    timestamp=self._clock.now(), job_id=job.id, job_name=job.name, queue=job.queue
+                )
             )
         return None
 
@@ -435,7 +445,9 @@ class Dispatcher:
                         len(outcomes),
                     )
                     return {outcome.job_id for outcome in outcomes}
-                logger.warning("recording job outcomes failed; retrying in %.2f s", delay, exc_info=True)
+                logger.warning(
+                    "recording job outcomes failed; retrying in %.2f s", delay, exc_info=True
+                )
                 await anyio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 2.0)
@@ -464,15 +476,22 @@ class Dispatcher:
                 continue
             kind = outcome.kind
             if kind is OutcomeKind.COMPLETE:
-                self._bus.publish(JobCompleted(**common, attempt=job.attempts, duration=settlement.duration))
-            elif kind is OutcomeKind.RETRY:
-                assert outcome.due_at is not None and outcome.error is not None
                 self._bus.publish(
-                    JobRetrying(**common, attempt=job.attempts, due_at=outcome.due_at, error=outcome.error)
+                    JobCompleted(**common, attempt=job.attempts, duration=settlement.duration)
+                )
+            elif kind is OutcomeKind.RETRY:
+                assert outcome.due_at is not None
+                assert outcome.error is not None
+                self._bus.publish(
+                    JobRetrying(
+                        **common, attempt=job.attempts, due_at=outcome.due_at, error=outcome.error
+                    )
                 )
             elif kind is OutcomeKind.RELEASE:
                 assert outcome.due_at is not None
-                self._bus.publish(JobReleased(**common, attempt=job.attempts, due_at=outcome.due_at))
+                self._bus.publish(
+                    JobReleased(**common, attempt=job.attempts, due_at=outcome.due_at)
+                )
             elif kind is OutcomeKind.DEAD:
                 assert outcome.error is not None
                 self._bus.publish(JobDied(**common, attempt=job.attempts, error=outcome.error))
@@ -513,4 +532,3 @@ class Dispatcher:
                 self.slots.wake_all()
             if self._maintenance is not None:
                 await self._maintenance()
-

@@ -22,7 +22,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventStream",
-        "JobCompleted",
+    "JobCompleted",
     "JobDied",
     "JobEnqueued",
     "JobEvent",

@@ -91,7 +91,7 @@ class SchemaVersionError(BackendError):
 
 
 class JobStateError(AsyncJobsError, ValueError):
-    """The job is not in a state that allows the operation (e.g. retrying a job that is not dead)."""
+    """The job's state does not allow the operation (e.g. retrying a job that is not dead)."""
 
 
 class JobTimeout(AsyncJobsError, TimeoutError):

@@ -82,6 +82,18 @@ def _check_key(value: str | None) -> str | None:
     return value
 
 
+def _check_delay(value: float | timedelta | None) -> float | None:
+    return seconds(value, "delay")
+
+
+def _check_optional_priority(value: int | None) -> int | None:
+    return None if value is None else _check_priority(value)
+
+
+def _check_optional_attempts(value: int | None) -> int | None:
+    return None if value is None else _check_max_attempts(value)
+
+
 @attrs.frozen(kw_only=True)
 class JobOptions:
     """Per-enqueue overrides; each ``None`` falls back to the job's definition.
@@ -89,15 +101,11 @@ class JobOptions:
     Validated when made, so a bad value fails at the ``options(...)`` call.
     """
 
-    delay: float | None = attrs.field(default=None, converter=lambda v: seconds(v, "delay"))
+    delay: float | None = attrs.field(default=None, converter=_check_delay)
     at: datetime | None = attrs.field(default=None, converter=_check_at)
-    priority: int | None = attrs.field(
-        default=None, converter=lambda v: None if v is None else _check_priority(v)
-    )
+    priority: int | None = attrs.field(default=None, converter=_check_optional_priority)
     key: str | None = attrs.field(default=None, converter=_check_key)
-    max_attempts: int | None = attrs.field(
-        default=None, converter=lambda v: None if v is None else _check_max_attempts(v)
-    )
+    max_attempts: int | None = attrs.field(default=None, converter=_check_optional_attempts)
     timeout: float | None = attrs.field(default=None, converter=_check_timeout)
     queue: str | None = None
 
@@ -208,20 +216,16 @@ class JobFunction(Generic[P, R]):
         :raises InvalidOptionError: for a negative or NaN delay, a naive ``at``,
             ``max_attempts < 1``, a non-positive timeout, or both delay and at.
         """
+        given: dict[str, Any] = {
+            "delay": delay,
+            "at": at,
+            "priority": priority,
+            "key": key,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+        }
         merged = attrs.evolve(
-            self._options,
-            **{
-                name: value
-                for name, value in (
-                    ("delay", delay),
-                    ("at", at),
-                    ("priority", priority),
-                    ("key", key),
-                    ("max_attempts", max_attempts),
-                    ("timeout", timeout),
-                )
-                if value is not None
-            },
+            self._options, **{name: value for name, value in given.items() if value is not None}
         )
         return JobFunction(self.definition, self._registry, merged)
 
@@ -257,14 +261,12 @@ class _JobDecorator:
         self._settings = settings
 
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, function: Callable[typing.Concatenate[JobContext, P], Awaitable[R]]
     ) -> JobFunction[P, R]: ...
 
     @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, function: Callable[P, Awaitable[R]]
-    ) -> JobFunction[P, R]: ...
+    def __call__(self, function: Callable[P, Awaitable[R]]) -> JobFunction[P, R]: ...
 
     @overload
     def __call__(self, function: Callable[P, R]) -> JobFunction[P, R]: ...
@@ -443,4 +445,3 @@ class JobRegistry:
             raise UnknownJobError(
                 f"no job is registered as {name!r} (registered: {known})"
             ) from None
-

@@ -71,17 +71,22 @@ def _make_backend(backend: Backend | str | None) -> Backend:
     return backend
 
 
-def _retention(values: Mapping[JobState | str, float | timedelta | None] | None) -> dict[JobState, float]:
+def _retention(
+    values: Mapping[JobState | str, float | timedelta | None] | None,
+) -> dict[JobState, float]:
     merged: dict[JobState, float] = dict(_DEFAULT_RETENTION)
     for state_name, value in (values or {}).items():
         try:
             state = JobState(state_name)
         except ValueError:
             raise ConfigurationError(
-                f"retention is set per finished state (complete, dead, cancelled), not {state_name!r}"
+                "retention is set per finished state (complete, dead, cancelled), "
+                f"not {state_name!r}"
             ) from None
         if state not in FINISHED_STATES:
-            raise ConfigurationError(f"retention applies to finished states only, not {state.value!r}")
+            raise ConfigurationError(
+                f"retention applies to finished states only, not {state.value!r}"
+            )
         duration = seconds(value, f"retention[{state.value!r}]")
         if duration is None:
             merged.pop(state, None)
@@ -144,7 +149,9 @@ class JobRuntime:
             raise ConfigurationError("lease must be more than 0 seconds")
         grace = seconds(shutdown_grace, "shutdown_grace")
         if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
-            raise ConfigurationError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
+            raise ConfigurationError(
+                f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
+            )
         self.backend: Backend = _make_backend(backend)
         self.role: Role = role
         self.lease = lease_seconds
@@ -166,7 +173,9 @@ class JobRuntime:
         self._last_prune = float("-inf")
 
     def __repr__(self) -> str:
-        return f"<JobRuntime role={self.role!r} backend={self.backend!r} queues={self.slots.limits}>"
+        return (
+            f"<JobRuntime role={self.role!r} backend={self.backend!r} queues={self.slots.limits}>"
+        )
 
     # -- defining jobs ------------------------------------------------------------
 
@@ -332,7 +341,9 @@ class JobRuntime:
         if now - self._last_prune < _PRUNE_EVERY or not self.retention:
             return
         self._last_prune = now
-        pruned = await self.backend.prune({state: now - age for state, age in self.retention.items()})
+        pruned = await self.backend.prune(
+            {state: now - age for state, age in self.retention.items()}
+        )
         if pruned:
             logger.info("pruned %d finished jobs past their retention", pruned)
 
@@ -374,7 +385,11 @@ class JobRuntime:
             if publish and job.id == new.id:
                 self.events.publish(
                     JobEnqueued(
-                        timestamp=now, job_id=job.id, job_name=job.name, queue=job.queue, due_at=job.due_at
+                        timestamp=now,
+                        job_id=job.id,
+                        job_name=job.name,
+                        queue=job.queue,
+                        due_at=job.due_at,
                     )
                 )
         return handles
@@ -391,14 +406,11 @@ class JobRuntime:
         payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
-                f"the arguments of job {definition.name!r} encode to {len(payload)} bytes, over the "
-                f"limit of {self.max_payload_bytes}; store large data elsewhere and pass a reference, "
-                "or raise JobRuntime(max_payload_bytes=...)"
+                f"the arguments of job {definition.name!r} encode to {len(payload)} bytes, "
+                f"over the limit of {self.max_payload_bytes}; store large data elsewhere and "
+                "pass a reference, or raise JobRuntime(max_payload_bytes=...)"
             )
-        if options.at is not None:
-            due_at = options.at.timestamp()
-        else:
-            due_at = now + (options.delay or 0.0)
+        due_at = options.at.timestamp() if options.at is not None else now + (options.delay or 0.0)
         return NewJob(
             id=_new_job_id(now),
             name=definition.name,

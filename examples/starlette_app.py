@@ -30,7 +30,7 @@ def create_app(backend_url: str | None = None) -> Starlette:
     @runtime.job(queue="reports", max_attempts=3, timeout=60)
     async def build_report(ctx: JobContext, pages: int) -> dict[str, int]:
         for page in range(pages):
-            await anyio.sleep(0)  # stands in for real work, one page at a time
+            await anyio.lowlevel.checkpoint()  # stands in for real work, page by page
             await ctx.progress((page + 1) / pages, f"page {page + 1} of {pages}")
         return {"pages": pages}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,7 +39,7 @@ RuntimeFactory = Callable[..., JobRuntime]
 @pytest.fixture(params=BACKEND_KINDS)
 async def make_runtime(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[RuntimeFactory]:
+) -> RuntimeFactory:
     """Build runtimes on the backend under test, sharing one store and the manual clock."""
     store: Backend = await make_backend(request.param, tmp_path, request)
 
@@ -48,7 +48,7 @@ async def make_runtime(
         kwargs.setdefault("shutdown_grace", 0.05)
         return JobRuntime(store, clock=clock, **kwargs)  # type: ignore[arg-type]
 
-    yield factory
+    return factory
 
 
 async def test_result_round_trip(make_runtime: RuntimeFactory) -> None:
@@ -122,7 +122,9 @@ async def test_delay_waits_for_the_clock(make_runtime: RuntimeFactory, clock: Ma
         await handle.wait(timeout=10)
 
 
-async def test_at_schedules_an_absolute_time(make_runtime: RuntimeFactory, clock: ManualClock) -> None:
+async def test_at_schedules_an_absolute_time(
+    make_runtime: RuntimeFactory, clock: ManualClock
+) -> None:
     runtime = make_runtime()
 
     @runtime.job()
@@ -148,7 +150,8 @@ async def test_priority_order(make_runtime: RuntimeFactory) -> None:
     async with runtime:
         await runtime.pause("default")
         handles = [
-            await record.options(priority=priority).enqueue(priority) for priority in (5, 1, 3, 1, 0)
+            await record.options(priority=priority).enqueue(priority)
+            for priority in (5, 1, 3, 1, 0)
         ]
         await runtime.resume("default")
         for handle in handles:
@@ -202,7 +205,9 @@ async def test_global_cap_limits_all_queues(make_runtime: RuntimeFactory) -> Non
         await one.function()
 
     async with runtime:
-        handles = await runtime.enqueue_many([one.call() for _ in range(4)] + [two.call() for _ in range(4)])
+        handles = await runtime.enqueue_many(
+            [one.call() for _ in range(4)] + [two.call() for _ in range(4)]
+        )
         with anyio.fail_after(10):
             while running < 2:
                 await anyio.sleep(0.001)
@@ -275,7 +280,9 @@ async def test_exhausted_attempts_go_dead_and_retry_revives(
             await runtime.retry(handle.id)
 
 
-async def test_retry_exception_sets_the_delay(make_runtime: RuntimeFactory, clock: ManualClock) -> None:
+async def test_retry_exception_sets_the_delay(
+    make_runtime: RuntimeFactory, clock: ManualClock
+) -> None:
     runtime = make_runtime()
 
     @runtime.job(max_attempts=5)
@@ -293,7 +300,9 @@ async def test_retry_exception_sets_the_delay(make_runtime: RuntimeFactory, cloc
             assert await handle.result(timeout=10) == 2
 
 
-async def test_snooze_does_not_use_an_attempt(make_runtime: RuntimeFactory, clock: ManualClock) -> None:
+async def test_snooze_does_not_use_an_attempt(
+    make_runtime: RuntimeFactory, clock: ManualClock
+) -> None:
     runtime = make_runtime()
     calls = 0
 
@@ -428,7 +437,8 @@ async def test_dedup_key_returns_the_active_job(make_runtime: RuntimeFactory) ->
         first = await welcome.options(key="welcome:42").enqueue(42)
         second = await welcome.options(key="welcome:42").enqueue(42)
         assert second.id == first.id
-        assert second.deduplicated and not first.deduplicated
+        assert second.deduplicated
+        assert not first.deduplicated
         assert len(await runtime.list_jobs()) == 1
         await runtime.resume("default")
         assert await first.result(timeout=10) == 42
