@@ -59,7 +59,12 @@ async def test_example_app_runs_jobs_through_a_real_server(tmp_path: Path) -> No
                 if status["state"] == "complete":
                     break
                 await anyio.sleep(0.01)
-        assert status == {"id": job_id, "state": "complete", "progress": 1.0, "result": {"pages": 4}}
+        assert status == {
+            "id": job_id,
+            "state": "complete",
+            "progress": 1.0,
+            "result": {"pages": 4},
+        }
         assert (await client.get("/jobs/nope")).status_code == 404
 
 
