@@ -172,17 +172,14 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             cancel_requested INTEGER NOT NULL DEFAULT 0
         )
         """,
-        # Claim order within a queue. The constant trailing ``state`` makes the
-        # partial indexes covering: without it SQLite reads every scanned row from
-        # the table to re-check the state.
+        # Claim order within a queue; also the earliest due time (a skip-scan over
+        # the few priorities in use) and the queued counts, so no second index on
+        # queued jobs has to be kept up to date. The constant trailing ``state``
+        # makes the partial indexes covering: without it SQLite reads every
+        # scanned row from the table to re-check the state.
         """
         CREATE INDEX asyncjobs_jobs_claim
         ON asyncjobs_jobs (queue, priority, due_at, seq, state)
-        WHERE state = 'queued'
-        """,
-        # The earliest due time of a queue whatever the priorities; queued counts.
-        """
-        CREATE INDEX asyncjobs_jobs_due ON asyncjobs_jobs (queue, due_at, state)
         WHERE state = 'queued'
         """,
         # Expired leases; running counts.
@@ -272,33 +269,65 @@ _WAKE_SQL: Final = """
     INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (?, 1)
     ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1
 """
-_FINISH_SQL: Final = """
-    UPDATE asyncjobs_jobs
-    SET state = ?, result = ?, error_type = ?, error_message = ?, error_traceback = ?,
-        finished_at = ?, lease_token = NULL, lease_expires_at = NULL
-    WHERE id = ?
-"""
-_REQUEUE_SQL: Final = """
-    UPDATE asyncjobs_jobs
-    SET state = 'queued', due_at = ?, error_type = ?, error_message = ?, error_traceback = ?,
-        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
-    WHERE id = ?
-"""
-_RELEASE_SQL: Final = """
-    UPDATE asyncjobs_jobs
-    SET state = 'queued', due_at = ?, attempts = max(0, attempts - 1),
-        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0
-    WHERE id = ?
-"""
+# settle: one UPDATE ... FROM (VALUES ...) per outcome kind. The join on id and
+# the current lease token applies the outcome and checks the token in one
+# statement; RETURNING names the accepted jobs. Columns after ``id, token`` come
+# from each outcome; a trailing ``?`` (after the VALUES) is the settle time.
+_FINISHED = "finished_at = ?, lease_token = NULL, lease_expires_at = NULL"
+_REQUEUED = (
+    "state = 'queued', due_at = o.due_at, lease_token = NULL, lease_expires_at = NULL,"
+    " worker_id = NULL, cancel_requested = 0"
+)
+_ERROR_FROM_O = (
+    "error_type = o.error_type, error_message = o.error_message,"
+    " error_traceback = o.error_traceback"
+)
+_SETTLE: Final[dict[OutcomeKind, tuple[str, str]]] = {
+    OutcomeKind.COMPLETE: (
+        "result",
+        "state = 'complete', result = o.result, error_type = NULL, error_message = NULL,"
+        f" error_traceback = NULL, {_FINISHED}",
+    ),
+    OutcomeKind.DEAD: (
+        "error_type, error_message, error_traceback",
+        f"state = 'dead', {_ERROR_FROM_O}, {_FINISHED}",
+    ),
+    OutcomeKind.CANCELLED: (
+        "error_type, error_message, error_traceback",
+        f"state = 'cancelled', {_ERROR_FROM_O}, {_FINISHED}",
+    ),
+    OutcomeKind.RETRY: (
+        "due_at, error_type, error_message, error_traceback",
+        f"{_REQUEUED}, {_ERROR_FROM_O}",
+    ),
+    OutcomeKind.RELEASE: ("due_at", f"{_REQUEUED}, attempts = max(0, attempts - 1)"),
+}
 _EXPIRED_SQL: Final = """
     SELECT 1 FROM asyncjobs_jobs
     WHERE state = 'running' AND lease_expires_at <= ? LIMIT 1
 """
+# The earliest due time per queue without an index on (queue, due_at): walk the
+# distinct priorities of the queue's queued jobs (each step one seek in the claim
+# index) and take the first due time of each.
 _NEXT_DUE_SQL: Final = """
+    WITH RECURSIVE
+        q(name) AS (VALUES {values}),
+        pr(queue, priority) AS (
+            SELECT q.name, (SELECT MIN(priority) FROM asyncjobs_jobs
+                            WHERE state = 'queued' AND queue = q.name)
+            FROM q
+            WHERE NOT EXISTS (
+                SELECT 1 FROM asyncjobs_queues WHERE name = q.name AND paused = 1
+            )
+            UNION ALL
+            SELECT pr.queue, (SELECT MIN(priority) FROM asyncjobs_jobs
+                              WHERE state = 'queued' AND queue = pr.queue
+                              AND priority > pr.priority)
+            FROM pr WHERE pr.priority IS NOT NULL
+        )
     SELECT MIN((SELECT MIN(due_at) FROM asyncjobs_jobs
-                WHERE state = 'queued' AND queue = q.column1))
-    FROM (VALUES {values}) AS q
-    WHERE NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = q.column1 AND paused = 1)
+                WHERE state = 'queued' AND queue = pr.queue AND priority = pr.priority))
+    FROM pr WHERE pr.priority IS NOT NULL
 """
 _QUEUE_STATS_SQL: Final = """
     SELECT queue, 'queued', COUNT(*) FROM asyncjobs_jobs
@@ -329,10 +358,11 @@ _SQLITE_NOTADB = 26
 
 _BUSY_RETRIES = 8
 _BUSY_BACKOFF = (0.005, 0.2)
-# Stay well below SQLite's bound-parameter limit (32766 since 3.32, 999 before).
-_CHUNK = 500
+# Bound parameters per statement: the smallest limit any SQLite build may have
+# (999; 32766 is the default since 3.32, but builds can lower it).
+_MAX_PARAMS = 999
 # Rows deleted per prune transaction, so a big prune never holds the write lock long.
-_PRUNE_BATCH = 2000
+_PRUNE_BATCH = 5000
 _MIN_VERSION = (3, 35, 0)
 _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
@@ -350,13 +380,21 @@ def _has_wal_reset_bug(version: tuple[int, int, int]) -> bool:
     return not backported
 
 
-def _chunks(items: Sequence[_T]) -> Iterable[Sequence[_T]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
+def _chunks(items: Sequence[_T], per_item: int = 1) -> Iterable[Sequence[_T]]:
+    """Split *items* so a statement binding *per_item* parameters each stays in bounds."""
+    size = (_MAX_PARAMS - 1) // per_item
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
+
+
+def _rows_of(width: int, count: int) -> str:
+    """``(?, ?), (?, ?), ...``: *count* VALUES rows of *width* parameters."""
+    row = f"({_marks(width)})"
+    return ", ".join([row] * count)
 
 
 def _error_columns(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
@@ -685,6 +723,8 @@ class SQLiteBackend:
             await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             # Keep the WAL file from staying huge after a burst.
             await conn.execute("PRAGMA journal_size_limit = 67108864")
+            # 16 MiB of page cache: big batches and index updates stay in memory.
+            await conn.execute("PRAGMA cache_size = -16384")
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await conn.close()
@@ -959,33 +999,27 @@ class SQLiteBackend:
         """Extend the leases still held; report the lost ones and requested cancels."""
         if not leases:
             return HeartbeatReply()
-        ids = list(leases)
+        pairs = list(leases.items())
 
-        async def body(conn: aiosqlite.Connection) -> tuple[set[str], set[str]]:
+        async def body(conn: aiosqlite.Connection) -> list[_Row]:
             expires = self._clock.now() + lease
-            held: set[str] = set()
-            cancel: set[str] = set()
-            for chunk in _chunks(ids):
-                rows = await _fetchall(
+            held: list[_Row] = []
+            for chunk in _chunks(pairs, per_item=2):
+                held += await _fetchall(
                     conn,
-                    "SELECT id, lease_token, cancel_requested FROM asyncjobs_jobs"
-                    f" WHERE state = 'running' AND id IN ({_marks(len(chunk))})",
-                    chunk,
+                    f"WITH o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
+                    " UPDATE asyncjobs_jobs SET lease_expires_at = ? FROM o"
+                    " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
+                    " AND asyncjobs_jobs.state = 'running'"
+                    " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.cancel_requested",
+                    (*itertools.chain.from_iterable(chunk), expires),
                 )
-                mine = [job_id for job_id, token, _ in rows if leases[job_id] == token]
-                cancel.update(job_id for job_id, token, flag in rows if flag and job_id in mine)
-                held.update(mine)
-                if mine:
-                    await conn.execute(
-                        "UPDATE asyncjobs_jobs SET lease_expires_at = ?"
-                        f" WHERE id IN ({_marks(len(mine))})",
-                        (expires, *mine),
-                    )
-            return held, cancel
+            return held
 
-        held, cancel = await self._write("heartbeat", body)
+        held = await self._write("heartbeat", body)
         return HeartbeatReply(
-            lost=frozenset(leases.keys() - held), cancel_requested=frozenset(cancel)
+            lost=frozenset(leases.keys() - {job_id for job_id, _ in held}),
+            cancel_requested=frozenset(job_id for job_id, flag in held if flag),
         )
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
@@ -995,61 +1029,59 @@ class SQLiteBackend:
         """
         if not outcomes:
             return []
-        ids = sorted({outcome.job_id for outcome in outcomes})
+        # Only the first outcome of a job can hold its lease: a repeat in the same
+        # batch is refused, as it would be in a later batch.
+        first: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            first.setdefault(outcome.job_id, outcome)
+        by_kind: dict[OutcomeKind, list[Outcome]] = {}
+        for outcome in first.values():
+            by_kind.setdefault(outcome.kind, []).append(outcome)
 
-        async def body(conn: aiosqlite.Connection) -> tuple[list[str], set[str]]:
+        async def body(conn: aiosqlite.Connection) -> tuple[set[str], set[str]]:
             now = self._clock.now()
-            current: dict[str, tuple[str, str]] = {}
-            for chunk in _chunks(ids):
-                rows = await _fetchall(
-                    conn,
-                    "SELECT id, lease_token, queue FROM asyncjobs_jobs"
-                    f" WHERE state = 'running' AND id IN ({_marks(len(chunk))})",
-                    chunk,
-                )
-                current.update((job_id, (token, queue)) for job_id, token, queue in rows)
-            refused: list[str] = []
-            finished: list[_Row] = []
-            retried: list[_Row] = []
-            released: list[_Row] = []
+            accepted: set[str] = set()
             requeued: set[str] = set()
-            for outcome in outcomes:
-                held = current.pop(outcome.job_id, None)
-                if held is None or held[0] != outcome.lease_token:
-                    # Unknown, not running, stale, or settled earlier in this batch.
-                    refused.append(outcome.job_id)
-                    continue
-                kind = outcome.kind
-                if kind is OutcomeKind.COMPLETE:
-                    finished.append(
-                        ("complete", outcome.result, None, None, None, now, outcome.job_id)
+            for kind, group in by_kind.items():
+                columns, assignments = _SETTLE[kind]
+                width = 2 + columns.count(",") + 1
+                requeue = kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE
+                for chunk in _chunks(group, per_item=width):
+                    values: list[Any] = []
+                    for outcome in chunk:
+                        values += (outcome.job_id, outcome.lease_token)
+                        if requeue:
+                            values.append(now if outcome.due_at is None else outcome.due_at)
+                        if kind is OutcomeKind.COMPLETE:
+                            values.append(outcome.result)
+                        elif kind is not OutcomeKind.RELEASE:
+                            values += _error_columns(outcome.error)
+                    if not requeue:
+                        values.append(now)
+                    rows = await _fetchall(
+                        conn,
+                        f"WITH o(id, token, {columns}) AS (VALUES {_rows_of(width, len(chunk))})"
+                        f" UPDATE asyncjobs_jobs SET {assignments} FROM o"
+                        " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
+                        " AND asyncjobs_jobs.state = 'running'"
+                        " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.queue",
+                        values,
                     )
-                elif kind is OutcomeKind.DEAD or kind is OutcomeKind.CANCELLED:
-                    # A failed job never had a result, so NULL keeps it as it was.
-                    state = "dead" if kind is OutcomeKind.DEAD else "cancelled"
-                    error = _error_columns(outcome.error)
-                    finished.append((state, None, *error, now, outcome.job_id))
-                else:
-                    due_at = now if outcome.due_at is None else outcome.due_at
-                    if kind is OutcomeKind.RELEASE:
-                        released.append((due_at, outcome.job_id))
-                    else:
-                        retried.append((due_at, *_error_columns(outcome.error), outcome.job_id))
-                    requeued.add(held[1])
-            if finished:
-                await conn.executemany(_FINISH_SQL, finished)
-            if retried:
-                await conn.executemany(_REQUEUE_SQL, retried)
-            if released:
-                await conn.executemany(_RELEASE_SQL, released)
+                    accepted.update(job_id for job_id, _ in rows)
+                    if requeue:
+                        requeued.update(queue for _, queue in rows)
             if requeued:
                 await self._bump(conn, requeued)
-            return refused, requeued
+            return accepted, requeued
 
-        refused, requeued = await self._write("settle", body)
+        accepted, requeued = await self._write("settle", body)
         if requeued:
             self._notify()
-        return refused
+        return [
+            outcome.job_id
+            for outcome in outcomes
+            if outcome.job_id not in accepted or first[outcome.job_id] is not outcome
+        ]
 
     async def recover_expired(self) -> int:
         """Requeue running jobs whose lease ran out; kill those out of attempts.
