@@ -115,6 +115,34 @@ _LISTEN_BACKOFF_CAP = 2.0
 # strings: Python's repr in, '%.17g' out, both exact, so a time written by a
 # test's clock reads back equal.
 
+_JOB_FIELDS = (
+    "id",
+    "name",
+    "queue",
+    "payload",
+    "state",
+    "due_at",
+    "enqueued_at",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "timeout",
+    "key",
+    "schedule",
+    "lease_token",
+    "lease_expires_at",
+    "worker_id",
+    "started_at",
+    "finished_at",
+    "result",
+    "error_type",
+    "error_message",
+    "error_traceback",
+    "progress",
+    "progress_message",
+    "cancel_requested",
+)
+
 _PRELUDE = r"""
 local P = ARGV[1]
 local FIN_TTL = tonumber(ARGV[3])
@@ -144,13 +172,15 @@ local function job_key(id) return P .. ':job:' .. id end
 local function qkey(queue, part) return P .. ':q:' .. queue .. ':' .. part end
 local function dedup_key(key) return P .. ':key:' .. key end
 local function has(flags, c) return string.find(flags, c, 1, true) ~= nil end
+local function add(list, ...) for _, v in ipairs({...}) do list[#list + 1] = v end end
 
--- A job travels back as one string: each field of JOB_FIELDS as <len>:<bytes>,
--- or '-' when absent. One bulk reply per job parses far faster client-side than
--- HGETALL's fifty.
+-- A job travels back as one string: each value of JOB_FIELDS as <len>:<bytes>,
+-- or '-' when absent. One bulk reply per job parses far faster client-side
+-- than HGETALL's fifty.
 local JOB_FIELDS = {__JOB_FIELDS__}
-local function pack_job(jk)
-  local values = redis.call('HMGET', jk, unpack(JOB_FIELDS))
+local F_STATE, F_ATTEMPTS, F_TOKEN, F_EXPIRES, F_WORKER, F_STARTED = 5, 9, 14, 15, 16, 17
+local F_PROGRESS, F_PROGRESS_MESSAGE = 23, 24
+local function pack_values(values)
   local parts = {}
   for k = 1, #JOB_FIELDS do
     local v = values[k]
@@ -158,6 +188,7 @@ local function pack_job(jk)
   end
   return table.concat(parts)
 end
+local function pack_job(jk) return pack_values(redis.call('HMGET', jk, unpack(JOB_FIELDS))) end
 
 local woken = {}
 local function publish_wakes()
@@ -178,6 +209,7 @@ local function push(id, queue, due, seq, priority)
   else
     redis.call('ZADD', qkey(queue, 'delayed'), due, id)
   end
+  -- Wake on delayed jobs too: a sleeping worker may need an earlier deadline.
   woken[queue] = true
 end
 
@@ -202,20 +234,23 @@ local function expiry_member(state, queue, id)
   return state .. ':' .. #queue .. ':' .. queue .. id
 end
 
-local function set_error(jk, present, etype, emsg, has_tb, etb)
+-- Add the HSET / HDEL arguments that record an error (or its absence).
+local function error_fields(set, del, present, etype, emsg, etb)
   if present then
-    redis.call('HSET', jk, 'error_type', etype, 'error_message', emsg)
-    if has_tb then redis.call('HSET', jk, 'error_traceback', etb)
-    else redis.call('HDEL', jk, 'error_traceback') end
+    add(set, 'error_type', etype, 'error_message', emsg)
+    if etb then add(set, 'error_traceback', etb) else add(del, 'error_traceback') end
   else
-    redis.call('HDEL', jk, 'error_type', 'error_message', 'error_traceback')
+    add(del, 'error_type', 'error_message', 'error_traceback')
   end
 end
 
-local function finish(id, queue, key, state)
+-- A job leaves queued/running for good. set/del: more fields to write or delete.
+local function finish(id, queue, key, state, set, del)
   local jk = job_key(id)
-  redis.call('HSET', jk, 'state', state, 'finished_at', NOW_S)
-  redis.call('HDEL', jk, 'lease_token', 'lease_expires_at')
+  add(set, 'state', state, 'finished_at', NOW_S)
+  add(del, 'lease_token', 'lease_expires_at')
+  redis.call('HSET', jk, unpack(set))
+  redis.call('HDEL', jk, unpack(del))
   redis.call('ZREM', qkey(queue, 'running'), id)
   redis.call('ZADD', qkey(queue, state), NOW_S, id)
   if key then
@@ -225,19 +260,21 @@ local function finish(id, queue, key, state)
   local ttl = FIN_TTL
   if state == 'dead' then ttl = DEAD_TTL end
   if ttl > 0 then
-    -- The hash expires by itself; the sweep entry drops it from the indexes then.
+    -- The hash expires by itself; its sweep entry drops it from the indexes then.
     redis.call('PEXPIRE', jk, ttl)
     redis.call('ZADD', EXPIRY, fmt(server_now() + ttl / 1000), expiry_member(state, queue, id))
   end
 end
 
-local function requeue(id, queue, due)
+-- A job goes (back) to queued at due. set/del: more fields to write or delete.
+local function requeue(id, queue, due, seq, priority, set, del)
   local jk = job_key(id)
-  redis.call('HSET', jk, 'state', 'queued', 'due_at', due)
-  redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested')
+  add(set, 'state', 'queued', 'due_at', due)
+  add(del, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested')
+  redis.call('HSET', jk, unpack(set))
+  redis.call('HDEL', jk, unpack(del))
   redis.call('ZREM', qkey(queue, 'running'), id)
-  local f = redis.call('HMGET', jk, 'seq', 'priority')
-  push(id, queue, due, f[1], f[2])
+  push(id, queue, due, seq, priority)
 end
 
 local function sweep(limit)
@@ -256,91 +293,69 @@ local function sweep(limit)
   if #doomed > 0 then redis.call('ZREM', EXPIRY, unpack(doomed)) end
 end
 
--- Insert the jobs whose fields start at ARGV[base] (12 fields each). Returns
--- (index from 0, packed job) pairs for the jobs not inserted, whose existing
--- job (same id, or same active key) is returned instead.
-local function insert_jobs(base, n)
+-- Insert n jobs whose arguments start at ARGV[pos]. Each job is: id, name,
+-- queue, payload, 'flags|due_at|enqueued_at|priority|max_attempts|timeout',
+-- then key if flags has 'k' and schedule if it has 's'. Returns (index from 0,
+-- packed job) pairs for the jobs not inserted, whose existing job (same id, or
+-- same active key) stands in for them.
+local function insert_jobs(pos, n)
   local out = {}
   if n == 0 then return out end
   local last = redis.call('INCRBY', P .. ':seq', n)
   local queues = {}
   for j = 0, n - 1 do
-    local i = base + j * 12
-    local id, queue, flags = ARGV[i], ARGV[i + 2], ARGV[i + 8]
+    local id, name, queue, payload = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+    local flags, due, enq, priority, max_attempts, timeout =
+      string.match(ARGV[pos + 4], '^(%l*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    pos = pos + 5
+    local key, schedule = nil, nil
+    if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
+    if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
     local jk = job_key(id)
     local existing = nil
     if redis.call('EXISTS', jk) == 1 then
-      -- The same id again: a client retry of an enqueue whose reply was lost.
+      -- The same id again: a client's retry of an enqueue whose reply was lost.
       existing = jk
-    elseif has(flags, 'k') then
-      local dk = dedup_key(ARGV[i + 10])
+    elseif key then
+      local dk = dedup_key(key)
       local holder = redis.call('GET', dk)
       if holder then
-        local st = redis.call('HGET', job_key(holder), 'state')
-        if st == 'queued' or st == 'running' then existing = job_key(holder) end
+        local state = redis.call('HGET', job_key(holder), 'state')
+        if state == 'queued' or state == 'running' then existing = job_key(holder) end
       end
       if not existing then redis.call('SET', dk, id) end
     end
     if existing then
-      out[#out + 1] = j
-      out[#out + 1] = pack_job(existing)
+      add(out, j, pack_job(existing))
     else
       local seq = last - n + j + 1
-      local f = {'id', id, 'name', ARGV[i + 1], 'queue', queue, 'payload', ARGV[i + 3],
-                 'state', 'queued', 'due_at', ARGV[i + 4], 'enqueued_at', ARGV[i + 5],
-                 'seq', seq, 'priority', ARGV[i + 6], 'attempts', 0,
-                 'max_attempts', ARGV[i + 7]}
-      if has(flags, 't') then f[#f + 1] = 'timeout'; f[#f + 1] = ARGV[i + 9] end
-      if has(flags, 'k') then f[#f + 1] = 'key'; f[#f + 1] = ARGV[i + 10] end
-      if has(flags, 's') then f[#f + 1] = 'schedule'; f[#f + 1] = ARGV[i + 11] end
+      local f = {'id', id, 'name', name, 'queue', queue, 'payload', payload,
+                 'state', 'queued', 'due_at', due, 'enqueued_at', enq, 'seq', seq,
+                 'priority', priority, 'attempts', 0, 'max_attempts', max_attempts}
+      if timeout ~= '' then add(f, 'timeout', timeout) end
+      if key then add(f, 'key', key) end
+      if schedule then add(f, 'schedule', schedule) end
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', JOBS, seq, id)
-      push(id, queue, ARGV[i + 4], seq, ARGV[i + 6])
+      push(id, queue, due, seq, priority)
       queues[queue] = true
     end
   end
   for queue, _ in pairs(queues) do redis.call('SADD', QUEUES, queue) end
   return out
 end
-""".replace("__PROMOTE_LIMIT__", str(_PROMOTE_LIMIT))
-
-# ARGV: n, then n jobs of 12 fields.
-_JOB_FIELDS = (
-    "id",
-    "name",
-    "queue",
-    "payload",
-    "state",
-    "due_at",
-    "enqueued_at",
-    "priority",
-    "attempts",
-    "max_attempts",
-    "timeout",
-    "key",
-    "schedule",
-    "lease_token",
-    "lease_expires_at",
-    "worker_id",
-    "started_at",
-    "finished_at",
-    "result",
-    "error_type",
-    "error_message",
-    "error_traceback",
-    "progress",
-    "progress_message",
-    "cancel_requested",
+""".replace("__PROMOTE_LIMIT__", str(_PROMOTE_LIMIT)).replace(
+    "__JOB_FIELDS__", ", ".join(f"'{name}'" for name in _JOB_FIELDS)
 )
-_PRELUDE = _PRELUDE.replace("__JOB_FIELDS__", ", ".join(f"'{name}'" for name in _JOB_FIELDS))
 
+# ARGV: n, then n jobs (see insert_jobs).
 _ENQUEUE = """
 local out = insert_jobs(6, tonumber(ARGV[5]))
 publish_wakes()
 return out
 """
 
-# ARGV: queue, limit, worker id, lease seconds, token prefix.
+# ARGV: queue, limit, worker id, lease seconds, token prefix. Returns packed jobs.
 _CLAIM = """
 local queue, limit, worker = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if limit <= 0 or redis.call('SISMEMBER', PAUSED, queue) == 1 then return {} end
@@ -352,13 +367,25 @@ local out = {}
 for i = 1, #popped, 2 do
   local id = string.sub(popped[i], ID_AT)
   local jk = job_key(id)
-  if redis.call('EXISTS', jk) == 1 then
-    redis.call('HINCRBY', jk, 'attempts', 1)
-    redis.call('HSET', jk, 'state', 'running', 'lease_token', ARGV[9] .. '.' .. ((i + 1) / 2),
+  local v = redis.call('HMGET', jk, unpack(JOB_FIELDS))
+  if v[1] then
+    local attempts = tostring(tonumber(v[F_ATTEMPTS]) + 1)
+    local token = ARGV[9] .. '.' .. ((i + 1) / 2)
+    redis.call('HSET', jk, 'state', 'running', 'attempts', attempts, 'lease_token', token,
                'lease_expires_at', expires, 'worker_id', worker, 'started_at', NOW_S)
-    redis.call('HDEL', jk, 'progress', 'progress_message')
+    if v[F_PROGRESS] or v[F_PROGRESS_MESSAGE] then
+      redis.call('HDEL', jk, 'progress', 'progress_message')
+      v[F_PROGRESS] = false
+      v[F_PROGRESS_MESSAGE] = false
+    end
     redis.call('ZADD', running, expires, id)
-    out[#out + 1] = pack_job(jk)
+    v[F_STATE] = 'running'
+    v[F_ATTEMPTS] = attempts
+    v[F_TOKEN] = token
+    v[F_EXPIRES] = expires
+    v[F_WORKER] = worker
+    v[F_STARTED] = NOW_S
+    out[#out + 1] = pack_values(v)
   end
 end
 return out
@@ -383,37 +410,45 @@ end
 return {lost, cancel}
 """
 
-# ARGV: outcomes of 9 fields: id, token, kind, flags (r result, d due_at, e error,
-# t traceback), result, due_at, error type, message, traceback. Returns refused ids.
+# ARGV: outcomes of id, token, code, then the values the code announces. The
+# code is the kind (c complete, r retry, l release, d dead, x cancelled) and
+# flags for present values, in this order: R result, D due_at, E error type and
+# message, T traceback. Returns the refused ids.
 _SETTLE = """
 local refused = {}
-for i = 5, #ARGV, 9 do
-  local id, kind, flags = ARGV[i], ARGV[i + 2], ARGV[i + 3]
-  local jk = job_key(id)
-  local f = redis.call('HMGET', jk, 'state', 'lease_token', 'queue', 'key', 'attempts')
-  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+local pos = 5
+while pos <= #ARGV do
+  local id, token, code = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+  pos = pos + 3
+  local result, due, etype, emsg, etb = nil, nil, nil, nil, nil
+  if has(code, 'R') then result = ARGV[pos]; pos = pos + 1 end
+  if has(code, 'D') then due = ARGV[pos]; pos = pos + 1 end
+  if has(code, 'E') then etype = ARGV[pos]; emsg = ARGV[pos + 1]; pos = pos + 2 end
+  if has(code, 'T') then etb = ARGV[pos]; pos = pos + 1 end
+  local f = redis.call('HMGET', job_key(id), 'state', 'lease_token', 'queue', 'key',
+                       'attempts', 'seq', 'priority', 'error_type', 'result')
+  if f[1] ~= 'running' or f[2] ~= token then
     refused[#refused + 1] = id
   else
-    local queue = f[3]
-    if kind == 'complete' then
-      if has(flags, 'r') then redis.call('HSET', jk, 'result', ARGV[i + 4])
-      else redis.call('HDEL', jk, 'result') end
-      set_error(jk, false)
-      finish(id, queue, f[4], 'complete')
-    elseif kind == 'dead' or kind == 'cancelled' then
-      set_error(jk, has(flags, 'e'), ARGV[i + 6], ARGV[i + 7], has(flags, 't'), ARGV[i + 8])
-      finish(id, queue, f[4], kind)
+    local kind, queue, set, del = string.sub(code, 1, 1), f[3], {}, {}
+    if kind == 'c' then
+      if result then add(set, 'result', result) elseif f[9] then add(del, 'result') end
+      if f[8] then error_fields(set, del, false) end
+      finish(id, queue, f[4], 'complete', set, del)
+    elseif kind == 'd' or kind == 'x' then
+      error_fields(set, del, etype ~= nil, etype, emsg, etb)
+      local state = 'dead'
+      if kind == 'x' then state = 'cancelled' end
+      finish(id, queue, f[4], state, set, del)
     else
-      if kind == 'release' then
+      if kind == 'l' then
         local attempts = tonumber(f[5]) - 1
         if attempts < 0 then attempts = 0 end
-        redis.call('HSET', jk, 'attempts', attempts)
+        add(set, 'attempts', attempts)
       else
-        set_error(jk, has(flags, 'e'), ARGV[i + 6], ARGV[i + 7], has(flags, 't'), ARGV[i + 8])
+        error_fields(set, del, etype ~= nil, etype, emsg, etb)
       end
-      local due = NOW_S
-      if has(flags, 'd') then due = ARGV[i + 5] end
-      requeue(id, queue, due)
+      requeue(id, queue, due or NOW_S, f[6], f[7], set, del)
     end
   end
 end
@@ -428,12 +463,13 @@ local count = 0
 for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
   local rk = qkey(queue, 'running')
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', rk, '-inf', NOW_S)) do
-    local jk = job_key(id)
-    local f = redis.call('HMGET', jk, 'state', 'attempts', 'max_attempts', 'key')
+    local f = redis.call('HMGET', job_key(id), 'state', 'attempts', 'max_attempts', 'key',
+                         'seq', 'priority')
     if f[1] == 'running' then
-      set_error(jk, true, ARGV[5], ARGV[6], false)
-      if tonumber(f[2]) >= tonumber(f[3]) then finish(id, queue, f[4], 'dead')
-      else requeue(id, queue, NOW_S) end
+      local set, del = {}, {}
+      error_fields(set, del, true, ARGV[5], ARGV[6], nil)
+      if tonumber(f[2]) >= tonumber(f[3]) then finish(id, queue, f[4], 'dead', set, del)
+      else requeue(id, queue, NOW_S, f[5], f[6], set, del) end
       count = count + 1
     else
       redis.call('ZREM', rk, id)
@@ -449,13 +485,15 @@ _SET_PROGRESS = """
 local jk = job_key(ARGV[5])
 local f = redis.call('HMGET', jk, 'state', 'lease_token')
 if f[1] ~= 'running' or f[2] ~= ARGV[6] then return 0 end
-redis.call('HSET', jk, 'progress', ARGV[7])
-if ARGV[8] == '1' then redis.call('HSET', jk, 'progress_message', ARGV[9])
-else redis.call('HDEL', jk, 'progress_message') end
+if ARGV[8] == '1' then redis.call('HSET', jk, 'progress', ARGV[7], 'progress_message', ARGV[9])
+else
+  redis.call('HSET', jk, 'progress', ARGV[7])
+  redis.call('HDEL', jk, 'progress_message')
+end
 return 1
 """
 
-# ARGV: id. Returns the job's fields after the change, or nil.
+# ARGV: id. Returns the packed job after the change, or nil.
 _CANCEL = """
 local id = ARGV[5]
 local jk = job_key(id)
@@ -463,36 +501,34 @@ local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key')
 if not f[1] then return false end
 if f[1] == 'queued' then
   unqueue(id, f[2], f[3], f[4])
-  finish(id, f[2], f[5], 'cancelled')
+  finish(id, f[2], f[5], 'cancelled', {}, {})
 elseif f[1] == 'running' then
   redis.call('HSET', jk, 'cancel_requested', '1')
 end
 return pack_job(jk)
 """
 
-# ARGV: id, due_at. Returns the job's fields after the change, or nil.
+# ARGV: id, due_at. Returns the packed job after the change, or nil.
 _RETRY_DEAD = """
 local id = ARGV[5]
 local jk = job_key(id)
-local f = redis.call('HMGET', jk, 'state', 'queue', 'key')
+local f = redis.call('HMGET', jk, 'state', 'queue', 'key', 'seq', 'priority')
 if not f[1] then return false end
 if f[1] == 'dead' then
   if f[3] then
     local dk = dedup_key(f[3])
     local holder = redis.call('GET', dk)
     if holder and holder ~= id then
-      local st = redis.call('HGET', job_key(holder), 'state')
+      local state = redis.call('HGET', job_key(holder), 'state')
       -- An active job took the key meanwhile: reviving this one would break dedup.
-      if st == 'queued' or st == 'running' then return pack_job(jk) end
+      if state == 'queued' or state == 'running' then return pack_job(jk) end
     end
     redis.call('SET', dk, id)
   end
-  redis.call('HSET', jk, 'attempts', 0)
-  redis.call('HDEL', jk, 'finished_at')
   redis.call('PERSIST', jk)
   redis.call('ZREM', qkey(f[2], 'dead'), id)
   redis.call('ZREM', EXPIRY, expiry_member('dead', f[2], id))
-  requeue(id, f[2], ARGV[6])
+  requeue(id, f[2], ARGV[6], f[4], f[5], {'attempts', 0}, {'finished_at'})
   publish_wakes()
 end
 return pack_job(jk)
@@ -546,9 +582,7 @@ for _, queue in ipairs(redis.call('SUNION', QUEUES, PAUSED)) do
     redis.call('ZCARD', qkey(queue, 'cancelled')),
   }
   if paused == 1 or c[1] + c[2] + c[3] + c[4] + c[5] > 0 then
-    out[#out + 1] = queue
-    out[#out + 1] = paused
-    for _, n in ipairs(c) do out[#out + 1] = n end
+    add(out, queue, paused, c[1], c[2], c[3], c[4], c[5])
   end
 end
 return out
@@ -633,7 +667,7 @@ return redis.call('DEL', __SCHEDULE_KEY__)
 """.replace("__SCHEDULE_KEY__", _SCHEDULE_KEY)
 
 # ARGV: name, expected fire time, has next ('1'/'0'), next fire time, n, then n jobs.
-# Returns the enqueue entries, or nil when the tick was already fired (or paused).
+# Returns the enqueue reply, or nil when the tick was already fired (or paused).
 _FIRE_SCHEDULE = """
 local sk = __SCHEDULE_KEY__
 local f = redis.call('HMGET', sk, 'next_fire_at', 'paused')
@@ -685,26 +719,48 @@ def _seconds(value: float | timedelta | None) -> float:
 
 
 def _job_args(new: NewJob) -> list[str | bytes]:
-    """The 12 script arguments of one new job (see ``insert_jobs``)."""
-    flags = (
-        ("t" if new.timeout is not None else "")
-        + ("k" if new.key is not None else "")
-        + ("s" if new.schedule is not None else "")
+    """The script arguments of one new job (see ``insert_jobs`` in the Lua prelude)."""
+    flags = ("k" if new.key is not None else "") + ("s" if new.schedule is not None else "")
+    head = (
+        f"{flags}|{_num(new.due_at)}|{_num(new.enqueued_at)}|{int(new.priority)}|"
+        f"{int(new.max_attempts)}|{'' if new.timeout is None else _num(new.timeout)}"
     )
-    return [
-        new.id,
-        new.name,
-        new.queue,
-        new.payload,
-        _num(new.due_at),
-        _num(new.enqueued_at),
-        str(int(new.priority)),
-        str(int(new.max_attempts)),
-        flags,
-        "" if new.timeout is None else _num(new.timeout),
-        new.key or "",
-        new.schedule or "",
-    ]
+    args: list[str | bytes] = [new.id, new.name, new.queue, new.payload, head]
+    if new.key is not None:
+        args.append(new.key)
+    if new.schedule is not None:
+        args.append(new.schedule)
+    return args
+
+
+_KIND_CODES = {
+    OutcomeKind.COMPLETE: "c",
+    OutcomeKind.RETRY: "r",
+    OutcomeKind.RELEASE: "l",
+    OutcomeKind.DEAD: "d",
+    OutcomeKind.CANCELLED: "x",
+}
+
+
+def _outcome_args(outcome: Outcome) -> list[str | bytes]:
+    """The script arguments of one outcome (see ``_SETTLE``): only the values it has."""
+    code = _KIND_CODES[OutcomeKind(outcome.kind)]
+    args: list[str | bytes] = [outcome.job_id, outcome.lease_token, ""]
+    if outcome.result is not None:
+        code += "R"
+        args.append(outcome.result)
+    if outcome.due_at is not None:
+        code += "D"
+        args.append(_num(outcome.due_at))
+    error = outcome.error
+    if error is not None:
+        code += "E"
+        args += [error.type, error.message]
+        if error.traceback is not None:
+            code += "T"
+            args.append(error.traceback)
+    args[2] = code
+    return args
 
 
 def _queued_job(new: NewJob) -> Job:
@@ -1229,27 +1285,9 @@ class RedisBackend:
         if not outcomes:
             return []
         args: list[str | bytes] = []
-        requeues = False
         for item in outcomes:
-            error = item.error
-            flags = (
-                ("r" if item.result is not None else "")
-                + ("d" if item.due_at is not None else "")
-                + ("e" if error is not None else "")
-                + ("t" if error is not None and error.traceback is not None else "")
-            )
-            args += [
-                item.job_id,
-                item.lease_token,
-                OutcomeKind(item.kind).value,
-                flags,
-                b"" if item.result is None else item.result,
-                "" if item.due_at is None else _num(item.due_at),
-                "" if error is None else error.type,
-                "" if error is None else error.message,
-                "" if error is None or error.traceback is None else error.traceback,
-            ]
-            requeues = requeues or item.kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE)
+            args += _outcome_args(item)
+        requeues = any(item.kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE) for item in outcomes)
         refused = [job_id.decode() for job_id in await self._run("settle", args)]
         if requeues:
             self._notify()
