@@ -1,0 +1,1 @@
+"""Code that the SQLite tests run in child processes (importable under ``spawn``)."""

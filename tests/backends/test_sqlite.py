@@ -1,0 +1,719 @@
+"""What only the SQLite backend promises: its file, its start-up checks, its faults.
+
+The shared behaviour is in ``test_contract.py``. These tests use real files
+under ``tmp_path`` and real processes; nothing is mocked and nothing sleeps to
+wait for something.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.queues
+import os
+import shutil
+import sqlite3
+import subprocess
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from asyncjobs._clock import ManualClock
+from asyncjobs._exceptions import BackendError, ConfigurationError, SchemaVersionError
+from asyncjobs._models import Job, JobState, NewJob, Outcome, OutcomeKind
+from asyncjobs.backends import from_url
+from asyncjobs.backends import sqlite as sqlite_module
+from asyncjobs.backends.sqlite import (
+    SCHEMA_VERSION,
+    SQLiteBackend,
+    SQLiteFullError,
+    SQLiteJournalModeError,
+    SQLiteNotADatabaseError,
+    SQLitePathError,
+    UnsafeSQLiteWarning,
+)
+
+from .sqlite_helpers.race import enqueue_keyed
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "default"
+LEASE = 30.0
+AFFECTED = sqlite_module._has_wal_reset_bug(sqlite_module._version_tuple(sqlite3.sqlite_version))
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def new_job(clock: ManualClock, **overrides: Any) -> NewJob:
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "name": "tasks.example",
+        "queue": QUEUE,
+        "payload": b"{}",
+        "due_at": clock.now(),
+        "enqueued_at": clock.now(),
+    }
+    fields.update(overrides)
+    return NewJob(**fields)
+
+
+def complete(job: Job) -> Outcome:
+    assert job.lease_token is not None
+    return Outcome(job_id=job.id, lease_token=job.lease_token, kind=OutcomeKind.COMPLETE)
+
+
+async def open_backend(path: Path, clock: ManualClock, **options: Any) -> SQLiteBackend:
+    backend = SQLiteBackend(path, **options)
+    await backend.open(clock)
+    return backend
+
+
+async def open_another(path: Path, clock: ManualClock, **options: Any) -> SQLiteBackend:
+    """Open a second connection to a file that is already open.
+
+    That is the multi-connection case the WAL-reset warning is about; tests of
+    the warning itself check it, the others only need the second backend.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnsafeSQLiteWarning)
+        return await open_backend(path, clock, **options)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[SQLiteBackend]:
+    backend = await open_backend(tmp_path / "jobs.db", clock)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Make *directory* unwritable for this process, even for root (``chattr +i``)."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(directory)]).returncode != 0:
+        pytest.skip("running as root without a working chattr: cannot make a read-only directory")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
+def sqlite_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+# -- the file and its schema --------------------------------------------------
+
+
+async def test_a_new_file_gets_the_current_schema_in_wal_mode(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    backend = await open_backend(tmp_path / "jobs.db", clock)
+    await backend.aclose()
+
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchall() == [(SCHEMA_VERSION,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        indexes = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+    assert {
+        "asyncjobs_jobs_claim",
+        "asyncjobs_jobs_lease",
+        "asyncjobs_jobs_active_key",
+        "asyncjobs_jobs_finished",
+    } <= indexes
+
+
+async def test_jobs_schedules_and_pauses_survive_reopening(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    backend = await open_backend(path, clock)
+    queued, running = await backend.enqueue([new_job(clock), new_job(clock, queue="other")])
+    [running] = await backend.claim("other", 1, "worker-1", LEASE)
+    await backend.pause_queue(QUEUE, True)
+    await backend.aclose()
+
+    # The same object opens again, and so does a new one (a restarted process).
+    await backend.open(clock)
+    assert await backend.get_job(queued.id) == queued
+    await backend.aclose()
+    reopened = await open_backend(path, clock)
+    try:
+        assert await reopened.get_job(queued.id) == queued
+        assert await reopened.get_job(running.id) == running
+        assert await reopened.claim(QUEUE, 10, "worker-2", LEASE) == []
+        assert {s.queue: s.paused for s in await reopened.queue_stats()} == {
+            QUEUE: True,
+            "other": False,
+        }
+    finally:
+        await reopened.aclose()
+
+
+async def test_an_older_schema_is_migrated_in_order_keeping_its_jobs(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobs.db"
+    backend = await open_backend(path, clock)
+    [job] = await backend.enqueue([new_job(clock)])
+    await backend.aclose()
+
+    # A later asyncjobs adds two steps; the file has the current version.
+    steps = (
+        ("CREATE TABLE asyncjobs_test_one (x INTEGER)",),
+        (
+            "ALTER TABLE asyncjobs_test_one ADD COLUMN y INTEGER",
+            "INSERT INTO asyncjobs_test_one (x, y) VALUES (1, 2)",
+        ),
+    )
+    monkeypatch.setattr(sqlite_module, "_MIGRATIONS", sqlite_module._MIGRATIONS + steps)
+    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
+    migrated = await open_backend(path, clock)
+    try:
+        assert await migrated.get_job(job.id) == job
+    finally:
+        await migrated.aclose()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (
+            SCHEMA_VERSION + 2,
+        )
+        assert db.execute("SELECT x, y FROM asyncjobs_test_one").fetchall() == [(1, 2)]
+
+
+async def test_a_failing_migration_leaves_the_file_as_it_was(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobs.db"
+    backend = await open_backend(path, clock)
+    await backend.aclose()
+    before = sqlite_files(tmp_path)
+
+    steps = (("CREATE TABLE asyncjobs_test_two (x INTEGER)", "THIS IS NOT SQL"),)
+    monkeypatch.setattr(sqlite_module, "_MIGRATIONS", sqlite_module._MIGRATIONS + steps)
+    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(BackendError, match=r"open on .*jobs\.db failed"):
+        await open_backend(path, clock)
+
+    assert sqlite_files(tmp_path) == before
+
+
+async def test_a_file_from_a_newer_asyncjobs_is_refused_untouched(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    backend = await open_backend(path, clock)
+    await backend.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION + 5,))
+    db.close()
+    before = sqlite_files(tmp_path)
+
+    with pytest.raises(SchemaVersionError) as caught:
+        await open_backend(path, clock)
+
+    message = str(caught.value)
+    assert f"schema version {SCHEMA_VERSION + 5}" in message
+    assert f"up to {SCHEMA_VERSION}" in message
+    assert "upgrade asyncjobs" in message
+    assert sqlite_files(tmp_path) == before
+
+
+async def test_from_url_builds_a_sqlite_backend(tmp_path: Path, clock: ManualClock) -> None:
+    backend = from_url(f"sqlite:///{tmp_path / 'url.db'}", synchronous="NORMAL")
+
+    assert isinstance(backend, SQLiteBackend)
+    await backend.open(clock)
+    await backend.aclose()
+    assert (tmp_path / "url.db").is_file()
+
+
+# -- options and start-up checks ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"synchronous": "OFF"}, "synchronous='OFF' is not supported"),
+        ({"busy_timeout": 0}, "busy_timeout must be positive"),
+        ({"poll_interval": (0.5, 0.1)}, "poll_interval must be"),
+        ({"poll_interval": (0, 0.1)}, "poll_interval must be"),
+        ({"max_size": 0}, "max_size must be a positive"),
+    ],
+)
+def test_options_that_cannot_work_are_refused(
+    tmp_path: Path, options: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        SQLiteBackend(tmp_path / "jobs.db", **options)
+    assert not (tmp_path / "jobs.db").exists()
+
+
+def test_an_empty_path_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="needs a file path"):
+        SQLiteBackend("")
+
+
+@pytest.mark.parametrize(
+    ("version", "affected"),
+    [
+        ((3, 6, 23), False),  # before WAL existed
+        ((3, 7, 0), True),
+        ((3, 40, 1), True),
+        ((3, 44, 5), True),
+        ((3, 44, 6), False),  # backport
+        ((3, 45, 0), True),
+        ((3, 50, 6), True),
+        ((3, 50, 7), False),  # backport
+        ((3, 51, 2), True),
+        ((3, 51, 3), False),  # the fix
+        ((3, 52, 0), False),
+    ],
+)
+def test_which_sqlite_versions_have_the_wal_reset_bug(
+    version: tuple[int, int, int], affected: bool
+) -> None:
+    assert sqlite_module._has_wal_reset_bug(version) is affected
+
+
+async def test_one_backend_alone_opens_without_warnings(tmp_path: Path, clock: ManualClock) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backend = await open_backend(tmp_path / "jobs.db", clock)
+        await backend.aclose()
+        again = await open_backend(tmp_path / "jobs.db", clock)  # closed cleanly: not shared
+        await again.aclose()
+
+
+async def test_opening_a_shared_file_warns_when_sqlite_has_the_wal_reset_bug(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second = await open_backend(tmp_path / "jobs.db", clock)
+    await second.aclose()
+
+    unsafe = [w for w in caught if issubclass(w.category, UnsafeSQLiteWarning)]
+    if not AFFECTED:
+        assert unsafe == []
+        return
+    [warning] = unsafe
+    message = str(warning.message)
+    assert f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug" in message
+    assert "3.7.0 through 3.51.2" in message
+    assert "3.51.3" in message
+    assert warning.filename == __file__  # points at the caller of open()
+
+
+async def test_a_file_that_cannot_use_wal_is_refused(clock: ManualClock) -> None:
+    backend = SQLiteBackend(":memory:")
+
+    with pytest.raises(SQLiteJournalModeError) as caught:
+        await backend.open(clock)
+
+    assert "journal_mode='memory'" in str(caught.value)
+    assert "use MemoryBackend" in str(caught.value)
+
+
+async def test_the_file_stays_in_wal_mode_with_the_chosen_durability(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    backend = await open_backend(tmp_path / "jobs.db", clock, synchronous="normal")
+    try:
+        assert (tmp_path / "jobs.db-wal").exists()
+        assert "jobs.db" in repr(backend)
+    finally:
+        await backend.aclose()
+    # The last connection checkpoints and removes the WAL on a clean close.
+    assert not (tmp_path / "jobs.db-wal").exists()
+
+
+# -- faults -------------------------------------------------------------------
+
+
+async def test_a_missing_directory_is_refused_and_not_created(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "missing" / "jobs.db"
+
+    with pytest.raises(SQLitePathError) as caught:
+        await SQLiteBackend(path).open(clock)
+
+    assert f"the directory {tmp_path / 'missing'} does not exist" in str(caught.value)
+    assert "create it first" in str(caught.value)
+    assert sqlite_files(tmp_path) == {}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-file", "existing-file"])
+async def test_a_read_only_directory_is_refused(
+    tmp_path: Path, clock: ManualClock, existing: bool
+) -> None:
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    if existing:
+        backend = await open_backend(directory / "jobs.db", clock)
+        await backend.aclose()
+    before = sqlite_files(directory)
+
+    with read_only(directory), pytest.raises(SQLitePathError) as caught:
+        await SQLiteBackend(directory / "jobs.db").open(clock)
+
+    message = str(caught.value)
+    assert f"the directory {directory} is read-only" in message
+    assert "-wal and -shm" in message
+    assert sqlite_files(directory) == before
+
+
+async def test_a_directory_as_path_is_refused(tmp_path: Path, clock: ManualClock) -> None:
+    with pytest.raises(SQLitePathError, match="is a directory"):
+        await SQLiteBackend(tmp_path).open(clock)
+
+
+async def test_a_file_that_is_not_a_database_is_refused_untouched(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    before = sqlite_files(tmp_path)
+
+    with pytest.raises(SQLiteNotADatabaseError) as caught:
+        await SQLiteBackend(path).open(clock)
+
+    assert f"{path} exists but is not a SQLite database" in str(caught.value)
+    assert sqlite_files(tmp_path) == before
+
+
+async def test_a_full_disk_fails_the_enqueue_and_stores_none_of_the_batch(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # max_size turns into PRAGMA max_page_count: SQLITE_FULL, as on a full disk.
+    backend = await open_backend(tmp_path / "jobs.db", clock, max_size=256 * 1024)
+    try:
+        kept = await backend.enqueue([new_job(clock) for _ in range(5)])
+        before = await backend.list_jobs(limit=1000)
+        batch = [new_job(clock, payload=os.urandom(20_000)) for _ in range(20)]
+
+        with pytest.raises(SQLiteFullError) as caught:
+            await backend.enqueue(batch)
+
+        message = str(caught.value)
+        assert "enqueue on" in message
+        assert "the database is full" in message
+        assert "max_size=262144" in message
+        assert "nothing of this call was stored" in message
+        assert await backend.list_jobs(limit=1000) == before
+        for new in batch:
+            assert await backend.get_job(new.id) is None
+        # The store is still usable: the connection has no transaction left open.
+        [small] = await backend.enqueue([new_job(clock)])
+        assert await backend.get_job(small.id) == small
+        claimed = await backend.claim(QUEUE, 100, "worker-1", LEASE)
+        assert {job.id for job in claimed} == {job.id for job in kept} | {small.id}
+    finally:
+        await backend.aclose()
+
+
+async def test_a_closed_backend_says_so(tmp_path: Path, clock: ManualClock) -> None:
+    backend = SQLiteBackend(tmp_path / "jobs.db")
+
+    with pytest.raises(BackendError, match=r"is not open: call open\(\) first"):
+        await backend.enqueue([new_job(clock)])
+    with pytest.raises(BackendError, match="is not open"):
+        await backend.get_job("x")
+
+
+# -- concurrency --------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_eight_processes_racing_one_key_create_one_job(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"  # new: the racers also race to create the schema
+    racers = 8
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(racers)
+    results: multiprocessing.queues.Queue[str] = context.Queue()
+    processes = [
+        context.Process(target=enqueue_keyed, args=(str(path), "welcome:42", barrier, results))
+        for _ in range(racers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        ids = [await anyio.to_thread.run_sync(results.get, True, 50) for _ in range(racers)]
+    finally:
+        for process in processes:
+            await anyio.to_thread.run_sync(process.join, 10)
+            if process.is_alive():
+                process.kill()
+
+    assert [process.exitcode for process in processes] == [0] * racers
+    assert len(set(ids)) == 1
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, key, state FROM asyncjobs_jobs").fetchall()
+    assert rows == [(ids[0], "welcome:42", "queued")]
+
+
+async def test_a_second_backend_on_the_file_sees_an_enqueue_within_the_poll(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    other = await open_another(tmp_path / "jobs.db", clock)
+    try:
+        assert await other.claim(QUEUE, 1, "worker-2", LEASE) == []
+        claimed: list[Job] = []
+
+        async def worker() -> None:
+            while not claimed:
+                await other.wait_for_work([QUEUE], None)  # no deadline: only the poll wakes it
+                claimed.extend(await other.claim(QUEUE, 1, "worker-2", LEASE))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                await anyio.wait_all_tasks_blocked()
+                [job] = await store.enqueue([new_job(clock)])
+
+        assert [c.id for c in claimed] == [job.id]
+    finally:
+        await other.aclose()
+
+
+async def test_work_added_elsewhere_between_claim_and_wait_is_not_missed(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    # A long poll interval: a wake-up within the test's limit can only come from
+    # the check wait_for_work makes before it starts polling.
+    other = await open_another(tmp_path / "jobs.db", clock, poll_interval=(60.0, 60.0))
+    try:
+        assert await other.claim(QUEUE, 1, "worker-2", LEASE) == []
+        [job] = await store.enqueue([new_job(clock)])
+
+        with anyio.fail_after(5):
+            await other.wait_for_work([QUEUE], None)
+
+        assert [c.id for c in await other.claim(QUEUE, 1, "worker-2", LEASE)] == [job.id]
+    finally:
+        await other.aclose()
+
+
+async def test_wait_for_work_ignores_other_queues_and_returns_at_its_deadline(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    other = await open_another(tmp_path / "jobs.db", clock, poll_interval=(0.001, 0.002))
+    try:
+        assert await other.claim(QUEUE, 1, "worker-2", LEASE) == []
+        returned = anyio.Event()
+
+        async def waiter() -> None:
+            await other.wait_for_work([QUEUE], clock.now() + 60)
+            returned.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.wait_all_tasks_blocked()
+                await store.enqueue([new_job(clock, queue="unrelated")])
+                await store.pause_queue("unrelated", False)
+                # Let the fast poll run many times: it must not see work for QUEUE.
+                for _ in range(20):
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.sleep(0.002)
+                assert not returned.is_set()
+                clock.advance(60)
+                await returned.wait()
+    finally:
+        await other.aclose()
+
+
+async def test_pausing_in_one_process_stops_claims_in_another(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    other = await open_another(tmp_path / "jobs.db", clock)
+    try:
+        [job] = await store.enqueue([new_job(clock)])
+        await store.pause_queue(QUEUE, True)
+
+        assert await other.claim(QUEUE, 1, "worker-2", LEASE) == []
+        assert [s.paused for s in await other.queue_stats()] == [True]
+        assert await other.next_due_at([QUEUE]) is None
+
+        await store.pause_queue(QUEUE, False)
+        assert [c.id for c in await other.claim(QUEUE, 1, "worker-2", LEASE)] == [job.id]
+    finally:
+        await other.aclose()
+
+
+async def test_a_cancelled_write_is_all_or_nothing_and_leaves_the_store_usable(
+    store: SQLiteBackend, clock: ManualClock
+) -> None:
+    batch = [new_job(clock) for _ in range(50)]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.enqueue, batch)
+        await anyio.wait_all_tasks_blocked()  # blocked on the database thread
+        tg.cancel_scope.cancel()
+
+    found = [await store.get_job(new.id) for new in batch]
+    assert all(job is None for job in found) or all(job is not None for job in found)
+    [job] = await store.enqueue([new_job(clock)])
+    assert await store.get_job(job.id) == job
+
+
+# -- batches larger than one statement can bind ------------------------------
+
+
+async def test_big_batches_are_split_into_statements_the_database_accepts(
+    store: SQLiteBackend, clock: ManualClock
+) -> None:
+    count = 1200  # over SQLite's smallest bound-parameter limit in every statement
+    news = [new_job(clock, key=f"k{i}") for i in range(count)]
+    assert [job.id for job in await store.enqueue(news)] == [new.id for new in news]
+    # Every key is taken now: the same keys again return the same jobs.
+    again = await store.enqueue([new_job(clock, key=f"k{i}") for i in range(count)])
+    assert [job.id for job in again] == [new.id for new in news]
+
+    claimed = await store.claim(QUEUE, count, "worker-1", LEASE)
+    assert len(claimed) == count
+    leases = {job.id: job.lease_token for job in claimed if job.lease_token is not None}
+    reply = await store.heartbeat(leases, LEASE)
+    assert reply.lost == frozenset()
+    stale = [Outcome(job_id=job.id, lease_token="old", kind=OutcomeKind.DEAD) for job in claimed]
+    assert sorted(await store.settle(stale)) == sorted(job.id for job in claimed)
+    assert await store.settle([complete(job) for job in claimed]) == []
+    assert [s.count(JobState.COMPLETE) for s in await store.queue_stats()] == [count]
+
+
+async def test_prune_deletes_in_batches(
+    store: SQLiteBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_PRUNE_BATCH", 3)
+    await store.enqueue([new_job(clock) for _ in range(10)])
+    claimed = await store.claim(QUEUE, 10, "worker-1", LEASE)
+    await store.settle([complete(job) for job in claimed])
+    clock.advance(10)
+
+    assert await store.prune({JobState.COMPLETE: clock.now()}) == 10
+    assert await store.list_jobs() == []
+
+
+async def test_lease_tokens_are_random_128_bit_hex(
+    store: SQLiteBackend, clock: ManualClock
+) -> None:
+    await store.enqueue([new_job(clock) for _ in range(20)])
+    tokens = [job.lease_token for job in await store.claim(QUEUE, 20, "worker-1", LEASE)]
+
+    assert len(set(tokens)) == 20
+    assert all(token is not None and len(token) == 32 for token in tokens)
+    assert all(token is not None and int(token, 16) >= 0 for token in tokens)
+
+
+# -- indexes: claiming does not depend on how many jobs have finished ---------
+
+
+def query_plan(path: Path, sql: str, parameters: tuple[Any, ...]) -> str:
+    with sqlite3.connect(path) as db:
+        rows = db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters).fetchall()
+    db.close()
+    return "\n".join(row[3] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("claim", "COVERING INDEX asyncjobs_jobs_claim (queue=?)"),
+        ("next_due", "COVERING INDEX asyncjobs_jobs_claim (queue=? AND priority=?)"),
+        ("expired", "COVERING INDEX asyncjobs_jobs_lease (lease_expires_at<?)"),
+        ("dedup", "INDEX asyncjobs_jobs_active_key (key=?)"),
+        ("prune", "COVERING INDEX asyncjobs_jobs_finished (state=? AND finished_at<?)"),
+        ("stats", "COVERING INDEX asyncjobs_jobs_finished"),
+    ],
+)
+async def test_hot_queries_use_their_index_and_never_scan_the_table(
+    store: SQLiteBackend, tmp_path: Path, query: str, index: str
+) -> None:
+    queries: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "claim": (sqlite_module._CLAIM_SQL, (1.0, "w", 1.0, QUEUE, 1.0, 10)),
+        "next_due": (sqlite_module._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
+        "expired": (sqlite_module._EXPIRED_SQL, (1.0,)),
+        "dedup": (
+            "SELECT id FROM asyncjobs_jobs WHERE key IS NOT NULL"
+            " AND state IN ('queued', 'running') AND key IN (?)",
+            ("k",),
+        ),
+        "prune": (
+            "SELECT seq FROM asyncjobs_jobs WHERE state IN ('complete', 'dead', 'cancelled')"
+            " AND state = ? AND finished_at < ?",
+            ("complete", 1.0),
+        ),
+        "stats": (sqlite_module._QUEUE_STATS_SQL, ()),
+    }
+    sql, parameters = queries[query]
+
+    plan = query_plan(tmp_path / "jobs.db", sql, parameters)
+
+    assert index in plan
+    assert "SCAN asyncjobs_jobs\n" not in plan + "\n"  # a full table scan
+    assert "TEMP B-TREE FOR ORDER BY" not in plan
+    assert "RIGHT PART OF ORDER BY" not in plan
+
+
+def claim_steps(path: Path, now: float) -> int:
+    """Count SQLite VM instructions for one claim, rolled back afterwards."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.set_progress_handler(count, 1)
+        rows = db.execute(
+            sqlite_module._CLAIM_SQL, (now + LEASE, "w", now, QUEUE, now, 10)
+        ).fetchall()
+        db.set_progress_handler(None, 0)
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+    assert len(rows) == 3
+    return steps
+
+
+async def test_claim_work_does_not_grow_with_finished_jobs(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    few, many = tmp_path / "few", tmp_path / "many"
+    for directory, finished in ((few, 10), (many, 3000)):
+        directory.mkdir()
+        backend = await open_backend(directory / "jobs.db", clock)
+        await backend.enqueue([new_job(clock) for _ in range(finished)])
+        claimed = await backend.claim(QUEUE, finished, "worker-1", LEASE)
+        await backend.settle([complete(job) for job in claimed])
+        # And jobs not due yet, at a better priority: skipped without a table read.
+        await backend.enqueue([new_job(clock, due_at=clock.now() + 3600, priority=-1)])
+        await backend.enqueue([new_job(clock) for _ in range(3)])
+        await backend.aclose()
+
+    few_steps = claim_steps(few / "jobs.db", clock.now())
+    many_steps = claim_steps(many / "jobs.db", clock.now())
+
+    # A deeper b-tree costs a few instructions; a scan would cost thousands.
+    assert many_steps <= few_steps + 100, (few_steps, many_steps)
