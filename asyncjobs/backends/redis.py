@@ -41,8 +41,8 @@ Every key is bounded: a job's keys live while it is active, and for
 :meth:`RedisBackend.prune` deletes it. Redis Cluster is not supported (the
 scripts touch keys of many jobs); a restricted ACL user needs ``~P:*`` keys,
 ``&P:*`` channels and the commands of ``+@read +@write +@scripting +@pubsub
-+@connection`` (``CONFIG`` only for the persistence check, which is skipped
-with a warning when refused).
++@connection +time`` (``CONFIG`` only for the persistence check, which is
+skipped with a warning when refused).
 """
 
 from __future__ import annotations
@@ -1108,7 +1108,12 @@ class RedisBackend:
     async def _probe(self, client: aioredis.Redis) -> None:
         try:
             await client.ping()
+            await client.time()  # the scripts read it: refused to the user, fail now
             await self._check_version(client)
+            # Touch a key and a channel of the prefix, so an ACL user limited to
+            # other keys or channels fails here, not at the first claim.
+            await client.exists(f"{self._prefix}:seq")
+            await client.publish(f"{self._prefix}:wake:", b"")
             # Loading now turns a user without +@scripting into a clear error at open.
             for body in _SCRIPTS.values():
                 await client.script_load(_PRELUDE + body)
@@ -1121,25 +1126,29 @@ class RedisBackend:
 
     def _explain(self, exc: BaseException) -> str:
         """A clear message for a failure at open, with every password scrubbed."""
-        where = self._where()
-        reason = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc):
-            hint = "Redis refused the credentials; check the user and password in the URL"
-        elif "NOAUTH" in str(exc) or "Authentication required" in str(exc):
+        text = str(exc)
+        reason = f"{type(exc).__name__}: {text}"
+        tls = (self._url or "").lower().startswith("rediss:")
+        if "NOAUTH" in text or "must be called with the client already authenticated" in text:
             hint = "Redis requires a password: put it in the URL (redis://:password@host)"
+        elif isinstance(exc, AuthenticationError) or "WRONGPASS" in text:
+            hint = "Redis refused the credentials; check the user and password in the URL"
         elif isinstance(exc, NoPermissionError):
             hint = (
                 "the Redis user lacks a permission the backend needs: it must run "
-                "+@read +@write +@scripting +@pubsub +@connection commands on "
+                "+@read +@write +@scripting +@pubsub +@connection +time commands on "
                 f"keys ~{self._prefix}:* and channels &{self._prefix}:*"
             )
-        elif "SSL" in reason or "TLS" in reason or "certificate" in reason:
-            hint = "the TLS handshake with Redis failed (check rediss:// and the certificates)"
+        elif tls and isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            hint = (
+                "cannot connect to Redis over TLS (does the server speak TLS on that "
+                "port, and do the certificates verify?)"
+            )
         elif isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
             hint = "cannot connect to Redis (is it running, and is the address right?)"
         else:
             hint = "Redis cannot be used"
-        message = f"{hint}: {where}: {reason}"
+        message = f"{hint}: {self._where()}: {reason}"
         for secret in _url_secrets(self._url or ""):
             message = message.replace(secret, "***")
         return message

@@ -1,0 +1,577 @@
+"""What the Redis backend promises beyond the shared contract.
+
+Server time with the system clock, cross-connection wake-ups, clear failures
+at ``open`` that never show the password, a restricted ACL user, a server
+restart with AOF, and bounded keys. Every test runs against a real
+``redis-server`` (see ``tests/redis_server.py``); nothing sleeps to wait for
+something except bounded polling where Redis itself keeps time (key expiry).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from asyncjobs._clock import ManualClock, SystemClock
+from asyncjobs._exceptions import BackendError, ConfigurationError
+from asyncjobs._models import JobState, NewJob, Outcome, OutcomeKind, Schedule
+from asyncjobs.backends import Backend, from_url
+from asyncjobs.backends.redis import RedisBackend, RedisPersistenceWarning
+from tests.redis_server import RedisServer, free_port
+
+# Every test asks for the session server, so a missing redis-server skips
+# (or, in CI, fails) them all the same way.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("redis_url")]
+
+PASSWORD = "pa55-Wörd:with@odd/chars"
+ACL_PASSWORD = "acl-secret-42"
+LEASE = 30.0
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def new_job(now: float, *, queue: str = "default", due_in: float = 0.0, **fields: Any) -> NewJob:
+    """A valid job due *due_in* seconds after *now*."""
+    return NewJob(
+        id=uuid.uuid4().hex,
+        name="tasks.example",
+        queue=queue,
+        payload=b'{"args": [], "kwargs": {}}',
+        due_at=now + due_in,
+        enqueued_at=now,
+        **fields,
+    )
+
+
+def unique_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def sync_client(url: str) -> redis.Redis:
+    """A plain client for inspecting the server from the test's side."""
+    return redis.Redis.from_url(url)
+
+
+def server_time(client: redis.Redis) -> float:
+    """The server's clock, as epoch seconds."""
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
+class SkewedClock(SystemClock):
+    """The system clock, an hour fast: the backend must not use it for leases."""
+
+    def now(self) -> float:
+        return super().now() + 3600
+
+
+@pytest.fixture
+async def backend(redis_url: str, clock: ManualClock) -> AsyncIterator[RedisBackend]:
+    """A Redis backend on the session server, on the manual clock, with its own prefix."""
+    store = RedisBackend(redis_url, prefix=unique_prefix())
+    await store.open(clock)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture(scope="module")
+def secured_server() -> Iterator[RedisServer]:
+    """A server with a password, two ACL users, and no persistence."""
+    server = RedisServer(
+        password=PASSWORD,
+        users=[
+            # Only its own keys and channels, no dangerous commands (no CONFIG, no KEYS).
+            f"app on >{ACL_PASSWORD} ~app:* &app:* +@all -@dangerous",
+            # The smallest set of commands the backend documents.
+            f"lean on >{ACL_PASSWORD} ~lean:* &lean:* "
+            "+@read +@write +@scripting +@pubsub +@connection +time",
+        ],
+    )
+    with server:
+        yield server
+
+
+# -- time -----------------------------------------------------------------------
+
+
+async def test_the_system_clock_means_server_time(redis_url: str) -> None:
+    store = RedisBackend(redis_url, prefix=unique_prefix())
+    await store.open(SkewedClock())  # a SystemClock: the server's TIME wins
+    inspect = sync_client(redis_url)
+    try:
+        server_now = server_time(inspect)
+        # Due by the skewed local clock, an hour ahead of the server: not due yet.
+        ahead = new_job(SkewedClock().now())
+        due = new_job(server_now - 1)
+        await store.enqueue([ahead, due])
+
+        before = server_time(inspect)
+        claimed = await store.claim("default", 10, "w", LEASE)
+        after = server_time(inspect)
+
+        assert [job.id for job in claimed] == [due.id]
+        [job] = claimed
+        assert job.started_at is not None
+        assert before <= job.started_at <= after
+        assert job.lease_expires_at == job.started_at + LEASE
+        next_due = await store.next_due_at(["default"])
+        assert next_due == ahead.due_at
+    finally:
+        inspect.close()
+        await store.aclose()
+
+
+async def test_a_manual_clock_is_passed_to_the_server(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    await backend.enqueue([new_job(clock.now())])
+    clock.advance(1234.5)
+
+    [job] = await backend.claim("default", 1, "w", LEASE)
+
+    assert job.started_at == clock.now()
+    assert job.lease_expires_at == clock.now() + LEASE
+
+
+# -- wake-ups -----------------------------------------------------------------
+
+
+async def test_an_idle_waiter_wakes_on_an_enqueue_from_another_connection(
+    redis_url: str,
+) -> None:
+    prefix = unique_prefix()
+    waiter = RedisBackend(redis_url, prefix=prefix)
+    producer = RedisBackend(redis_url, prefix=prefix)
+    clock = SystemClock()
+    await waiter.open(clock)
+    await producer.open(clock)
+    latencies: list[float] = []
+    try:
+        # The first wait subscribes and returns once the subscription stands.
+        with anyio.fail_after(5):
+            await waiter.wait_for_work(["default"], clock.now() + 30)
+        for _ in range(10):
+            woken = anyio.Event()
+
+            async def wait_once(woken: anyio.Event = woken) -> None:
+                await waiter.wait_for_work(["default"], clock.now() + 30)
+                woken.set()
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(wait_once)
+                    await anyio.wait_all_tasks_blocked()
+                    assert not woken.is_set()
+                    sent = time.perf_counter()
+                    await producer.enqueue([new_job(clock.now())])
+                    await woken.wait()
+                    latencies.append(time.perf_counter() - sent)
+    finally:
+        await waiter.aclose()
+        await producer.aclose()
+    # Generous bound for a loaded CI machine; typically a few milliseconds.
+    assert statistics.median(latencies) < 0.5, latencies
+
+
+async def test_a_waiter_wakes_when_another_process_retries_a_job(redis_url: str) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    waiter = RedisBackend(redis_url, prefix=prefix)
+    worker = RedisBackend(redis_url, prefix=prefix)
+    await waiter.open(clock)
+    await worker.open(clock)
+    try:
+        await worker.enqueue([new_job(clock.now())])
+        [job] = await worker.claim("default", 1, "w", LEASE)
+        assert job.lease_token is not None
+        with anyio.fail_after(5):
+            await waiter.wait_for_work(["default"], None)  # subscribes, returns
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.wait_for_work, ["default"], None)
+                await anyio.wait_all_tasks_blocked()
+                retry = Outcome(job_id=job.id, lease_token=job.lease_token, kind=OutcomeKind.RETRY)
+                assert await worker.settle([retry]) == []
+        assert [j.id for j in await waiter.claim("default", 1, "w2", LEASE)] == [job.id]
+    finally:
+        await waiter.aclose()
+        await worker.aclose()
+
+
+async def test_waiting_on_a_manual_clock_ends_at_the_deadline(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    await backend.wait_for_work(["default"], None)  # the subscribing wait returns at once
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.wait_for_work, ["default"], clock.now() + 60)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(60)
+
+
+# -- failing at open ----------------------------------------------------------
+
+
+async def test_a_wrong_password_fails_open_clearly(secured_server: RedisServer) -> None:
+    url = secured_server.url.replace("pa55", "wrong")
+    store = RedisBackend(url)
+
+    with pytest.raises(BackendError, match="refused the credentials") as raised:
+        await store.open(ManualClock())
+
+    for text in (str(raised.value), repr(store)):
+        assert "wrong" not in text
+        assert "***" in text
+
+
+async def test_a_missing_password_fails_open_clearly(secured_server: RedisServer) -> None:
+    store = RedisBackend(f"redis://127.0.0.1:{secured_server.port}/0")
+
+    with pytest.raises(BackendError, match="requires a password"):
+        await store.open(ManualClock())
+
+
+async def test_the_password_never_shows(secured_server: RedisServer) -> None:
+    secrets = (PASSWORD, quote(PASSWORD, safe=""))
+    store = RedisBackend(secured_server.url, check_persistence=False)
+    assert "***" in repr(store)
+    await store.open(ManualClock())
+    try:
+        assert not any(secret in repr(store) for secret in secrets)
+    finally:
+        await store.aclose()
+    backend = from_url(secured_server.url, check_persistence=False)
+    assert isinstance(backend, RedisBackend)
+    assert not any(secret in repr(backend) for secret in secrets)
+    in_query = RedisBackend(f"redis://127.0.0.1:{secured_server.port}/0?password=hunter2")
+    assert "hunter2" not in repr(in_query)
+
+
+async def test_an_unreachable_server_fails_open_at_once() -> None:
+    store = RedisBackend(f"redis://:topsecret@127.0.0.1:{free_port()}/0")
+
+    with anyio.fail_after(10), pytest.raises(BackendError, match="cannot connect") as raised:
+        await store.open(ManualClock())
+
+    assert "topsecret" not in str(raised.value)
+    assert "topsecret" not in repr(store)
+
+
+async def test_tls_against_a_plain_server_fails_open_clearly(redis_url: str) -> None:
+    url = redis_url.replace("redis://", "rediss://", 1)
+    store = RedisBackend(url, connect_timeout=1.0)
+
+    with anyio.fail_after(10), pytest.raises(BackendError, match="TLS"):
+        await store.open(ManualClock())
+
+
+async def test_a_server_without_persistence_is_warned_about(secured_server: RedisServer) -> None:
+    store = RedisBackend(secured_server.url, prefix=unique_prefix())
+
+    with pytest.warns(RedisPersistenceWarning, match="no persistence"):
+        await store.open(ManualClock())
+    await store.aclose()
+    # Asked not to check: silent (warnings are errors in this suite).
+    quiet = RedisBackend(secured_server.url, prefix=unique_prefix(), check_persistence=False)
+    await quiet.open(ManualClock())
+    await quiet.aclose()
+
+
+# -- a restricted ACL user ----------------------------------------------------
+
+
+@pytest.mark.parametrize("user", ["app", "lean"])
+async def test_a_restricted_acl_user_works_end_to_end(
+    secured_server: RedisServer, user: str
+) -> None:
+    url = secured_server.url_for(user, ACL_PASSWORD)
+    clock = ManualClock()
+    worker = RedisBackend(url, prefix=user)
+    producer = RedisBackend(url, prefix=user, check_persistence=False)
+    with pytest.warns(RedisPersistenceWarning, match="could not check"):
+        await worker.open(clock)
+    await producer.open(clock)
+    try:
+        await worker.wait_for_work(["default"], None)  # subscribes to &user:wake:default
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.wait_for_work, ["default"], None)
+                await anyio.wait_all_tasks_blocked()
+                first, second = await producer.enqueue(
+                    [new_job(clock.now(), key="k"), new_job(clock.now())]
+                )
+        claimed = await worker.claim("default", 10, "w", LEASE)
+        assert {job.id for job in claimed} == {first.id, second.id}
+        leases = {job.id: job.lease_token for job in claimed if job.lease_token}
+        assert (await worker.heartbeat(leases, LEASE)).lost == frozenset()
+        assert await worker.set_progress(first.id, leases[first.id], 0.5, "half")
+        outcomes = [
+            Outcome(job_id=job_id, lease_token=token, kind=OutcomeKind.COMPLETE, result=b"1")
+            for job_id, token in leases.items()
+        ]
+        assert await worker.settle(outcomes) == []
+        clock.advance(LEASE + 1)
+        assert await worker.recover_expired() == 0
+        assert {s.queue: s.count(JobState.COMPLETE) for s in await producer.queue_stats()} == {
+            "default": 2
+        }
+        assert len(await producer.list_jobs(state=JobState.COMPLETE)) == 2
+        schedule = Schedule(
+            name="tick",
+            job_name="tasks.example",
+            queue="default",
+            trigger='{"kind": "interval", "seconds": 60}',
+            payload=b"{}",
+            next_fire_at=clock.now(),
+        )
+        await producer.put_schedule(schedule)
+        fired = await producer.fire_schedule("tick", clock.now(), clock.now() + 60, [])
+        assert fired == []
+        await producer.pause_queue("default", True)
+        await producer.pause_queue("default", False)
+        assert await producer.prune({JobState.COMPLETE: clock.now() + 1}) == 2
+    finally:
+        await worker.aclose()
+        await producer.aclose()
+
+
+async def test_an_acl_user_outside_its_prefix_fails_open_clearly(
+    secured_server: RedisServer,
+) -> None:
+    store = RedisBackend(
+        secured_server.url_for("app", ACL_PASSWORD), prefix="elsewhere", check_persistence=False
+    )
+
+    with pytest.raises(BackendError, match=r"~elsewhere:\*") as raised:
+        await store.open(ManualClock())
+
+    assert ACL_PASSWORD not in str(raised.value)
+
+
+# -- restarts -----------------------------------------------------------------
+
+
+@pytest.fixture
+def durable_server() -> Iterator[RedisServer]:
+    """A server of its own that fsyncs every write, for killing and restarting."""
+    with RedisServer(appendonly=True, appendfsync="always") as server:
+        yield server
+
+
+async def test_a_restart_keeps_acknowledged_jobs_and_the_backend_carries_on(
+    durable_server: RedisServer,
+) -> None:
+    clock = ManualClock()
+    store = RedisBackend(durable_server.url, prefix="app", retries=20, retry_backoff_cap=0.5)
+    producer = RedisBackend(durable_server.url, prefix="app", retries=20, retry_backoff_cap=0.5)
+    await store.open(clock)
+    await producer.open(clock)
+    try:
+        jobs = await store.enqueue([new_job(clock.now()) for _ in range(20)])
+        running = await store.claim("default", 5, "w", LEASE)
+        done = running[:2]
+        outcomes = [
+            Outcome(
+                job_id=j.id, lease_token=j.lease_token or "", kind=OutcomeKind.COMPLETE, result=b"1"
+            )
+            for j in done
+        ]
+        assert await store.settle(outcomes) == []
+        await store.wait_for_work(["default"], None)  # subscribe before the restart
+
+        durable_server.kill()  # SIGKILL: only what reached the AOF survives
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                # A claim sent while the server is down waits for it, retrying.
+                claimed_meanwhile: list[Any] = []
+
+                async def claim_while_down() -> None:
+                    claimed_meanwhile.extend(await store.claim("default", 1, "w", LEASE))
+
+                tg.start_soon(claim_while_down)
+                await anyio.wait_all_tasks_blocked()
+                await anyio.to_thread.run_sync(durable_server.start)
+
+        states = {job.id: (await store.get_job(job.id)) for job in jobs}
+        assert all(job is not None for job in states.values())
+        assert {
+            job_id for job_id, job in states.items() if job and job.state is JobState.COMPLETE
+        } == {j.id for j in done}
+        assert len(claimed_meanwhile) == 1
+        # The backend carries on: settle the leases taken before the restart...
+        still_running = [*running[2:], *claimed_meanwhile]
+        outcomes = [
+            Outcome(job_id=j.id, lease_token=j.lease_token or "", kind=OutcomeKind.COMPLETE)
+            for j in still_running
+        ]
+        assert await store.settle(outcomes) == []
+        # ...and waiting works again: an enqueue from another connection wakes it.
+        fresh: list[Any] = []
+
+        async def worker() -> None:
+            # The first wait after a reconnect may return at once (it resubscribes).
+            while not fresh:
+                fresh.extend(await store.claim("fresh", 1, "w", LEASE))
+                if not fresh:
+                    await store.wait_for_work(["fresh"], None)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                await anyio.wait_all_tasks_blocked()
+                [sent] = await producer.enqueue([new_job(clock.now(), queue="fresh")])
+        assert [job.id for job in fresh] == [sent.id]
+        remaining = await store.claim("default", 100, "w", LEASE)
+        assert len(remaining) == len(jobs) - len(running) - len(claimed_meanwhile)
+    finally:
+        await store.aclose()
+        await producer.aclose()
+
+
+# -- bounded keys ---------------------------------------------------------------
+
+
+async def _drive_to_every_state(store: Backend, clock: ManualClock) -> dict[JobState, str]:
+    """Make one job in each final state (and return their ids)."""
+    now = clock.now()
+    complete, dead, cancelled = await store.enqueue(
+        [new_job(now, key="a"), new_job(now, key="b"), new_job(now, key="c", due_in=60)]
+    )
+    await store.cancel(cancelled.id)
+    claimed = {job.id: job for job in await store.claim("default", 10, "w", LEASE)}
+    assert set(claimed) == {complete.id, dead.id}
+    outcomes = [
+        Outcome(
+            job_id=complete.id,
+            lease_token=claimed[complete.id].lease_token or "",
+            kind=OutcomeKind.COMPLETE,
+        ),
+        Outcome(
+            job_id=dead.id,
+            lease_token=claimed[dead.id].lease_token or "",
+            kind=OutcomeKind.DEAD,
+        ),
+    ]
+    assert await store.settle(outcomes) == []
+    return {
+        JobState.COMPLETE: complete.id,
+        JobState.DEAD: dead.id,
+        JobState.CANCELLED: cancelled.id,
+    }
+
+
+async def test_finished_jobs_get_a_ttl_and_active_ones_none(redis_url: str) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    store = RedisBackend(redis_url, prefix=prefix, finished_ttl=60, dead_ttl=600)
+    await store.open(clock)
+    inspect = sync_client(redis_url)
+    try:
+        ids = await _drive_to_every_state(store, clock)
+        queued = (await store.enqueue([new_job(clock.now())]))[0]
+
+        def ttl(job_id: str) -> int:
+            value: int = inspect.pttl(f"{prefix}:job:{job_id}")
+            return value
+
+        assert 0 < ttl(ids[JobState.COMPLETE]) <= 60_000
+        assert 0 < ttl(ids[JobState.CANCELLED]) <= 60_000
+        assert 60_000 < ttl(ids[JobState.DEAD]) <= 600_000
+        assert ttl(queued.id) == -1  # active jobs never expire
+        # Dedup keys live only while their job is active.
+        assert not inspect.exists(f"{prefix}:key:a", f"{prefix}:key:b", f"{prefix}:key:c")
+        # Retrying a dead job makes it permanent again.
+        await store.retry_dead(ids[JobState.DEAD], clock.now())
+        assert ttl(ids[JobState.DEAD]) == -1
+        assert inspect.get(f"{prefix}:key:b") == ids[JobState.DEAD].encode()
+    finally:
+        inspect.close()
+        await store.aclose()
+
+
+async def test_expired_jobs_leave_every_index(redis_url: str) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    store = RedisBackend(redis_url, prefix=prefix, finished_ttl=0.05, dead_ttl=0.05)
+    await store.open(clock)
+    inspect = sync_client(redis_url)
+    try:
+        ids = await _drive_to_every_state(store, clock)
+        # Redis keeps the time here: poll until it expired the hashes (bounded).
+        with anyio.fail_after(10):
+            while inspect.exists(*(f"{prefix}:job:{job_id}" for job_id in ids.values())):
+                await anyio.sleep(0.01)
+
+        stats = await store.queue_stats()  # sweeps the expired entries first
+
+        assert stats == []
+        assert await store.list_jobs() == []
+        keys = {key.decode() for key in inspect.scan_iter(match=f"{prefix}:*")}
+        assert keys == {f"{prefix}:seq", f"{prefix}:queues"}
+    finally:
+        inspect.close()
+        await store.aclose()
+
+
+async def test_pruning_everything_leaves_only_fixed_keys(redis_url: str) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    store = RedisBackend(redis_url, prefix=prefix, finished_ttl=None, dead_ttl=None)
+    await store.open(clock)
+    inspect = sync_client(redis_url)
+    try:
+        ids = await _drive_to_every_state(store, clock)
+        for job_id in ids.values():
+            assert inspect.pttl(f"{prefix}:job:{job_id}") == -1  # no TTL when asked
+
+        pruned = await store.prune({state: clock.now() + 1 for state in JobState})
+
+        assert pruned == 3
+        keys = {key.decode() for key in inspect.scan_iter(match=f"{prefix}:*")}
+        assert keys == {f"{prefix}:seq", f"{prefix}:queues"}
+    finally:
+        inspect.close()
+        await store.aclose()
+
+
+# -- construction -----------------------------------------------------------------
+
+
+async def test_a_client_passed_in_is_used_and_left_open(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisBackend(client, prefix=unique_prefix())
+    assert "client=" in repr(store)
+    await store.open(ManualClock())
+    [job] = await store.enqueue([new_job(ManualClock().now())])
+    await store.aclose()
+    assert await client.ping()
+    await client.aclose()
+    assert job.state is JobState.QUEUED
+
+
+def test_bad_options_are_refused(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisBackend(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    with pytest.raises(ConfigurationError, match="prefix"):
+        RedisBackend(redis_url, prefix="")
+    with pytest.raises(ConfigurationError, match="negative"):
+        RedisBackend(redis_url, finished_ttl=-1)
+
+
+async def test_using_a_backend_that_is_not_open_is_a_clear_error(redis_url: str) -> None:
+    store = RedisBackend(redis_url)
+    with pytest.raises(BackendError, match="not open"):
+        await store.claim("default", 1, "w", LEASE)
+    with pytest.raises(BackendError, match="not open"):
+        await store.get_job("x")
