@@ -55,7 +55,6 @@ Not supported: trio (aiosqlite needs asyncio), network filesystems.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import os
@@ -627,7 +626,7 @@ class SQLiteBackend:
                 f"SQLite {sqlite3.sqlite_version} is too old for SQLiteBackend (it needs 3.35 "
                 "or newer, for RETURNING): run Python linked against a newer SQLite"
             )
-        existed, shared = self._check_path()
+        shared = self._check_path()
         writer: aiosqlite.Connection | None = None
         reader: aiosqlite.Connection | None = None
         try:
@@ -647,8 +646,6 @@ class SQLiteBackend:
                 for conn in (reader, writer):
                     if conn is not None:
                         await conn.close()
-            if not existed:
-                self._remove_created_files()
             if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc, "open") from exc
             raise
@@ -680,10 +677,10 @@ class SQLiteBackend:
                 await writer.close()
         self._notify()
 
-    def _check_path(self) -> tuple[bool, bool]:
-        """Refuse an unusable path; return whether the file exists and looks shared."""
+    def _check_path(self) -> bool:
+        """Refuse an unusable path; return whether the file looks shared right now."""
         if self._path == ":memory:":
-            return True, False
+            return False
         path = Path(self._path)
         directory = path.parent
         if not directory.is_dir():
@@ -704,20 +701,12 @@ class SQLiteBackend:
             )
         # A -wal file means another connection has the file open right now (or one
         # did not close cleanly): the multi-connection case the WAL-reset bug needs.
-        return path.exists(), Path(self._path + "-wal").exists()
-
-    def _remove_created_files(self) -> None:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.remove(self._path + suffix)
-            except OSError as exc:  # pragma: no cover - best effort cleanup
-                if exc.errno != errno.ENOENT:
-                    logger.warning("could not remove %s: %s", self._path + suffix, exc)
+        return Path(self._path + "-wal").exists()
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: the sqlite3 module must not open transactions on
         # its own; every write transaction here is an explicit BEGIN IMMEDIATE.
-        conn = await aiosqlite.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn = await aiosqlite.connect(self._path, isolation_level=None)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -843,6 +832,11 @@ class SQLiteBackend:
             return await self._retry_busy(lambda: _fetchall(conn, sql, parameters))
         except sqlite3.Error as exc:
             raise self._translate(exc, action) from exc
+        except ValueError:
+            # aiosqlite's "Connection closed": aclose() ran while this read waited.
+            if self._reader is None:
+                self._require(None)
+            raise
 
     def _translate(self, exc: sqlite3.Error, action: str) -> BackendError:
         """Turn a sqlite3 error into a :class:`BackendError` that says what to fix."""
@@ -1338,6 +1332,15 @@ class SQLiteBackend:
                     changed = True
         return changed
 
+    async def _new_work_unless_closed(self, names: Sequence[str]) -> bool:
+        """Like :meth:`_new_work`, but a backend closed meanwhile counts as a wake-up."""
+        try:
+            return await self._new_work(names)
+        except BackendError:
+            if self._reader is None:
+                return True
+            raise
+
     async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
         """Return when work may have arrived for *queues*, or at *deadline*.
 
@@ -1366,7 +1369,7 @@ class SQLiteBackend:
         shortest, longest = self._poll_bounds
         while True:
             await anyio.sleep(self._poll_delay)
-            if self._reader is None or await self._new_work(names):
+            if self._reader is None or await self._new_work_unless_closed(names):
                 self._poll_delay = shortest
                 done.set()
                 return

@@ -541,6 +541,25 @@ async def test_wait_for_work_ignores_other_queues_and_returns_at_its_deadline(
         await other.aclose()
 
 
+async def test_closing_the_backend_releases_its_waiters(tmp_path: Path, clock: ManualClock) -> None:
+    backend = await open_backend(tmp_path / "jobs.db", clock, poll_interval=(0.001, 0.001))
+    returned = 0
+
+    async def waiter() -> None:
+        nonlocal returned
+        await backend.wait_for_work([QUEUE], None)
+        returned += 1
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await backend.aclose()
+
+    assert returned == 3
+
+
 async def test_pausing_in_one_process_stops_claims_in_another(
     store: SQLiteBackend, tmp_path: Path, clock: ManualClock
 ) -> None:
