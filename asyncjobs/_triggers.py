@@ -408,8 +408,9 @@ class CronTrigger:
     Daylight-saving time follows classic cron; see the module documentation.
 
     :param expression: the cron expression; whitespace is normalized.
-    :param timezone: an IANA zone name (or a keyed :class:`zoneinfo.ZoneInfo`)
-        the expression's wall times are read in.
+    :param timezone: the IANA zone name the expression's wall times are read
+        in; a :class:`zoneinfo.ZoneInfo` made from a name, or ``datetime.UTC``,
+        is stored as its name.
     :raises InvalidScheduleError: the expression is malformed or can never
         fire, or the zone is unknown or not an IANA zone.
     """
@@ -444,14 +445,22 @@ class CronTrigger:
     def fire_times_between(
         self, start: datetime, end: datetime, *, limit: int = 1000
     ) -> list[datetime]:
-        """Return the fire times in ``(start, end]``, oldest first, at most *limit* of them.
+        """Return the fire times in ``(start, end]``, oldest first.
 
-        :raises InvalidScheduleError: *start* or *end* is naive.
+        :param start: an aware datetime; a fire time equal to it is excluded.
+        :param end: an aware datetime; a fire time equal to it is included.
+        :param limit: the most fire times to return.
+        :returns: aware UTC datetimes.
+        :raises InvalidScheduleError: *start* or *end* is naive or not a datetime.
         """
         return _fire_times_between(self, start, end, limit)
 
     def to_json(self) -> str:
-        """Return the trigger's canonical JSON text: equal triggers give equal text."""
+        """Return the trigger's portable description for :func:`trigger_from_json`.
+
+        :returns: canonical JSON text: equal triggers give equal text, so a
+            store may compare it to tell whether a schedule changed.
+        """
         return _dump({"type": "cron", "expression": self.expression, "timezone": self.timezone})
 
     def _next_after(self, moment: datetime) -> datetime | None:
@@ -561,14 +570,22 @@ class IntervalTrigger:
     def fire_times_between(
         self, start: datetime, end: datetime, *, limit: int = 1000
     ) -> list[datetime]:
-        """Return the fire times in ``(start, end]``, oldest first, at most *limit* of them.
+        """Return the fire times in ``(start, end]``, oldest first.
 
-        :raises InvalidScheduleError: *start* or *end* is naive.
+        :param start: an aware datetime; a fire time equal to it is excluded.
+        :param end: an aware datetime; a fire time equal to it is included.
+        :param limit: the most fire times to return.
+        :returns: aware UTC datetimes.
+        :raises InvalidScheduleError: *start* or *end* is naive or not a datetime.
         """
         return _fire_times_between(self, start, end, limit)
 
     def to_json(self) -> str:
-        """Return the trigger's canonical JSON text: equal triggers give equal text."""
+        """Return the trigger's portable description for :func:`trigger_from_json`.
+
+        :returns: canonical JSON text: equal triggers give equal text, so a
+            store may compare it to tell whether a schedule changed.
+        """
         return _dump(
             {
                 "type": "interval",
