@@ -190,9 +190,16 @@ local function pack_values(values)
 end
 local function pack_job(jk) return pack_values(redis.call('HMGET', jk, unpack(JOB_FIELDS))) end
 
+-- Queues that got work in this call: each gets one message on its wake channel,
+-- and publish_wakes returns their names (so the caller wakes its own waiters).
 local woken = {}
 local function publish_wakes()
-  for queue, _ in pairs(woken) do redis.call('PUBLISH', P .. ':wake:' .. queue, '') end
+  local names = {}
+  for queue, _ in pairs(woken) do
+    redis.call('PUBLISH', P .. ':wake:' .. queue, '')
+    names[#names + 1] = queue
+  end
+  return names
 end
 
 -- The ready zset orders equal priorities by this member: due time, then seq.
@@ -413,7 +420,7 @@ return {lost, cancel}
 # ARGV: outcomes of id, token, code, then the values the code announces. The
 # code is the kind (c complete, r retry, l release, d dead, x cancelled) and
 # flags for present values, in this order: R result, D due_at, E error type and
-# message, T traceback. Returns the refused ids.
+# message, T traceback. Returns {refused ids, queues woken}.
 _SETTLE = """
 local refused = {}
 local pos = 5
@@ -453,11 +460,11 @@ while pos <= #ARGV do
   end
 end
 sweep(__SWEEP_LIMIT__)
-publish_wakes()
-return refused
+return {refused, publish_wakes()}
 """.replace("__SWEEP_LIMIT__", str(_SWEEP_LIMIT))
 
-# ARGV: error type, error message. Returns how many jobs were requeued or killed.
+# ARGV: error type, error message. Returns {how many jobs were requeued or killed,
+# queues woken}.
 _RECOVER = """
 local count = 0
 for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
@@ -476,8 +483,7 @@ for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
     end
   end
 end
-publish_wakes()
-return count
+return {count, publish_wakes()}
 """
 
 # ARGV: id, token, progress, has message ('1'/'0'), message.
@@ -1042,12 +1048,17 @@ class RedisBackend:
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._pubsub: Any = None
+        # Wake channels wanted by some waiter so far, and those subscribed to.
+        self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
         self._subscribe_lock = anyio.Lock()
+        # One waiter at a time reads the subscription (the listener); the others
+        # stand by and take over when it leaves (the vacancy event fires).
         self._listening = False
-        # One event per waiter: a clock may set a waiter's event as its deadline
-        # timer (ManualClock does), which must not wake anyone else.
-        self._waiters: set[anyio.Event] = set()
+        self._vacancy = anyio.Event()
+        # One event per waiter, with its channels: a clock may set a waiter's event
+        # as its deadline timer (ManualClock does), which must not wake anyone else.
+        self._waiters: dict[anyio.Event, frozenset[str]] = {}
 
     def __repr__(self) -> str:
         if self._url is not None:
@@ -1103,6 +1114,7 @@ class RedisBackend:
             name: client.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
         }
         self._pubsub = client.pubsub()
+        self._wanted = set()
         self._subscribed = set()
 
     async def _probe(self, client: aioredis.Redis) -> None:
@@ -1210,8 +1222,9 @@ class RedisBackend:
         """Close the connections (a client passed in stays open); :meth:`open` works again."""
         pubsub, self._pubsub = self._pubsub, None
         client, self._client = self._client, None
+        self._wanted = set()
         self._subscribed = set()
-        self._notify()
+        self._notify()  # waiters return; their listener stops with the subscription
         if pubsub is not None:
             await pubsub.aclose()
         if client is not None and client is not self._given_client:
@@ -1243,9 +1256,21 @@ class RedisBackend:
             raise BackendError("the Redis backend is not open: call open() first")
         return self._client
 
-    def _notify(self) -> None:
-        for waiter in self._waiters:
-            waiter.set()
+    def _channel(self, queue: str) -> str:
+        return f"{self._prefix}:wake:{queue}"
+
+    def _notify(self, queues: Iterable[str] | None = None) -> None:
+        """Wake this object's waiters on *queues* (``None``: every waiter)."""
+        if queues is None:
+            for waiter in self._waiters:
+                waiter.set()
+            return
+        self._wake_channels({self._channel(queue) for queue in queues})
+
+    def _wake_channels(self, channels: set[str]) -> None:
+        for waiter, wanted in self._waiters.items():
+            if not wanted.isdisjoint(channels):
+                waiter.set()
 
     def _decode_enqueued(self, news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]:
         # The script lists only the jobs it did not insert, as (index, packed job).
@@ -1264,7 +1289,7 @@ class RedisBackend:
         for new in jobs:
             args += _job_args(new)
         replies = await self._run("enqueue", args)
-        self._notify()
+        self._notify({new.queue for new in jobs})
         return self._decode_enqueued(jobs, replies)
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
@@ -1296,18 +1321,17 @@ class RedisBackend:
         args: list[str | bytes] = []
         for item in outcomes:
             args += _outcome_args(item)
-        requeues = any(item.kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE) for item in outcomes)
-        refused = [job_id.decode() for job_id in await self._run("settle", args)]
-        if requeues:
-            self._notify()
-        return refused
+        refused, woken = await self._run("settle", args)
+        if woken:
+            self._notify(queue.decode() for queue in woken)
+        return [job_id.decode() for job_id in refused]
 
     async def recover_expired(self) -> int:
         """Requeue (or kill, when out of attempts) running jobs whose lease ran out."""
-        count = int(await self._run("recover", [_EXPIRED_ERROR.type, _EXPIRED_ERROR.message]))
-        if count:
-            self._notify()
-        return count
+        count, woken = await self._run("recover", [_EXPIRED_ERROR.type, _EXPIRED_ERROR.message])
+        if woken:
+            self._notify(queue.decode() for queue in woken)
+        return int(count)
 
     async def set_progress(
         self, job_id: str, lease_token: str, progress: float, message: str | None
@@ -1337,14 +1361,14 @@ class RedisBackend:
             return None
         job = _decode_packed(reply)
         if job.state is JobState.QUEUED:
-            self._notify()
+            self._notify([job.queue])
         return job
 
     async def pause_queue(self, queue: str, paused: bool) -> None:
         """Pause or resume *queue* for every process; resuming wakes the waiting workers."""
         await self._run("pause_queue", [queue, "1" if paused else "0"])
         if not paused:
-            self._notify()
+            self._notify([queue])
 
     async def prune(self, cutoffs: Mapping[JobState, float]) -> int:
         """Delete finished jobs whose ``finished_at`` is before their state's cutoff.
@@ -1472,44 +1496,55 @@ class RedisBackend:
     async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
         """Return when work may have arrived for *queues*, or at *deadline*.
 
-        Enqueues through this object wake at once; other processes' enqueues
-        arrive on the queues' ``wake`` channels, read by one listener task per
-        backend while anyone waits. The first wait on a queue returns as soon
-        as its channel is subscribed, so a job enqueued between the caller's
-        last claim and the subscription is not missed.
+        Enqueues through this object wake at once; every other change that
+        makes work (another process's enqueue, a retry, a recovery, a resumed
+        queue) arrives on the queues' ``wake`` channels. One waiter at a time
+        reads the subscription for all of this object's waiters. The first wait
+        on a queue returns as soon as its channel is subscribed, so a job
+        enqueued between the caller's last claim and the subscription is not
+        missed; later messages queue up in the connection between waits.
         """
+        channels = frozenset(self._channel(queue) for queue in queues)
         wakeup = anyio.Event()
-        self._waiters.add(wakeup)
+        self._waiters[wakeup] = channels
         try:
-            channels = {f"{self._prefix}:wake:{queue}" for queue in queues}
+            self._wanted |= channels
             if channels - self._subscribed:
-                await self._subscribe(channels)
+                await self._subscribe()
             async with anyio.create_task_group() as tg:
-                if not self._listening and self._pubsub is not None:
-                    tg.start_soon(self._listen)
+                tg.start_soon(self._stand_by)
                 await self._clock.wait(wakeup, deadline)
                 tg.cancel_scope.cancel()
         finally:
-            self._waiters.discard(wakeup)
+            del self._waiters[wakeup]
 
-    async def _subscribe(self, channels: set[str]) -> None:
+    async def _subscribe(self) -> None:
         async with self._subscribe_lock:
-            missing = channels - self._subscribed
+            missing = self._wanted - self._subscribed
             if not missing or self._pubsub is None:
                 return
             try:
                 await self._pubsub.subscribe(*sorted(missing))
             except (RedisError, OSError) as exc:
-                # The listener subscribes again when the server is back.
+                # The listener tries again while the server is away.
                 logger.warning("cannot subscribe to Redis wake-ups yet: %s", exc)
                 return
             self._subscribed |= missing
 
+    async def _stand_by(self) -> None:
+        """Listen when nobody else does; otherwise wait until the listener leaves."""
+        while self._pubsub is not None:
+            if not self._listening:
+                await self._listen()
+                return
+            await self._vacancy.wait()
+
     async def _listen(self) -> None:
         """Turn messages on the wake channels into wake-ups, until cancelled.
 
-        A subscribe confirmation wakes too: it follows a new subscription or a
-        reconnect, and messages may have been missed before it.
+        A subscribe confirmation wakes that channel's waiters too: it follows a
+        new subscription or a reconnect, and messages may have been missed
+        before it.
         """
         self._listening = True
         backoff = 0.05
@@ -1517,24 +1552,30 @@ class RedisBackend:
             while self._pubsub is not None:
                 pubsub = self._pubsub
                 try:
+                    if self._wanted - self._subscribed:
+                        await self._subscribe()
                     if not self._subscribed:
-                        await anyio.sleep(backoff)  # nothing to read until a waiter subscribes
+                        # The server is away (subscribing failed): nothing to read yet.
+                        await anyio.sleep(backoff)
                         backoff = min(backoff * 2, _LISTEN_BACKOFF_CAP)
                         continue
                     message = await pubsub.get_message(timeout=_LISTEN_TIMEOUT)
                 except (RedisError, OSError) as exc:
-                    logger.warning("Redis wake-up channel failed (%s); retrying", exc)
-                    self._notify()  # messages may be lost: let the waiters claim
+                    logger.warning("the Redis wake-up channel failed (%s); retrying", exc)
+                    self._notify()  # messages may be lost: let every waiter claim
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, _LISTEN_BACKOFF_CAP)
                     continue
                 backoff = 0.05
                 if message is not None and message.get("type") in ("message", "subscribe"):
-                    self._notify()
+                    channel = message["channel"]
+                    self._wake_channels(
+                        {channel.decode() if isinstance(channel, bytes) else str(channel)}
+                    )
         finally:
             self._listening = False
-            # Hand over: whoever still waits returns, claims, and listens next.
-            self._notify()
+            vacancy, self._vacancy = self._vacancy, anyio.Event()
+            vacancy.set()
 
     # -- schedules ------------------------------------------------------------
 
@@ -1598,5 +1639,5 @@ class RedisBackend:
         if replies is None:
             return None
         if jobs:
-            self._notify()
+            self._notify({new.queue for new in jobs})
         return self._decode_enqueued(jobs, replies)

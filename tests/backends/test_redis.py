@@ -209,6 +209,44 @@ async def test_a_waiter_wakes_when_another_process_retries_a_job(redis_url: str)
         await worker.aclose()
 
 
+async def test_waiters_on_different_queues_share_one_subscription(redis_url: str) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    store = RedisBackend(redis_url, prefix=prefix)
+    producer = RedisBackend(redis_url, prefix=prefix)
+    await store.open(clock)
+    await producer.open(clock)
+    try:
+        with anyio.fail_after(5):
+            # Subscribe one channel at a time: each first wait returns on its confirmation.
+            await store.wait_for_work(["a"], None)
+            await store.wait_for_work(["b"], None)
+            a_done, b_woken = anyio.Event(), anyio.Event()
+
+            async def wait_a() -> None:
+                await store.wait_for_work(["a"], clock.now() + 10)
+                a_done.set()
+
+            async def wait_b() -> None:
+                await store.wait_for_work(["b"], None)
+                b_woken.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_a)
+                tg.start_soon(wait_b)
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(10)  # a's waiter leaves; if it was listening, b's takes over
+                await a_done.wait()
+                await producer.enqueue([new_job(clock.now(), queue="a")])
+                await anyio.wait_all_tasks_blocked()
+                assert not b_woken.is_set()
+                await producer.enqueue([new_job(clock.now(), queue="b")])
+                await b_woken.wait()
+    finally:
+        await store.aclose()
+        await producer.aclose()
+
+
 async def test_waiting_on_a_manual_clock_ends_at_the_deadline(
     backend: RedisBackend, clock: ManualClock
 ) -> None:
