@@ -1,0 +1,7 @@
+"""``python -m asyncjobs``: the same as the ``asyncjobs`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())

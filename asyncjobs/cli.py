@@ -1,0 +1,502 @@
+"""The ``asyncjobs`` command: demo, worker, status, jobs, retry, cancel, pause, resume.
+
+Every command but ``demo`` and ``worker`` works on the store alone: it opens
+the backend at ``--url`` (or ``$ASYNCJOBS_URL``) with an ``enqueue``-role
+runtime, which runs no jobs, so it is safe to point at a store that workers
+are using. Errors print one line to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
+
+import anyio
+from rich import box
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from ._exceptions import AsyncJobsError, JobNotFound, JobStateError, UnknownQueueError
+from ._limits import Slots
+from ._models import FINISHED_STATES, Job, JobState
+from ._runtime import JobRuntime
+from ._snapshot import format_duration, take_snapshot
+from .console import live, render
+
+__all__ = ["main"]
+
+logger = logging.getLogger("asyncjobs")
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+_EXIT_INTERRUPTED = 130
+_DEMO_URL = "sqlite:///asyncjobs-demo.db"
+
+
+class CLIError(Exception):
+    """A problem the command reports in one line (exit status 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``asyncjobs`` command line.
+
+    :param argv: the arguments after the program name (default: ``sys.argv[1:]``).
+    :returns: the exit status: 0 on success, 2 on an error (reported on stderr
+        in one line, without a traceback).
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse reports usage errors itself, with status 2
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    command: Callable[[argparse.Namespace], Awaitable[int]] = args.command
+    url: str | None = getattr(args, "url", None)
+    with warnings.catch_warnings():
+        # Warnings (an unsafe SQLite build, say) are worth seeing, as one line.
+        warnings.showwarning = _show_warning
+        try:
+            return anyio.run(command, args)
+        except (AsyncJobsError, CLIError) as exc:
+            print(f"asyncjobs: error: {_scrub(str(exc), url)}", file=sys.stderr)
+            return EXIT_ERROR
+        except OSError as exc:
+            # A store that cannot be reached (refused connection, unreadable file).
+            print(f"asyncjobs: error: {_scrub(str(exc), url)}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return _EXIT_INTERRUPTED
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asyncjobs",
+        description="Run and inspect asyncjobs queues. Store commands take --url "
+        "(or $ASYNCJOBS_URL): sqlite:///jobs.db, redis://host:6379/0, ...",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser("demo", help="run a demo workload on a live console")
+    demo.add_argument(
+        "--url", default=_DEMO_URL, help=f"where the demo stores its jobs (default {_DEMO_URL})"
+    )
+    demo.add_argument("--seconds", type=_positive_float, help="stop after this many seconds")
+    demo.add_argument("--refresh", type=_positive_float, default=0.5, help=argparse.SUPPRESS)
+    demo.set_defaults(command=_demo)
+
+    worker = commands.add_parser("worker", help="run the jobs of an app's runtime")
+    worker.add_argument("target", metavar="MODULE:ATTRIBUTE", help="e.g. myapp.jobs:runtime")
+    worker.add_argument("--queues", type=_name_list, help="run only these queues (comma-separated)")
+    worker.add_argument("--console", action="store_true", help="show the live console")
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="logging level (default INFO)",
+    )
+    worker.set_defaults(command=_worker)
+
+    status = commands.add_parser("status", help="show queues, running jobs and failures")
+    _add_url(status)
+    status.add_argument("--watch", action="store_true", help="keep refreshing until Ctrl-C")
+    status.add_argument(
+        "--refresh", type=_positive_float, default=1.0, help="seconds between refreshes"
+    )
+    status.set_defaults(command=_status)
+
+    jobs = commands.add_parser("jobs", help="list jobs, newest first")
+    _add_url(jobs)
+    jobs.add_argument("--queue", help="only this queue")
+    jobs.add_argument(
+        "--state", choices=[state.value for state in JobState], help="only this state"
+    )
+    jobs.add_argument("--name", help="only jobs of this name")
+    jobs.add_argument("--limit", type=_positive_int, default=50, help="at most this many (50)")
+    jobs.set_defaults(command=_jobs)
+
+    for name, helptext, action in (
+        ("retry", "queue a dead job again", _retry),
+        ("cancel", "cancel a queued or running job", _cancel),
+    ):
+        sub = commands.add_parser(name, help=helptext)
+        _add_url(sub)
+        sub.add_argument("job_id", metavar="JOB_ID")
+        sub.set_defaults(command=action)
+    for name, helptext, action in (
+        ("pause", "stop every worker from claiming a queue's jobs", _pause),
+        ("resume", "let workers claim a paused queue's jobs again", _resume),
+    ):
+        sub = commands.add_parser(name, help=helptext)
+        _add_url(sub)
+        sub.add_argument("queue", metavar="QUEUE")
+        sub.set_defaults(command=action)
+    return parser
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="the store, e.g. sqlite:///jobs.db or redis://localhost:6379/0 "
+        "(default $ASYNCJOBS_URL)",
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _name_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one queue name")
+    return names
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    url: str | None = args.url or os.environ.get("ASYNCJOBS_URL")
+    if not url:
+        raise CLIError("no store given: pass --url (e.g. sqlite:///jobs.db) or set ASYNCJOBS_URL")
+    args.url = url  # so errors can scrub its password
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "sqlite":
+        # Reading a store must not create one: a typo in the path would show an empty store.
+        path = unquote(url.split("://", 1)[1])
+        path = path[1:] if path.startswith("/") else path
+        if path and path != ":memory:" and not Path(path).exists():
+            raise CLIError(f"no job database at {path} (check the --url path)")
+    return url
+
+
+def _store_runtime(args: argparse.Namespace) -> JobRuntime:
+    return JobRuntime(_store_url(args), role="enqueue")
+
+
+def _scrub(message: str, url: str | None) -> str:
+    """Remove the URL's password from *message*, wherever it appears."""
+    if not url:
+        return message
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return message
+    if password:
+        message = message.replace(password, "***")
+        encoded = url.split("://", 1)[-1].split("@", 1)[0].rpartition(":")[2]
+        if encoded:
+            message = message.replace(encoded, "***")
+    return message
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"asyncjobs: warning: {message}", file=file or sys.stderr)
+
+
+async def _until_signalled(body: Callable[[], Awaitable[None]]) -> None:
+    """Run *body* until it returns or SIGINT/SIGTERM arrives, then return normally.
+
+    Cancelling *body* (rather than letting KeyboardInterrupt unwind it) is
+    what lets ``async with runtime`` inside it shut down gracefully.
+    """
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logger.info("received %s, shutting down", signal.Signals(signum).name)
+                    tasks.cancel_scope.cancel()
+                    return
+
+        tasks.start_soon(watch)
+        await body()
+        tasks.cancel_scope.cancel()
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import build_demo_runtime, run_demo
+
+    runtime = build_demo_runtime(args.url)
+    console = _stdout()
+
+    async def body() -> None:
+        await run_demo(runtime, seconds=args.seconds, console=console, refresh=args.refresh)
+
+    await _until_signalled(body)
+    console.print(
+        f"demo stopped; its jobs stay in {runtime.backend!r}. "
+        f"Look again with: asyncjobs status --url {_scrub(args.url, args.url)}"
+    )
+    return EXIT_OK
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    runtime = _load_runtime(args.target)
+    if args.queues:
+        _serve_only(runtime, args.queues)
+    # Whatever role the app gave it (a web app's runtime may be enqueue-only), this
+    # process is the worker.
+    runtime.role = "worker"
+    console = _stdout() if args.console else None
+    _configure_logging(args.log_level, console)
+
+    async def body() -> None:
+        async with runtime:
+            logger.info(
+                "worker %s started on %r, queues %s",
+                runtime.worker_id,
+                runtime.backend,
+                ", ".join(f"{name}={limit}" for name, limit in runtime.queues.items()),
+            )
+            if console is not None:
+                await live(runtime, console=console)
+            else:
+                await anyio.sleep_forever()
+
+    await _until_signalled(body)
+    logger.info("worker %s stopped", runtime.worker_id)
+    return EXIT_OK
+
+
+def _load_runtime(target: str) -> JobRuntime:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise CLIError(f"expected MODULE:ATTRIBUTE such as myapp.jobs:runtime, not {target!r}")
+    # Like `python -m`: the app's modules are importable from where the worker starts.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise CLIError(f"cannot import {module_name!r}: no module named {exc.name!r}") from None
+        raise
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(value, JobRuntime):
+        raise CLIError(f"{target} is a {type(value).__name__}, not a JobRuntime")
+    return value
+
+
+def _serve_only(runtime: JobRuntime, queues: Sequence[str]) -> None:
+    unknown = [name for name in queues if name not in runtime.queues]
+    if unknown:
+        raise UnknownQueueError(
+            f"--queues names {', '.join(map(repr, unknown))}, not configured in the runtime "
+            f"(configured: {', '.join(runtime.queues)})"
+        )
+    # The runtime has no "serve only these queues" switch yet, so narrow its slots:
+    # the dispatcher claims from the queues its slots hold.
+    limits = runtime.slots.limits
+    runtime.slots = Slots({name: limits[name] for name in queues}, runtime.slots.max_concurrency)
+
+
+def _configure_logging(level: str, console: Console | None) -> None:
+    handler: logging.Handler
+    if console is not None:
+        # Through the live console's own Console, so log lines print above the view.
+        handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    runtime = _store_runtime(args)
+    console = _stdout()
+    async with runtime:
+        if args.watch:
+
+            async def body() -> None:
+                await live(runtime, refresh=args.refresh, console=console)
+
+            await _until_signalled(body)
+        else:
+            console.print(render(await take_snapshot(runtime)))
+    return EXIT_OK
+
+
+async def _jobs(args: argparse.Namespace) -> int:
+    runtime = _store_runtime(args)
+    async with runtime:
+        now = runtime.clock.now()
+        jobs = await runtime.list_jobs(
+            queue=args.queue, state=args.state, name=args.name, limit=args.limit
+        )
+    console = _stdout()
+    if not jobs:
+        print("no jobs match", file=sys.stderr)
+        return EXIT_OK
+    rows = [_job_row(job, now) for job in jobs]
+    if console.is_terminal:
+        console.print(_jobs_table(rows))
+    else:
+        # Piped: whole values, tab-separated, for grep and cut; a table would truncate.
+        print("\t".join(_JOB_COLUMNS))
+        for row in rows:
+            print("\t".join(row))
+    return EXIT_OK
+
+
+_JOB_COLUMNS = ("id", "name", "queue", "state", "attempts", "when", "detail")
+_STATE_STYLES = {
+    JobState.QUEUED.value: "yellow",
+    JobState.RUNNING.value: "cyan",
+    JobState.COMPLETE.value: "green",
+    JobState.DEAD.value: "red",
+    JobState.CANCELLED.value: "dim",
+}
+
+
+def _job_row(job: Job, now: float) -> tuple[str, ...]:
+    return (
+        job.id,
+        job.name,
+        job.queue,
+        job.state.value,
+        f"{job.attempts}/{job.max_attempts}",
+        _when(job, now),
+        _detail(job),
+    )
+
+
+def _jobs_table(rows: Sequence[tuple[str, ...]]) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="dim",
+    )
+    table.add_column("id", no_wrap=True, min_width=32)  # whole: retry and cancel take it
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("queue", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("try", justify="right", no_wrap=True)
+    table.add_column("when", justify="right", no_wrap=True)
+    # The one column that wraps, so a narrow terminal folds the detail, not the id.
+    table.add_column("detail", overflow="fold")
+    for row in rows:
+        state = row[3]
+        table.add_row(*row[:3], Text(state, style=_STATE_STYLES[state]), *row[4:])
+    return table
+
+
+def _when(job: Job, now: float) -> str:
+    if job.state is JobState.QUEUED:
+        wait = job.due_at - now
+        return f"in {format_duration(wait)}" if wait > 0 else "due now"
+    if job.state is JobState.RUNNING and job.started_at is not None:
+        return f"for {format_duration(now - job.started_at)}"
+    if job.finished_at is not None:
+        return f"{format_duration(now - job.finished_at)} ago"
+    return ""
+
+
+def _detail(job: Job) -> str:
+    if job.state is JobState.RUNNING and job.cancel_requested:
+        return "cancel requested"
+    if job.state is JobState.RUNNING and job.progress is not None:
+        message = f" {job.progress_message}" if job.progress_message else ""
+        return f"{job.progress * 100:.0f}%{message}"
+    if job.error is not None and job.state is not JobState.COMPLETE:
+        # A queued job with an error is waiting to retry after it.
+        prefix = "last error: " if job.state is JobState.QUEUED else ""
+        return f"{prefix}{job.error.type}: {job.error.message}"
+    return ""
+
+
+async def _retry(args: argparse.Namespace) -> int:
+    async with _store_runtime(args) as runtime:
+        job = await runtime.retry(args.job_id)
+    print(f"job {job.id} ({job.name}) is queued again on {job.queue!r}")
+    return EXIT_OK
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with _store_runtime(args) as runtime:
+        current = await runtime.get_job(args.job_id)
+        if current is None:
+            raise JobNotFound(f"no job {args.job_id!r} in the store")
+        if current.state in FINISHED_STATES:
+            raise JobStateError(
+                f"job {current.id} is already {current.state.value}: "
+                "only queued or running jobs can be cancelled"
+            )
+        job = await runtime.cancel(args.job_id)
+    if job.state is JobState.RUNNING:
+        print(
+            f"job {job.id} ({job.name}) is running on {job.worker_id}: cancellation requested; "
+            "its worker stops it at its next heartbeat"
+        )
+    else:
+        print(f"job {job.id} ({job.name}) is {job.state.value}")
+    return EXIT_OK
+
+
+async def _pause(args: argparse.Namespace) -> int:
+    async with _store_runtime(args) as runtime:
+        await runtime.pause(args.queue)
+    print(f"queue {args.queue!r} is paused: no worker sharing the store claims its jobs")
+    return EXIT_OK
+
+
+async def _resume(args: argparse.Namespace) -> int:
+    async with _store_runtime(args) as runtime:
+        await runtime.resume(args.queue)
+    print(f"queue {args.queue!r} is resumed")
+    return EXIT_OK
