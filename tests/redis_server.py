@@ -56,6 +56,7 @@ class RedisServer:
     :param appendfsync: the AOF fsync policy (``always``, ``everysec``, ``no``).
     :param save: RDB snapshot rules (``""`` turns snapshots off).
     :param port: a fixed port (default: a free one).
+    :param unixsocket: also listen on a Unix socket in the server's directory.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class RedisServer:
         appendfsync: str = "everysec",
         save: str = "",
         port: int | None = None,
+        unixsocket: bool = False,
     ) -> None:
         executable = find_redis_server()
         if executable is None:
@@ -83,6 +85,7 @@ class RedisServer:
         self._may_change_port = port is None
         self._tmp = tempfile.TemporaryDirectory(prefix="asyncjobs-redis-")
         self.dir = Path(self._tmp.name)
+        self.socket_path = self.dir / "redis.sock" if unixsocket else None
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- addresses ------------------------------------------------------------
@@ -92,6 +95,14 @@ class RedisServer:
         """The URL of the ``default`` user (with its password, if any)."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """The ``unix://`` URL of the server's socket (``unixsocket=True`` only)."""
+        if self.socket_path is None:
+            raise RedisServerError("this server was started without a Unix socket")
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"unix://{auth}{self.socket_path}"
 
     def url_for(self, user: str, password: str) -> str:
         """The URL that logs in as ACL *user* with *password*."""
@@ -110,6 +121,8 @@ class RedisServer:
             f"appendfsync {self.appendfsync}",
             "daemonize no",
         ]
+        if self.socket_path is not None:
+            lines += [f'unixsocket "{self.socket_path}"', "unixsocketperm 700"]
         if self.password:
             lines.append(f'requirepass "{self.password}"')
         lines.extend(f"user {rule}" for rule in self.users)

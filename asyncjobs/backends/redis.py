@@ -50,7 +50,8 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -1000,7 +1001,8 @@ class RedisBackend:
         when the server would lose jobs on a restart.
     :param retries: how many times a command is retried, with jittered exponential
         backoff capped at ``retry_backoff_cap`` seconds, while the server is
-        unreachable (e.g. restarting); ignored for a client passed in.
+        unreachable (e.g. restarting): about 10 s in all by default. Ignored
+        for a client passed in, which keeps its own retry policy.
     :param connect_timeout: seconds to wait for a connection (URL only).
     :param client_options: more keyword arguments for ``redis.asyncio.Redis.from_url``.
     :raises ConfigurationError: for a prefix that is empty or a negative retention.
@@ -1095,6 +1097,8 @@ class RedisBackend:
             credentials, fails the TLS handshake, or refuses the commands the
             backend needs (the message never contains the password).
         """
+        if self._client is not None:
+            await self.aclose()  # opened again: drop the old connections first
         self._clock = clock
         self._server_time = isinstance(clock, SystemClock)
         if self._given_client is not None:
@@ -1240,16 +1244,22 @@ class RedisBackend:
             str(self._dead_ttl_ms),
         ]
 
-    async def _run(self, name: str, args: Iterable[str | bytes]) -> Any:
-        script = self._scripts.get(name)
-        if script is None:
-            raise BackendError("the Redis backend is not open: call open() first")
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Report a Redis failure (after the client's retries) as a :class:`BackendError`."""
         try:
-            return await script(args=[*self._header(), *args])
+            yield
         except RedisError as exc:
             raise BackendError(
                 f"Redis failed ({self._where()}): {type(exc).__name__}: {exc}"
             ) from exc
+
+    async def _run(self, name: str, args: Iterable[str | bytes]) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            raise BackendError("the Redis backend is not open: call open() first")
+        with self._failures():
+            return await script(args=[*self._header(), *args])
 
     def _require_client(self) -> aioredis.Redis:
         if self._client is None:
@@ -1391,10 +1401,11 @@ class RedisBackend:
     async def get_job(self, job_id: str) -> Job | None:
         """Return one job, or ``None`` when it does not exist (or has expired)."""
         client = self._require_client()
-        values = cast(
-            "list[bytes | None]",
-            await client.hmget(f"{self._prefix}:job:{job_id}", _JOB_FIELDS),
-        )
+        with self._failures():
+            values = cast(
+                "list[bytes | None]",
+                await client.hmget(f"{self._prefix}:job:{job_id}", _JOB_FIELDS),
+            )
         return None if values[0] is None else _decode_job(values)
 
     async def list_jobs(
@@ -1424,10 +1435,11 @@ class RedisBackend:
         )
         if not flags:
             # decode_responses=False: members come back as bytes.
-            raw_ids = cast(
-                "list[bytes]",
-                await client.zrevrange(f"{self._prefix}:jobs", offset, offset + limit - 1),
-            )
+            with self._failures():
+                raw_ids = cast(
+                    "list[bytes]",
+                    await client.zrevrange(f"{self._prefix}:jobs", offset, offset + limit - 1),
+                )
             ids = [item.decode() for item in raw_ids]
         else:
             matches: list[str] = []
@@ -1452,10 +1464,11 @@ class RedisBackend:
             ids = matches[offset : offset + limit]
         if not ids:
             return []
-        async with client.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(f"{self._prefix}:job:{job_id}", _JOB_FIELDS)
-            rows = await pipe.execute()
+        with self._failures():
+            async with client.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(f"{self._prefix}:job:{job_id}", _JOB_FIELDS)
+                rows = await pipe.execute()
         # A job can expire or be pruned between the two steps: leave it out.
         return [_decode_job(values) for values in rows if values[0] is not None]
 
@@ -1504,6 +1517,8 @@ class RedisBackend:
         enqueued between the caller's last claim and the subscription is not
         missed; later messages queue up in the connection between waits.
         """
+        if self._pubsub is None:
+            raise BackendError("the Redis backend is not open: call open() first")
         channels = frozenset(self._channel(queue) for queue in queues)
         wakeup = anyio.Event()
         self._waiters[wakeup] = channels
@@ -1589,20 +1604,22 @@ class RedisBackend:
     async def get_schedule(self, name: str) -> Schedule | None:
         """Return one schedule, or ``None``."""
         client = self._require_client()
-        fields = await client.hgetall(f"{self._prefix}:schedule:{name}")
+        with self._failures():
+            fields = await client.hgetall(f"{self._prefix}:schedule:{name}")
         return _decode_schedule(fields) if fields else None
 
     async def list_schedules(self) -> list[Schedule]:
         """Return every stored schedule, ordered by name."""
         client = self._require_client()
-        raw_names = cast("set[bytes]", await client.smembers(f"{self._prefix}:schedules"))
-        names = sorted(item.decode() for item in raw_names)
-        if not names:
-            return []
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(f"{self._prefix}:schedule:{name}")
-            hashes = await pipe.execute()
+        with self._failures():
+            raw_names = cast("set[bytes]", await client.smembers(f"{self._prefix}:schedules"))
+            names = sorted(item.decode() for item in raw_names)
+            if not names:
+                return []
+            async with client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(f"{self._prefix}:schedule:{name}")
+                hashes = await pipe.execute()
         return [_decode_schedule(fields) for fields in hashes if fields]
 
     async def remove_schedule(self, name: str) -> bool:

@@ -613,3 +613,31 @@ async def test_using_a_backend_that_is_not_open_is_a_clear_error(redis_url: str)
         await store.claim("default", 1, "w", LEASE)
     with pytest.raises(BackendError, match="not open"):
         await store.get_job("x")
+    with pytest.raises(BackendError, match="not open"):
+        await store.wait_for_work(["default"], None)
+
+
+async def test_a_unix_socket_url_works() -> None:
+    with RedisServer(unixsocket=True, appendonly=True) as server:
+        store = from_url(server.unix_url, prefix=unique_prefix())
+        assert isinstance(store, RedisBackend)
+        clock = ManualClock()
+        await store.open(clock)
+        try:
+            [job] = await store.enqueue([new_job(clock.now())])
+            assert [j.id for j in await store.claim("default", 1, "w", LEASE)] == [job.id]
+        finally:
+            await store.aclose()
+
+
+async def test_opening_twice_replaces_the_connections(redis_url: str) -> None:
+    store = RedisBackend(redis_url, prefix=unique_prefix())
+    clock = ManualClock()
+    await store.open(clock)
+    await store.open(clock)
+    try:
+        [job] = await store.enqueue([new_job(clock.now())])
+        assert await store.get_job(job.id) == job
+    finally:
+        await store.aclose()
+    await store.aclose()  # closing twice is harmless
