@@ -98,7 +98,6 @@ _EXPIRED_ERROR = ErrorInfo(
     type="LeaseExpired",
     message="the worker running this job stopped heartbeating (it crashed or hung)",
 )
-_DAY = 86_400.0
 # Bounds on the work one script call does, so no call blocks the server for long.
 _PROMOTE_LIMIT = 1_000
 _SWEEP_LIMIT = 500
@@ -1523,6 +1522,9 @@ class RedisBackend:
         wakeup = anyio.Event()
         self._waiters[wakeup] = channels
         try:
+            if not channels:
+                await self._clock.wait(wakeup, deadline)
+                return
             self._wanted |= channels
             if channels - self._subscribed:
                 await self._subscribe()
@@ -1542,7 +1544,7 @@ class RedisBackend:
                 await self._pubsub.subscribe(*sorted(missing))
             except (RedisError, OSError) as exc:
                 # The listener tries again while the server is away.
-                logger.warning("cannot subscribe to Redis wake-ups yet: %s", exc)
+                logger.debug("cannot subscribe to Redis wake-ups yet: %s", exc)
                 return
             self._subscribed |= missing
 
@@ -1563,6 +1565,7 @@ class RedisBackend:
         """
         self._listening = True
         backoff = 0.05
+        failing = False
         try:
             while self._pubsub is not None:
                 pubsub = self._pubsub
@@ -1576,11 +1579,17 @@ class RedisBackend:
                         continue
                     message = await pubsub.get_message(timeout=_LISTEN_TIMEOUT)
                 except (RedisError, OSError) as exc:
-                    logger.warning("the Redis wake-up channel failed (%s); retrying", exc)
+                    # Once per outage at warning level; the retries after it quietly.
+                    log = logger.debug if failing else logger.warning
+                    log("the Redis wake-up channel failed (%s); retrying", exc)
+                    failing = True
                     self._notify()  # messages may be lost: let every waiter claim
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, _LISTEN_BACKOFF_CAP)
                     continue
+                if failing:
+                    logger.info("the Redis wake-up channel is back")
+                    failing = False
                 backoff = 0.05
                 if message is not None and message.get("type") in ("message", "subscribe"):
                     channel = message["channel"]

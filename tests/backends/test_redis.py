@@ -477,6 +477,42 @@ async def test_a_restart_keeps_acknowledged_jobs_and_the_backend_carries_on(
         await producer.aclose()
 
 
+async def test_a_waiter_blocked_across_a_restart_wakes_and_waits_again(
+    durable_server: RedisServer,
+) -> None:
+    clock = ManualClock()
+    store = RedisBackend(durable_server.url, prefix="app", retries=20, retry_backoff_cap=0.5)
+    producer = RedisBackend(durable_server.url, prefix="app", retries=20, retry_backoff_cap=0.5)
+    await store.open(clock)
+    await producer.open(clock)
+    try:
+        with anyio.fail_after(30):
+            await store.wait_for_work(["default"], None)  # subscribed
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.wait_for_work, ["default"], None)
+                await anyio.wait_all_tasks_blocked()
+                durable_server.kill()
+                # The waiter's subscription reconnects and resubscribes, and it
+                # returns: messages may have been missed while the server was away.
+                await anyio.to_thread.run_sync(durable_server.start)
+            claimed: list[Any] = []
+
+            async def worker() -> None:
+                while not claimed:
+                    claimed.extend(await store.claim("default", 1, "w", LEASE))
+                    if not claimed:
+                        await store.wait_for_work(["default"], None)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                await anyio.wait_all_tasks_blocked()
+                [sent] = await producer.enqueue([new_job(clock.now())])
+        assert [job.id for job in claimed] == [sent.id]
+    finally:
+        await store.aclose()
+        await producer.aclose()
+
+
 # -- bounded keys ---------------------------------------------------------------
 
 
