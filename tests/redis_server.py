@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -57,6 +58,8 @@ class RedisServer:
     :param save: RDB snapshot rules (``""`` turns snapshots off).
     :param port: a fixed port (default: a free one).
     :param unixsocket: also listen on a Unix socket in the server's directory.
+    :param tls: serve TLS only, with a throwaway CA and certificate made by the
+        ``openssl`` command (see :attr:`ca_file` and :attr:`tls_url`).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class RedisServer:
         save: str = "",
         port: int | None = None,
         unixsocket: bool = False,
+        tls: bool = False,
     ) -> None:
         executable = find_redis_server()
         if executable is None:
@@ -86,6 +90,10 @@ class RedisServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="asyncjobs-redis-")
         self.dir = Path(self._tmp.name)
         self.socket_path = self.dir / "redis.sock" if unixsocket else None
+        self.tls = tls
+        self.ca_file = self.dir / "ca.crt"
+        if tls:
+            self._make_certificates()
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- addresses ------------------------------------------------------------
@@ -104,15 +112,54 @@ class RedisServer:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"unix://{auth}{self.socket_path}"
 
+    @property
+    def tls_url(self) -> str:
+        """The ``rediss://`` URL, trusting the throwaway CA (``tls=True`` only)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.ca_file))}"
+
     def url_for(self, user: str, password: str) -> str:
         """The URL that logs in as ACL *user* with *password*."""
         return f"redis://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/0"
 
     # -- lifecycle ------------------------------------------------------------
 
+    def _make_certificates(self) -> None:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RedisServerError("a TLS test server needs the openssl command")
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], cwd=self.dir, check=True, capture_output=True)
+
+        run(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=asyncjobs test CA", "-keyout", "ca.key", "-out", "ca.crt",
+        )  # fmt: skip
+        run(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr",
+        )  # fmt: skip
+        (self.dir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run(
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", "server.crt",
+        )  # fmt: skip
+
     def _write_config(self) -> Path:
+        if self.tls:
+            listen = [
+                "port 0",
+                f"tls-port {self.port}",
+                f'tls-cert-file "{self.dir / "server.crt"}"',
+                f'tls-key-file "{self.dir / "server.key"}"',
+                f'tls-ca-cert-file "{self.ca_file}"',
+                "tls-auth-clients no",
+            ]
+        else:
+            listen = [f"port {self.port}"]
         lines = [
-            f"port {self.port}",
+            *listen,
             "bind 127.0.0.1",
             f'dir "{self.dir}"',
             f'logfile "{self.dir / "redis.log"}"',
@@ -170,9 +217,15 @@ class RedisServer:
 
     def _answers_ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                reply = sock.recv(64)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                if self.tls:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                        sock.sendall(b"PING\r\n")
+                        reply = sock.recv(64)
+                else:
+                    raw.sendall(b"PING\r\n")
+                    reply = raw.recv(64)
         except OSError:
             return False
         # "+PONG", or "-NOAUTH ..." from a server with a password: either way it is up.

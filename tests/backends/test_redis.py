@@ -9,6 +9,7 @@ something except bounded polling where Redis itself keeps time (key expiry).
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 import uuid
@@ -312,6 +313,39 @@ async def test_tls_against_a_plain_server_fails_open_clearly(redis_url: str) -> 
 
     with anyio.fail_after(10), pytest.raises(BackendError, match="TLS"):
         await store.open(ManualClock())
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[RedisServer]:
+    """A server that speaks TLS only, with a throwaway CA."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    with RedisServer(tls=True, password=PASSWORD, appendonly=True) as server:
+        yield server
+
+
+async def test_tls_works_through_the_url(tls_server: RedisServer) -> None:
+    store = from_url(tls_server.tls_url, prefix=unique_prefix())
+    clock = ManualClock()
+    await store.open(clock)
+    try:
+        [job] = await store.enqueue([new_job(clock.now())])
+        assert [j.id for j in await store.claim("default", 1, "w", LEASE)] == [job.id]
+    finally:
+        await store.aclose()
+
+
+async def test_a_certificate_that_does_not_verify_fails_open_clearly(
+    tls_server: RedisServer,
+) -> None:
+    url = tls_server.tls_url.split("?", 1)[0]  # no CA given: the system's CAs refuse it
+    store = RedisBackend(url, connect_timeout=5.0)
+
+    with anyio.fail_after(10), pytest.raises(BackendError, match="TLS") as raised:
+        await store.open(ManualClock())
+
+    assert "certificate" in str(raised.value).lower()
+    assert quote(PASSWORD, safe="") not in str(raised.value)
 
 
 async def test_a_server_without_persistence_is_warned_about(secured_server: RedisServer) -> None:
