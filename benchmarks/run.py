@@ -1,0 +1,439 @@
+"""Benchmark asyncjobs against its peers in one run, on one machine, with one workload.
+
+Usage (from the repository root)::
+
+    python benchmarks/run.py            # full run: N=10,000, 3 repetitions, writes RESULTS.md
+    python benchmarks/run.py --quick    # development: N=1,000, 1 repetition
+    python benchmarks/run.py --quick --systems asyncjobs-memory,asyncio --workloads drain
+
+Every (system, workload, repetition) runs in a fresh process
+(``systems/<script>.py``), under the peer's own virtualenv in
+``benchmarks/.envs/<env>`` (created here with pinned versions) or, for
+asyncjobs and the two limits, under this interpreter with the repository on
+``PYTHONPATH``. Redis systems share one ``redis-server`` started here on a
+free loopback port and flushed before every run. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SYSTEMS_DIR = HERE / "systems"
+ENVS_DIR = HERE / ".envs"
+WORK_DIR = HERE / ".work"
+RESULTS = HERE / "RESULTS.md"
+
+sys.path[:0] = [str(HERE), str(SYSTEMS_DIR)]
+from _common import RESULT_PREFIX, redis_command  # noqa: E402
+from report import Cell, Settings, System, render  # noqa: E402
+
+# Peers' virtualenvs and their pins. Bump deliberately: RESULTS.md records what ran.
+ENVS: dict[str, list[str]] = {
+    "arq": ["arq==0.28.0"],
+    "saq": ["saq[redis]==0.26.4", "typing_extensions"],  # saq 0.26 imports it undeclared
+    "huey": ["huey==3.5.4"],
+    "taskiq": ["taskiq==0.13.0"],
+    # APScheduler 4 is a pre-release; its SQLAlchemy store imports sniffio undeclared.
+    "apscheduler": [
+        "apscheduler==4.0.0a6",
+        "sqlalchemy[asyncio]==2.1.9",
+        "aiosqlite==0.22.1",
+        "sniffio",
+    ],
+}
+
+SLOW_SQLITE_ENQUEUE = "one fsync'd transaction per enqueue: 100,000 would take minutes"
+SYSTEMS: list[System] = [
+    System("asyncjobs-memory", "asyncjobs_memory.py", "memory", "asyncjobs"),
+    System("asyncio", "asyncio_limit.py", "memory", "limit"),
+    System("taskiq-memory", "taskiq_memory.py", "memory", "peer", "taskiq"),
+    System("huey-memory", "huey_memory.py", "memory", "peer", "huey"),
+    System("apscheduler-memory", "apscheduler_memory.py", "memory", "peer", "apscheduler"),
+    System("asyncjobs-sqlite", "asyncjobs_sqlite.py", "sqlite", "asyncjobs"),
+    System("sqlite3", "sqlite3_limit.py", "sqlite", "limit"),
+    System(
+        "huey-sqlite",
+        "huey_sqlite.py",
+        "sqlite",
+        "peer",
+        "huey",
+        caps={"rss": 20_000},
+        cap_reason=SLOW_SQLITE_ENQUEUE,
+    ),
+    System(
+        "apscheduler-sqlite",
+        "apscheduler_sqlite.py",
+        "sqlite",
+        "peer",
+        "apscheduler",
+        caps={"enqueue": 2_000, "drain": 2_000, "rss": 2_000},
+        cap_reason="~100 add_job/s and ~60 jobs/s drained: 10,000 would take minutes per run",
+    ),
+    System("asyncjobs-redis", "asyncjobs_redis.py", "redis", "asyncjobs"),
+    System("saq", "saq_redis.py", "redis", "peer", "saq"),
+    System("arq", "arq_redis.py", "redis", "peer", "arq"),
+]
+
+WORKLOADS = ["enqueue", "enqueue_bulk", "drain", "latency", "delayed", "rss"]
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A section (f) measurement: asyncjobs alone, its own script and arguments."""
+
+    system: System
+    workload: str
+    args: tuple[str, ...] = ()
+    n_setting: str = "n"  # which Settings field gives --n
+
+
+EXTRAS: list[Extra] = [
+    Extra(
+        System("asyncjobs-sqlite", "asyncjobs_sqlite_procs.py", "sqlite", "asyncjobs"),
+        "sqlite_procs",
+        ("--procs", "3"),
+    ),
+    Extra(
+        System("asyncjobs-memory", "asyncjobs_cron.py", "memory", "asyncjobs"),
+        "cron",
+        ("--store", "memory"),
+        "cron_n",
+    ),
+    Extra(
+        System("asyncjobs-sqlite", "asyncjobs_cron.py", "sqlite", "asyncjobs"),
+        "cron",
+        ("--store", "sqlite"),
+        "cron_n",
+    ),
+]
+ALL_WORKLOADS = WORKLOADS + sorted({e.workload for e in EXTRAS})
+
+
+# -- environments -------------------------------------------------------------
+
+
+def env_python(env: str | None) -> str:
+    if env is None:
+        return sys.executable
+    return str(ENVS_DIR / env / "bin" / "python")
+
+
+def ensure_env(env: str, log: Path) -> None:
+    """Create ``.envs/<env>`` with its pins unless it already has exactly them."""
+    pins = ENVS[env]
+    target = ENVS_DIR / env
+    marker = target / ".bench-pins"
+    if marker.exists() and marker.read_text() == "\n".join(pins):
+        return
+    print(f"  creating {target.relative_to(ROOT)}: {' '.join(pins)}", flush=True)
+    if target.exists():
+        shutil.rmtree(target)
+    subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+    with log.open("a") as out:
+        subprocess.run(
+            [str(target / "bin" / "python"), "-m", "pip", "install", "-q", "--pre", *pins],
+            check=True,
+            stdout=out,
+            stderr=out,
+        )
+    marker.write_text("\n".join(pins))
+
+
+# -- redis --------------------------------------------------------------------
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port, AOF on (``appendfsync everysec``)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.version = "?"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)  # no AOF from an earlier run to load
+        self.workdir.mkdir(parents=True)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.workdir),
+                "--save", "",
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
+                "--logfile", str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis_command(self.url, "PING") == b"PONG":
+                    break
+            except (OSError, RuntimeError):  # not listening yet, or still loading
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server did not start; see {self.workdir / 'redis.log'}")
+            time.sleep(0.05)
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        self.version = next((p[2:] for p in out.split() if p.startswith("v=")), out.strip())
+
+    def flush(self) -> None:
+        redis_command(self.url, "FLUSHALL")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+# -- running ------------------------------------------------------------------
+
+
+class Runner:
+    def __init__(self, settings: Settings, redis: RedisServer | None, log: Path) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.log = log
+
+    def workload_args(self, system: System, workload: str) -> list[str]:
+        s = self.settings
+        args = [
+            "--workload", workload,
+            "--n", str(s.job_count(system, workload)),
+            "--concurrency", str(s.concurrency),
+            "--latency-n", str(s.latency_n),
+            "--delayed-n", str(s.delayed_n),
+            "--workdir", str(WORK_DIR / "db"),
+            "--timeout", str(s.timeout),
+        ]  # fmt: skip
+        if system.store == "redis":
+            assert self.redis is not None
+            self.redis.flush()
+            args += ["--redis-url", self.redis.url]
+        return args
+
+    def run_script(self, system: System, args: Sequence[str]) -> dict[str, Any]:
+        """Run one system script in a fresh process and return its result line."""
+        cmd = [env_python(system.env), str(SYSTEMS_DIR / system.script), *args]
+        env = dict(os.environ)
+        if system.env is None:  # asyncjobs from this checkout, whatever is installed
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        timeout = self.settings.timeout + 60
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=WORK_DIR
+            )
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"timed out after {timeout:.0f}s"}
+        took = time.monotonic() - started
+        with self.log.open("a") as out:
+            out.write(f"$ {' '.join(cmd)}  [{took:.1f}s rc={proc.returncode}]\n")
+            out.write(proc.stdout + proc.stderr + "\n")
+        for line in proc.stdout.splitlines():
+            if line.startswith(RESULT_PREFIX):
+                result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+                result["took_s"] = took
+                tracebacks = proc.stderr.count("Traceback (most recent call last)")
+                if tracebacks:
+                    result["stderr_tracebacks"] = tracebacks
+                return result
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "error": f"exit {proc.returncode}: {tail}", "took_s": took}
+
+    def record(self, cell: Cell, label: str, rep: int, reps: int, result: dict[str, Any]) -> None:
+        if result.get("na"):
+            cell.na = str(result["na"])
+            print(f"  {label:36} n/a", flush=True)
+            return
+        cell.runs.append(result)
+        if not result.get("ok"):
+            cell.error = str(result.get("error"))
+        print(
+            f"  {label:36} {rep + 1}/{reps}  {brief(result)}  ({result.get('took_s', 0):.1f}s)",
+            flush=True,
+        )
+
+    def run(
+        self, systems: Sequence[System], workloads: Sequence[str], extras: Sequence[Extra]
+    ) -> dict[tuple[str, str], Cell]:
+        cells: dict[tuple[str, str], Cell] = {}
+        s = self.settings
+        for workload in workloads:
+            reps = s.rss_repeat if workload == "rss" else s.repeat
+            # Repetition-major order: a slow spell on a shared machine hits every system alike.
+            for rep in range(reps):
+                for system in systems:
+                    cell = cells.setdefault((system.name, workload), Cell())
+                    if cell.na is None:
+                        result = self.run_script(system, self.workload_args(system, workload))
+                        self.record(cell, f"{workload} {system.name}", rep, reps, result)
+        for extra in extras:
+            cell = cells.setdefault((extra.system.name, extra.workload), Cell())
+            n = getattr(s, extra.n_setting)
+            args = ["--n", str(n), "--concurrency", str(s.concurrency), *extra.args]
+            args += ["--workdir", str(WORK_DIR / "db"), "--timeout", str(s.timeout)]
+            for rep in range(s.repeat):
+                result = self.run_script(extra.system, args)
+                self.record(cell, f"{extra.workload} {extra.system.name}", rep, s.repeat, result)
+        return cells
+
+
+def brief(r: dict[str, Any]) -> str:
+    if not r.get("ok"):
+        return f"ERROR {r.get('error')}"
+    if "p50_ms" in r:
+        return f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.2f} ms"
+    if r.get("workload") == "rss":
+        return f"rss {r['rss_mb']:.1f} MB (+{r['rss_delta_mb']:.1f})"
+    if r.get("workload") == "cron":
+        return (
+            f"register {r['register_s']:.2f}s start {r['start_s']:.2f}s fire {r['fire_s']:.2f}s "
+            f"idle {r['idle_cpu_pct']:.1f}% cpu"
+        )
+    extra = f"  duplicates {r['duplicates']}" if "duplicates" in r else ""
+    return f"{r['throughput']:,.0f} jobs/s{extra}"
+
+
+# -- main ---------------------------------------------------------------------
+
+
+def revision() -> str:
+    """The checkout's commit, and whether uncommitted changes to the package were measured."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "asyncjobs"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "commit unknown (no git)"
+    if not head:
+        return "commit unknown"
+    return f"commit {head}" + (" with uncommitted changes to asyncjobs/" if dirty else "")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="N=1,000, 1 repetition, smaller runs")
+    p.add_argument("--systems", help="comma-separated subset (see --list)")
+    p.add_argument("--workloads", help=f"comma-separated subset of {','.join(ALL_WORKLOADS)}")
+    p.add_argument("--n", type=int, help="jobs per throughput run (10,000; quick 1,000)")
+    p.add_argument("--rss-n", type=int, help="jobs queued for the RSS run (100,000; quick 10,000)")
+    p.add_argument("--repeat", type=int, help="repetitions (3; quick 1)")
+    p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (900)")
+    p.add_argument("--output", type=Path, help="default RESULTS.md; quick: .work/RESULTS-quick.md")
+    p.add_argument("--list", action="store_true", help="list systems and workloads, then exit")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for s in SYSTEMS:
+            print(f"{s.name:20} {s.kind:9} store={s.store:6} env={s.env or '(this interpreter)'}")
+        print("workloads:", ", ".join(ALL_WORKLOADS))
+        return 0
+    quick = args.quick
+    settings = Settings(
+        n=args.n or (1_000 if quick else 10_000),
+        rss_n=args.rss_n or (10_000 if quick else 100_000),
+        cron_n=1_000 if quick else 10_000,
+        repeat=args.repeat or (1 if quick else 3),
+        rss_repeat=1,
+        latency_n=100 if quick else 500,
+        delayed_n=50 if quick else 200,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
+    names = args.systems.split(",") if args.systems else [s.name for s in SYSTEMS]
+    workloads = args.workloads.split(",") if args.workloads else ALL_WORKLOADS
+    unknown = (set(names) - {s.name for s in SYSTEMS}) | (set(workloads) - set(ALL_WORKLOADS))
+    if unknown:
+        print(f"unknown systems or workloads: {', '.join(sorted(unknown))} (see --list)")
+        return 2
+    systems = [s for s in SYSTEMS if s.name in names]
+    extras = [e for e in EXTRAS if e.workload in workloads and e.system.name in names]
+    output: Path = args.output or (WORK_DIR / "RESULTS-quick.md" if quick else RESULTS)
+
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    log = WORK_DIR / "run.log"
+    log.write_text("")
+    started = time.monotonic()
+    mode = "quick" if quick else "full"
+    print(f"asyncjobs benchmarks ({mode}): N={settings.n:,}, {settings.repeat} repetition(s)")
+    print(f"every run's output: {log.relative_to(ROOT)}")
+    for env in sorted({s.env for s in systems if s.env}):
+        ensure_env(env, log)
+
+    redis: RedisServer | None = None
+    try:
+        if any(s.store == "redis" for s in systems):
+            redis = RedisServer(WORK_DIR / "redis")
+            redis.start()
+        runner = Runner(settings, redis, log)
+        cells = runner.run(systems, [w for w in WORKLOADS if w in workloads], extras)
+    finally:
+        if redis is not None:
+            redis.stop()
+    duration = time.monotonic() - started
+    command = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
+    text = render(
+        systems=systems,
+        workloads=[w for w in WORKLOADS if w in workloads],
+        cells=cells,
+        settings=settings,
+        redis_version=redis.version if redis else None,
+        revision=revision(),
+        command=command,
+        duration=duration,
+        quick=quick,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print()
+    print(text)
+    shown = output.relative_to(ROOT) if output.is_relative_to(ROOT) else output
+    print(f"wrote {shown} after {duration / 60:.1f} min")
+    return 1 if any(c.error for c in cells.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,538 @@
+"""Shared harness for the per-system benchmark scripts (standard library only).
+
+Every ``systems/<name>.py`` script runs in a fresh process, possibly under a
+peer's own virtualenv, so this module must import nothing outside the
+standard library. A script builds an adapter (async or sync) for its system
+and hands it to :func:`main`; the workloads below drive every adapter the same
+way, so "enqueue", "until the last handler ran" and "handler start minus due
+time" mean the same thing for every system.
+
+Output: exactly one line ``BENCH_RESULT {json}`` on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any, ClassVar, Protocol
+
+RESULT_PREFIX = "BENCH_RESULT "
+
+WORKLOADS = (
+    "enqueue",
+    "enqueue_bulk",
+    "drain",
+    "latency",
+    "delayed",
+    "rss",
+)
+
+
+# -- measurements -------------------------------------------------------------
+
+
+def proc_status_mb(field: str) -> float:
+    """Read ``VmRSS``/``VmHWM`` (kB) from ``/proc/self/status`` as MB; fall back to getrusage."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    return proc_status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    return proc_status_mb("VmHWM")
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, round(q / 100 * len(sorted_values) + 0.5 - 1e-9))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p99/max (and min) in milliseconds."""
+    ordered = sorted(values_s)
+    return {
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
+        "max_ms": ordered[-1] * 1000 if ordered else float("nan"),
+        "min_ms": ordered[0] * 1000 if ordered else float("nan"),
+    }
+
+
+def version_of(*dists: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dist in dists:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "?"
+    return out
+
+
+class Recorder:
+    """What every handler calls on its first line: ``recorder.hit(i)``.
+
+    Records a ``perf_counter`` timestamp (same-process latency and drain) and
+    a ``time.time`` timestamp (delayed precision against an epoch due time)
+    per job, and signals when *target* distinct hits have arrived. Thread-safe
+    so thread-pool workers (huey) use the very same code path.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.target = -1
+        self.perf: dict[int, float] = {}
+        self.wall: dict[int, float] = {}
+        self.last_perf = 0.0
+        self.done = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._async_done: asyncio.Event | None = None
+
+    def expect(self, target: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        with self._lock:
+            self.count = 0
+            self.target = target
+            self.perf.clear()
+            self.wall.clear()
+            self.done.clear()
+            self._loop = loop
+            self._loop_thread = threading.get_ident()
+            self._async_done = asyncio.Event() if loop is not None else None
+
+    def hit(self, i: int) -> None:
+        now = time.perf_counter()
+        wall = time.time()
+        with self._lock:
+            if i in self.perf:  # a redelivery: keep the first start
+                return
+            self.perf[i] = now
+            self.wall[i] = wall
+            self.count += 1
+            self.last_perf = now
+            finished = self.count == self.target
+        if finished:
+            self.done.set()
+            if self._loop is not None and self._async_done is not None:
+                if threading.get_ident() == self._loop_thread:
+                    self._async_done.set()
+                else:
+                    self._loop.call_soon_threadsafe(self._async_done.set)
+
+    async def wait(self, timeout: float) -> None:
+        if self._async_done is None:
+            raise RuntimeError("expect() was called without a loop")
+        await asyncio.wait_for(self._async_done.wait(), timeout)
+
+    def wait_sync(self, timeout: float) -> None:
+        if not self.done.wait(timeout):
+            raise TimeoutError(f"only {self.count}/{self.target} handlers ran in {timeout}s")
+
+
+RECORDER = Recorder()
+
+
+class NotApplicable(Exception):
+    """Raised by an adapter for a workload the system cannot do; the message says why."""
+
+
+# -- adapters -----------------------------------------------------------------
+
+
+class AsyncAdapter(Protocol):
+    """One system, driven from an asyncio event loop.
+
+    ``setup`` builds the app and registers a handler whose first line is
+    ``RECORDER.hit(i)``; the worker is not running until ``start_worker``.
+    """
+
+    name: str
+    versions: dict[str, str]
+    na: ClassVar[dict[str, str]]
+
+    async def setup(self, args: argparse.Namespace) -> None: ...
+    async def enqueue(self, i: int) -> None: ...
+    async def enqueue_bulk(self, items: range) -> None: ...
+    async def enqueue_at(self, i: int, due_epoch: float) -> None: ...
+    async def start_worker(self) -> None: ...
+    async def stop_worker(self) -> None: ...
+    async def teardown(self) -> None: ...
+    def store_mb(self) -> float | None: ...
+
+
+class SyncAdapter(Protocol):
+    """The same contract for a synchronous library (huey, raw sqlite3)."""
+
+    name: str
+    versions: dict[str, str]
+    na: ClassVar[dict[str, str]]
+
+    def setup(self, args: argparse.Namespace) -> None: ...
+    def enqueue(self, i: int) -> None: ...
+    def enqueue_bulk(self, items: range) -> None: ...
+    def enqueue_at(self, i: int, due_epoch: float) -> None: ...
+    def start_worker(self) -> None: ...
+    def stop_worker(self) -> None: ...
+    def teardown(self) -> None: ...
+    def store_mb(self) -> float | None: ...
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--workload", required=True, choices=WORKLOADS)
+    p.add_argument("--n", type=int, default=10_000, help="jobs for enqueue/drain/rss")
+    p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--latency-n", type=int, default=500)
+    p.add_argument("--latency-interval", type=float, default=0.005)
+    p.add_argument("--delayed-n", type=int, default=200)
+    p.add_argument("--delayed-min", type=float, default=0.5)
+    p.add_argument("--delayed-max", type=float, default=2.0)
+    p.add_argument("--idle", type=float, default=0.5, help="seconds the worker idles first")
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""))
+    p.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "."))
+    p.add_argument("--timeout", type=float, default=600.0)
+    return p.parse_args(argv)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of *exc*, or of the first leaf of an exception group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def emit(result: dict[str, Any]) -> None:
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _delays(args: argparse.Namespace) -> list[float]:
+    """Evenly spread offsets in [min, max], shuffled with a fixed seed."""
+    n = args.delayed_n
+    span = args.delayed_max - args.delayed_min
+    offsets = [args.delayed_min + span * k / max(1, n - 1) for k in range(n)]
+    random.Random(42).shuffle(offsets)
+    return offsets
+
+
+# -- async driver -------------------------------------------------------------
+
+
+async def _run_async(adapter: AsyncAdapter, args: argparse.Namespace) -> dict[str, Any]:
+    w = args.workload
+    if w in adapter.na:
+        raise NotApplicable(adapter.na[w])
+    loop = asyncio.get_running_loop()
+    await adapter.setup(args)
+    out: dict[str, Any] = {}
+    try:
+        if w == "enqueue":
+            t0 = time.perf_counter()
+            for i in range(args.n):
+                await adapter.enqueue(i)
+            out["elapsed_s"] = time.perf_counter() - t0
+            out["throughput"] = args.n / out["elapsed_s"]
+        elif w == "enqueue_bulk":
+            t0 = time.perf_counter()
+            await adapter.enqueue_bulk(range(args.n))
+            out["elapsed_s"] = time.perf_counter() - t0
+            out["throughput"] = args.n / out["elapsed_s"]
+        elif w == "drain":
+            await _fill(adapter, args.n)
+            hook = getattr(adapter, "before_worker", None)
+            if hook is not None:
+                await hook()
+            RECORDER.expect(args.n, loop)
+            t0 = time.perf_counter()
+            await adapter.start_worker()
+            await RECORDER.wait(args.timeout)
+            out["elapsed_s"] = RECORDER.last_perf - t0
+            out["throughput"] = args.n / out["elapsed_s"]
+            out["peak_rss_mb"] = peak_rss_mb()
+            await adapter.stop_worker()
+        elif w == "latency":
+            RECORDER.expect(args.latency_n, loop)
+            await adapter.start_worker()
+            await asyncio.sleep(args.idle)
+            sent: dict[int, float] = {}
+            start = time.perf_counter()
+            for i in range(args.latency_n):
+                target = start + i * args.latency_interval
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent[i] = time.perf_counter()
+                await adapter.enqueue(i)
+            await RECORDER.wait(args.timeout)
+            out.update(latency_summary([RECORDER.perf[i] - sent[i] for i in sent]))
+            await adapter.stop_worker()
+        elif w == "delayed":
+            RECORDER.expect(args.delayed_n, loop)
+            await adapter.start_worker()
+            await asyncio.sleep(args.idle)
+            due: dict[int, float] = {}
+            base = time.time()
+            for i, offset in enumerate(_delays(args)):
+                due[i] = base + offset
+                await adapter.enqueue_at(i, due[i])
+            await RECORDER.wait(args.timeout)
+            lateness = [RECORDER.wall[i] - due[i] for i in due]
+            out.update(latency_summary(lateness))
+            out["early"] = sum(1 for x in lateness if x < 0)
+            await adapter.stop_worker()
+        elif w == "rss":
+            before = rss_mb()
+            store_before = adapter.store_mb()
+            t0 = time.perf_counter()
+            await _fill(adapter, args.n)
+            out["elapsed_s"] = time.perf_counter() - t0
+            out["rss_mb"] = rss_mb()
+            out["rss_delta_mb"] = out["rss_mb"] - before
+            store_after = adapter.store_mb()
+            if store_after is not None:
+                out["store_mb"] = store_after - (store_before or 0.0)
+    finally:
+        await adapter.teardown()
+    return out
+
+
+FILL_CHUNK = 1_000
+
+
+async def _fill(adapter: AsyncAdapter, n: int) -> None:
+    """Enqueue *n* jobs untimed: bulk calls of ``FILL_CHUNK`` when the system has them, else one by one.
+
+    Chunks, not one giant call, so "RSS with N queued" measures what the
+    queued jobs hold, not the transient peak of building one huge batch.
+    """
+    if "enqueue_bulk" not in adapter.na:
+        for start in range(0, n, FILL_CHUNK):
+            await adapter.enqueue_bulk(range(start, min(n, start + FILL_CHUNK)))
+    else:
+        for i in range(n):
+            await adapter.enqueue(i)
+
+
+# -- sync driver --------------------------------------------------------------
+
+
+def _run_sync(adapter: SyncAdapter, args: argparse.Namespace) -> dict[str, Any]:
+    w = args.workload
+    if w in adapter.na:
+        raise NotApplicable(adapter.na[w])
+    adapter.setup(args)
+    out: dict[str, Any] = {}
+    try:
+        if w == "enqueue":
+            t0 = time.perf_counter()
+            for i in range(args.n):
+                adapter.enqueue(i)
+            out["elapsed_s"] = time.perf_counter() - t0
+            out["throughput"] = args.n / out["elapsed_s"]
+        elif w == "enqueue_bulk":
+            t0 = time.perf_counter()
+            adapter.enqueue_bulk(range(args.n))
+            out["elapsed_s"] = time.perf_counter() - t0
+            out["throughput"] = args.n / out["elapsed_s"]
+        elif w == "drain":
+            _fill_sync(adapter, args.n)
+            RECORDER.expect(args.n)
+            t0 = time.perf_counter()
+            adapter.start_worker()
+            RECORDER.wait_sync(args.timeout)
+            out["elapsed_s"] = RECORDER.last_perf - t0
+            out["throughput"] = args.n / out["elapsed_s"]
+            out["peak_rss_mb"] = peak_rss_mb()
+            adapter.stop_worker()
+        elif w == "latency":
+            RECORDER.expect(args.latency_n)
+            adapter.start_worker()
+            time.sleep(args.idle)
+            sent: dict[int, float] = {}
+            start = time.perf_counter()
+            for i in range(args.latency_n):
+                target = start + i * args.latency_interval
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent[i] = time.perf_counter()
+                adapter.enqueue(i)
+            RECORDER.wait_sync(args.timeout)
+            out.update(latency_summary([RECORDER.perf[i] - sent[i] for i in sent]))
+            adapter.stop_worker()
+        elif w == "delayed":
+            RECORDER.expect(args.delayed_n)
+            adapter.start_worker()
+            time.sleep(args.idle)
+            due: dict[int, float] = {}
+            base = time.time()
+            for i, offset in enumerate(_delays(args)):
+                due[i] = base + offset
+                adapter.enqueue_at(i, due[i])
+            RECORDER.wait_sync(args.timeout)
+            lateness = [RECORDER.wall[i] - due[i] for i in due]
+            out.update(latency_summary(lateness))
+            out["early"] = sum(1 for x in lateness if x < 0)
+            adapter.stop_worker()
+        elif w == "rss":
+            before = rss_mb()
+            store_before = adapter.store_mb()
+            t0 = time.perf_counter()
+            _fill_sync(adapter, args.n)
+            out["elapsed_s"] = time.perf_counter() - t0
+            out["rss_mb"] = rss_mb()
+            out["rss_delta_mb"] = out["rss_mb"] - before
+            store_after = adapter.store_mb()
+            if store_after is not None:
+                out["store_mb"] = store_after - (store_before or 0.0)
+    finally:
+        adapter.teardown()
+    return out
+
+
+def _fill_sync(adapter: SyncAdapter, n: int) -> None:
+    if "enqueue_bulk" not in adapter.na:
+        for start in range(0, n, FILL_CHUNK):
+            adapter.enqueue_bulk(range(start, min(n, start + FILL_CHUNK)))
+    else:
+        for i in range(n):
+            adapter.enqueue(i)
+
+
+# -- entry point --------------------------------------------------------------
+
+
+def _finish(
+    name: str, versions: dict[str, str], args: argparse.Namespace, body: Callable[[], Any]
+) -> int:
+    base: dict[str, Any] = {
+        "system": name,
+        "workload": args.workload,
+        "n": args.n,
+        "versions": versions,
+        "python": sys.version.split()[0],
+    }
+    try:
+        base.update(body())
+        base["ok"] = True
+        base.setdefault("peak_rss_mb", peak_rss_mb())
+        code = 0
+    except NotApplicable as exc:
+        base.update(ok=False, na=str(exc))
+        code = 0
+    except BaseException as exc:
+        base.update(ok=False, error=describe(exc))
+        traceback.print_exc(file=sys.stderr)
+        code = 1
+    emit(base)
+    return code
+
+
+def main_async(factory: Callable[[], AsyncAdapter], argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    adapter = factory()
+
+    async def body() -> dict[str, Any]:
+        return await asyncio.wait_for(_run_async(adapter, args), args.timeout + 30)
+
+    def run() -> dict[str, Any]:
+        return asyncio.run(body())
+
+    code = _finish(adapter.name, adapter.versions, args, run)
+    sys.stdout.flush()
+    # Some libraries leave non-daemon threads behind; the result is out, so leave now.
+    os._exit(code)
+
+
+def main_sync(factory: Callable[[], SyncAdapter], argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    adapter = factory()
+    code = _finish(adapter.name, adapter.versions, args, lambda: _run_sync(adapter, args))
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def file_mb(*paths: str) -> float:
+    """Total size of the files that exist among *paths* (a SQLite db and its -wal)."""
+    total = 0
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(p).st_size
+    return total / (1024 * 1024)
+
+
+def fresh_path(workdir: str, name: str) -> str:
+    """A path in *workdir* with no leftover database files from a previous run."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, name)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+    return path
+
+
+def redis_command(url: str, *args: str) -> bytes | int | None:
+    """Send one command to the Redis server at *url* over a plain socket (no client needed).
+
+    Handles the simple, integer, error and bulk-string replies the harness uses
+    (``FLUSHALL``, ``INFO memory``, ``PING``).
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    request = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        raw = arg.encode()
+        request += b"$%d\r\n%s\r\n" % (len(raw), raw)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5) as s:
+        s.sendall(request)
+        reader = s.makefile("rb")
+        head = reader.readline()
+        kind, rest = head[:1], head[1:].strip()
+        if kind == b"+":
+            return rest
+        if kind == b":":
+            return int(rest)
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else reader.read(size + 2)[:-2]
+        raise RuntimeError(f"unexpected reply {head!r}")
+
+
+def redis_used_mb(url: str) -> float | None:
+    """``used_memory`` of the Redis server at *url* in MB."""
+    if not url:
+        return None
+    info = redis_command(url, "INFO", "memory")
+    if not isinstance(info, bytes):
+        return None
+    for line in info.decode("latin-1").splitlines():
+        if line.startswith("used_memory:"):
+            return int(line.split(":", 1)[1]) / (1024 * 1024)
+    return None
