@@ -109,11 +109,13 @@ _LISTEN_BACKOFF_CAP = 2.0
 
 # -- Lua ----------------------------------------------------------------------
 #
-# Every script starts with the same header: ARGV[1] prefix, ARGV[2] now ('' =
+# Every script is the sections of the prelude it needs followed by its body,
+# and takes the same four leading arguments: ARGV[1] prefix, ARGV[2] now ('' =
 # read the server's TIME), ARGV[3] finished_ttl and ARGV[4] dead_ttl in ms (0 =
-# keep until pruned); its own arguments start at ARGV[5]. Floats travel as
-# strings: Python's repr in, '%.17g' out, both exact, so a time written by a
-# test's clock reads back equal.
+# keep until pruned); its own arguments start at ARGV[5]. No key is passed in
+# KEYS: the scripts build them from the prefix (standalone Redis only). Floats
+# travel as strings: Python's repr in, '%.17g' out, both exact, so a time
+# written by a test's clock reads back equal.
 
 _JOB_FIELDS = (
     "id",
@@ -144,6 +146,7 @@ _JOB_FIELDS = (
 )
 
 _PRELUDE = r"""
+--@section base
 local P = ARGV[1]
 local FIN_TTL = tonumber(ARGV[3])
 local DEAD_TTL = tonumber(ARGV[4])
@@ -174,6 +177,7 @@ local function dedup_key(key) return P .. ':key:' .. key end
 local function has(flags, c) return string.find(flags, c, 1, true) ~= nil end
 local function add(list, ...) for _, v in ipairs({...}) do list[#list + 1] = v end end
 
+--@section pack
 -- A job travels back as one string: each value of JOB_FIELDS as <len>:<bytes>,
 -- or '-' when absent. One bulk reply per job parses far faster client-side
 -- than HGETALL's fifty.
@@ -190,6 +194,7 @@ local function pack_values(values)
 end
 local function pack_job(jk) return pack_values(redis.call('HMGET', jk, unpack(JOB_FIELDS))) end
 
+--@section wake
 -- Queues that got work in this call: each gets one message on its wake channel,
 -- and publish_wakes returns their names (so the caller wakes its own waiters).
 local woken = {}
@@ -202,6 +207,7 @@ local function publish_wakes()
   return names
 end
 
+--@section ready
 -- The ready zset orders equal priorities by this member: due time, then seq.
 local ID_AT = 35
 local function ready_member(due, seq, id)
@@ -237,6 +243,7 @@ local function promote(queue)
   redis.call('ZREM', dk, unpack(due))
 end
 
+--@section finish
 local function expiry_member(state, queue, id)
   return state .. ':' .. #queue .. ':' .. queue .. id
 end
@@ -284,6 +291,7 @@ local function requeue(id, queue, due, seq, priority, set, del)
   push(id, queue, due, seq, priority)
 end
 
+--@section sweep
 local function sweep(limit)
   local doomed = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', fmt(server_now()), 'LIMIT', 0, limit)
   for _, m in ipairs(doomed) do
@@ -300,6 +308,7 @@ local function sweep(limit)
   if #doomed > 0 then redis.call('ZREM', EXPIRY, unpack(doomed)) end
 end
 
+--@section insert
 -- Insert n jobs whose arguments start at ARGV[pos]. Each job is: id, name,
 -- queue, payload, 'flags|due_at|enqueued_at|priority|max_attempts|timeout',
 -- then key if flags has 'k' and schedule if it has 's'. Returns (index from 0,
@@ -356,6 +365,38 @@ end
 )
 
 # ARGV: n, then n jobs (see insert_jobs).
+# The prelude's sections, and the sections each one uses. A script includes
+# only what it needs: the whole prelude on every call costs measurable server time.
+_SECTION_NEEDS: dict[str, tuple[str, ...]] = {
+    "base": (),
+    "pack": ("base",),
+    "wake": ("base",),
+    "ready": ("wake",),
+    "finish": ("ready",),
+    "sweep": ("base",),
+    "insert": ("pack", "ready"),
+}
+_SECTIONS: dict[str, str] = {
+    chunk.split("\n", 1)[0].strip(): chunk.split("\n", 1)[1]
+    for chunk in _PRELUDE.split("--@section ")[1:]
+}
+
+
+def _script(body: str, *needs: str) -> str:
+    """The source of one script: the prelude sections it needs (in order), then *body*."""
+    wanted: set[str] = set()
+
+    def want(name: str) -> None:
+        if name not in wanted:
+            wanted.add(name)
+            for need in _SECTION_NEEDS[name]:
+                want(need)
+
+    for need in ("base", *needs):
+        want(need)
+    return "".join(_SECTIONS[name] for name in _SECTION_NEEDS if name in wanted) + body
+
+
 _ENQUEUE = """
 local out = insert_jobs(6, tonumber(ARGV[5]))
 publish_wakes()
@@ -687,23 +728,23 @@ return out
 """.replace("__SCHEDULE_KEY__", _SCHEDULE_KEY)
 
 _SCRIPTS = {
-    "enqueue": _ENQUEUE,
-    "claim": _CLAIM,
-    "heartbeat": _HEARTBEAT,
-    "settle": _SETTLE,
-    "recover": _RECOVER,
-    "set_progress": _SET_PROGRESS,
-    "cancel": _CANCEL,
-    "retry_dead": _RETRY_DEAD,
-    "pause_queue": _PAUSE_QUEUE,
-    "prune": _PRUNE,
-    "queue_stats": _QUEUE_STATS,
-    "next_due": _NEXT_DUE,
-    "list_scan": _LIST_SCAN,
-    "put_schedule": _PUT_SCHEDULE,
-    "pause_schedule": _PAUSE_SCHEDULE,
-    "remove_schedule": _REMOVE_SCHEDULE,
-    "fire_schedule": _FIRE_SCHEDULE,
+    "enqueue": _script(_ENQUEUE, "insert"),
+    "claim": _script(_CLAIM, "pack", "ready"),
+    "heartbeat": _script(_HEARTBEAT),
+    "settle": _script(_SETTLE, "finish", "sweep"),
+    "recover": _script(_RECOVER, "finish"),
+    "set_progress": _script(_SET_PROGRESS),
+    "cancel": _script(_CANCEL, "pack", "finish"),
+    "retry_dead": _script(_RETRY_DEAD, "pack", "finish"),
+    "pause_queue": _script(_PAUSE_QUEUE, "wake"),
+    "prune": _script(_PRUNE, "finish", "sweep"),
+    "queue_stats": _script(_QUEUE_STATS, "sweep"),
+    "next_due": _script(_NEXT_DUE, "ready"),
+    "list_scan": _script(_LIST_SCAN),
+    "put_schedule": _script(_PUT_SCHEDULE),
+    "pause_schedule": _script(_PAUSE_SCHEDULE),
+    "remove_schedule": _script(_REMOVE_SCHEDULE),
+    "fire_schedule": _script(_FIRE_SCHEDULE, "insert"),
 }
 
 
@@ -1113,9 +1154,7 @@ class RedisBackend:
                 await probe.aclose()
             client = self._make_client(self._retries)
         self._client = client
-        self._scripts = {
-            name: client.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
-        }
+        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
         self._pubsub = client.pubsub()
         self._wanted = set()
         self._subscribed = set()
@@ -1130,8 +1169,8 @@ class RedisBackend:
             await client.exists(f"{self._prefix}:seq")
             await client.publish(f"{self._prefix}:wake:", b"")
             # Loading now turns a user without +@scripting into a clear error at open.
-            for body in _SCRIPTS.values():
-                await client.script_load(_PRELUDE + body)
+            for source in _SCRIPTS.values():
+                await client.script_load(source)
             if self._check_persistence:
                 await self._warn_about_persistence(client)
         except BackendError:
