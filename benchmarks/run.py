@@ -17,12 +17,14 @@ free loopback port and flushed before every run. See ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,10 +221,13 @@ class RedisServer:
 
 
 class Runner:
-    def __init__(self, settings: Settings, redis: RedisServer | None, log: Path) -> None:
+    def __init__(
+        self, settings: Settings, redis: RedisServer | None, log: Path, source: Path
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.log = log
+        self.source = source  # the directory holding the asyncjobs package to measure
 
     def workload_args(self, system: System, workload: str) -> list[str]:
         s = self.settings
@@ -245,8 +250,9 @@ class Runner:
         """Run one system script in a fresh process and return its result line."""
         cmd = [env_python(system.env), str(SYSTEMS_DIR / system.script), *args]
         env = dict(os.environ)
-        if system.env is None:  # asyncjobs from this checkout, whatever is installed
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        if system.env is None:  # this asyncjobs, whatever is installed
+            path = [str(self.source), env.get("PYTHONPATH")]
+            env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         timeout = self.settings.timeout + 60
         started = time.monotonic()
@@ -328,23 +334,40 @@ def brief(r: dict[str, Any]) -> str:
 # -- main ---------------------------------------------------------------------
 
 
-def revision() -> str:
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def checkout_revision() -> str:
     """The checkout's commit, and whether uncommitted changes to the package were measured."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "asyncjobs"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "commit unknown (no git)"
-    if not head:
-        return "commit unknown"
-    return f"commit {head}" + (" with uncommitted changes to asyncjobs/" if dirty else "")
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "asyncjobs")
+    except (OSError, subprocess.CalledProcessError):
+        return "the working tree (commit unknown)"
+    return f"the working tree at commit {head}" + (
+        ", **with uncommitted changes to asyncjobs/**" if dirty else ""
+    )
+
+
+def snapshot(rev: str) -> tuple[Path, str]:
+    """Extract ``asyncjobs/`` as of commit *rev* into ``.work/src`` (``git archive``)."""
+    commit = git("rev-parse", "--short", f"{rev}^{{commit}}")
+    target = WORK_DIR / "src"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "asyncjobs"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target, f"commit {commit} (a clean snapshot: `--commit {rev}`)"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -360,6 +383,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (900)")
     p.add_argument("--output", type=Path, help="default RESULTS.md; quick: .work/RESULTS-quick.md")
+    p.add_argument("--commit", help="measure asyncjobs as of this commit (default: the checkout)")
     p.add_argument("--list", action="store_true", help="list systems and workloads, then exit")
     return p.parse_args(argv)
 
@@ -394,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path = args.output or (WORK_DIR / "RESULTS-quick.md" if quick else RESULTS)
 
     WORK_DIR.mkdir(parents=True, exist_ok=True)
+    source, revision = snapshot(args.commit) if args.commit else (ROOT, checkout_revision())
     log = WORK_DIR / "run.log"
     log.write_text("")
     started = time.monotonic()
@@ -408,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(s.store == "redis" for s in systems):
             redis = RedisServer(WORK_DIR / "redis")
             redis.start()
-        runner = Runner(settings, redis, log)
+        runner = Runner(settings, redis, log, source)
         cells = runner.run(systems, [w for w in WORKLOADS if w in workloads], extras)
     finally:
         if redis is not None:
@@ -421,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells=cells,
         settings=settings,
         redis_version=redis.version if redis else None,
-        revision=revision(),
+        revision=revision,
         command=command,
         duration=duration,
         quick=quick,

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
 from _common import RECORDER, file_mb, fresh_path, redis_command, redis_used_mb, version_of
 
+import asyncjobs
 from asyncjobs import JobRuntime
 from asyncjobs.backends import Backend
 
@@ -33,6 +35,8 @@ class AsyncJobsAdapter:
         driver = {"sqlite": ["aiosqlite"], "redis": ["redis"]}.get(store, [])
         self.versions = version_of("asyncjobs", "anyio", *driver)
         self.versions["python"] = sys.version.split()[0]
+        # Which asyncjobs ran: the checkout, a snapshot of a commit, or an install.
+        self.versions["asyncjobs-from"] = os.path.dirname(os.path.dirname(asyncjobs.__file__))
         self.backend: Backend | None = None
         self.runtime: JobRuntime | None = None
         self.job: Any = None

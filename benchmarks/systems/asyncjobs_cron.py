@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import resource
 import sys
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 from _common import RECORDER, describe, emit, fresh_path, rss_mb, version_of
 
+import asyncjobs
 from asyncjobs import CronTrigger, JobRuntime
 
 
@@ -109,6 +111,7 @@ def main() -> None:
         "versions": version_of("asyncjobs"),
         "python": sys.version.split()[0],
     }
+    result["versions"]["asyncjobs-from"] = os.path.dirname(os.path.dirname(asyncjobs.__file__))
     try:
         result.update(asyncio.run(run(args)))
         result["ok"] = True

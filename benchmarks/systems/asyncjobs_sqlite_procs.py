@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
 
 from _common import describe, emit, fresh_path, peak_rss_mb, version_of
 
+import asyncjobs
 from asyncjobs import JobRuntime, JobState
 from asyncjobs.backends import SQLiteBackend
 
@@ -150,6 +152,7 @@ def main() -> None:
         "versions": version_of("asyncjobs", "aiosqlite"),
         "python": sys.version.split()[0],
     }
+    result["versions"]["asyncjobs-from"] = os.path.dirname(os.path.dirname(asyncjobs.__file__))
     try:
         result.update(asyncio.run(parent(args)))
         result["ok"] = True
