@@ -1122,9 +1122,14 @@ class RedisBackend:
         options: dict[str, Any] = {
             "socket_connect_timeout": self._connect_timeout,
             "socket_timeout": 30.0,
+            # An idle connection (the wake-up subscription above all) that a NAT or
+            # load balancer dropped silently is found by a PING, not left hanging.
+            "health_check_interval": 15,
             "retry": Retry(backoff, retries),
             **self._client_options,
         }
+        if not self._url.lower().startswith("unix:"):
+            options.setdefault("socket_keepalive", True)
         options["decode_responses"] = False
         return aioredis.Redis.from_url(self._url, **options)
 
@@ -1183,7 +1188,11 @@ class RedisBackend:
         text = str(exc)
         reason = f"{type(exc).__name__}: {text}"
         tls = (self._url or "").lower().startswith("rediss:")
-        if "NOAUTH" in text or "must be called with the client already authenticated" in text:
+        if (
+            "NOAUTH" in text
+            or "Authentication required" in text
+            or "must be called with the client already authenticated" in text
+        ):
             hint = "Redis requires a password: put it in the URL (redis://:password@host)"
         elif isinstance(exc, AuthenticationError) or "WRONGPASS" in text:
             hint = "Redis refused the credentials; check the user and password in the URL"
