@@ -57,7 +57,14 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
-import redis.asyncio as aioredis
+
+try:
+    import redis
+    import redis.asyncio as aioredis
+except ImportError:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the Redis backend needs redis-py 5 or newer: pip install 'asyncjobs[redis]'"
+    ) from None
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
@@ -99,6 +106,7 @@ _EXPIRED_ERROR = ErrorInfo(
     message="the worker running this job stopped heartbeating (it crashed or hung)",
 )
 # Bounds on the work one script call does, so no call blocks the server for long.
+_REDIS_PY_MAJOR = int(redis.__version__.split(".")[0])
 _PROMOTE_LIMIT = 1_000
 _SWEEP_LIMIT = 500
 _PRUNE_CHUNK = 1_000
@@ -1061,6 +1069,13 @@ class RedisBackend:
         connect_timeout: float = 5.0,
         **client_options: Any,
     ) -> None:
+        if _REDIS_PY_MAJOR < 5:
+            # Older asyncio clients could hand a reply to the wrong caller after a
+            # cancellation: wrong results, not errors.
+            raise ConfigurationError(
+                f"the Redis backend needs redis-py 5 or newer, found {redis.__version__}: "
+                "pip install 'asyncjobs[redis]'"
+            )
         if not prefix:
             raise ConfigurationError("the Redis key prefix must not be empty")
         if isinstance(url_or_client, str):
