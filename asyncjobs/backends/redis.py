@@ -1047,13 +1047,15 @@ class RedisBackend:
     :param dead_ttl: the same for dead jobs, kept longer by default for inspection.
     :param check_persistence: warn (:class:`RedisPersistenceWarning`) at :meth:`open`
         when the server would lose jobs on a restart.
-    :param retries: how many times a command is retried, with jittered exponential
-        backoff capped at ``retry_backoff_cap`` seconds, while the server is
-        unreachable (e.g. restarting): about 10 s in all by default. Ignored
-        for a client passed in, which keeps its own retry policy.
+    :param retries: how many times a command is retried while the server is
+        unreachable (e.g. restarting), with jittered exponential backoff: about
+        10 s in all by default. Ignored for a client passed in, which keeps its
+        own retry policy. :meth:`open` itself does not retry.
+    :param retry_backoff_cap: the longest pause between two retries, in seconds.
     :param connect_timeout: seconds to wait for a connection (URL only).
     :param client_options: more keyword arguments for ``redis.asyncio.Redis.from_url``.
-    :raises ConfigurationError: for a prefix that is empty or a negative retention.
+    :raises ConfigurationError: for an empty prefix, a negative retention, a client
+        that decodes responses, or redis-py older than 5.
     """
 
     def __init__(
