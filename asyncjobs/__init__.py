@@ -40,6 +40,7 @@ from ._exceptions import (
     LeaseLost,
     NotRunningError,
     PayloadTooLarge,
+    ScheduleNotFound,
     SchemaVersionError,
     SerializationError,
     UnknownJobError,
@@ -50,6 +51,8 @@ from ._models import ErrorInfo, Job, JobState, QueueStats, Schedule
 from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegistry
 from ._retry import Backoff, ExponentialBackoff, FixedBackoff, Permanent, Retry
 from ._runtime import JobRuntime
+from ._schedules import ScheduleBook
+from ._triggers import CronTrigger, IntervalTrigger, MisfireDecision, misfire_fire_times
 from ._serialization import Codec, JSONCodec
 
 __version__ = "0.1.0"
@@ -61,11 +64,13 @@ __all__ = [
     "Clock",
     "Codec",
     "ConfigurationError",
+    "CronTrigger",
     "ErrorInfo",
     "Event",
     "EventStream",
     "ExponentialBackoff",
     "FixedBackoff",
+    "IntervalTrigger",
     "InvalidOptionError",
     "InvalidScheduleError",
     "JSONCodec",
@@ -98,17 +103,21 @@ __all__ = [
     "JobWasCancelled",
     "LeaseLost",
     "ManualClock",
+    "MisfireDecision",
     "NotRunningError",
     "PayloadTooLarge",
     "Permanent",
     "QueueStats",
     "Retry",
     "Schedule",
+    "ScheduleBook",
     "ScheduleFired",
+    "ScheduleNotFound",
     "SchemaVersionError",
     "SerializationError",
     "SystemClock",
     "UnknownJobError",
     "UnknownQueueError",
     "current_job",
+    "misfire_fire_times",
 ]

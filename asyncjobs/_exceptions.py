@@ -21,6 +21,7 @@ __all__ = [
     "LeaseLost",
     "NotRunningError",
     "PayloadTooLarge",
+    "ScheduleNotFound",
     "SchemaVersionError",
     "SerializationError",
     "UnknownJobError",
@@ -88,6 +89,10 @@ class BackendError(AsyncJobsError):
 
 class SchemaVersionError(BackendError):
     """The store was written by a newer version of asyncjobs than this one."""
+
+
+class ScheduleNotFound(AsyncJobsError, LookupError):
+    """No schedule with the given name exists in the store."""
 
 
 class JobStateError(AsyncJobsError, ValueError):

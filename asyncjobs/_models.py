@@ -7,6 +7,7 @@ Times are float seconds since the Unix epoch (see :mod:`asyncjobs._clock`).
 from __future__ import annotations
 
 import enum
+import secrets
 from collections.abc import Mapping
 
 import attrs
@@ -22,7 +23,14 @@ __all__ = [
     "OutcomeKind",
     "QueueStats",
     "Schedule",
+    "new_job_id",
 ]
+
+
+def new_job_id(now: float) -> str:
+    """A fresh job id: millisecond time first, so ids sort roughly by enqueue time,
+    then 80 random bits."""
+    return f"{int(now * 1000):012x}{secrets.token_hex(10)}"
 
 
 class JobState(enum.StrEnum):

@@ -8,9 +8,9 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 
@@ -29,14 +29,14 @@ from ._exceptions import (
 )
 from ._handle import JobHandle
 from ._limits import Slots
-from ._models import FINISHED_STATES, Job, JobState, NewJob, QueueStats
+from ._models import FINISHED_STATES, Job, JobState, NewJob, QueueStats, new_job_id
 from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDecorator
 from ._retry import BackoffLike, seconds
+from ._scheduler import Scheduler
+from ._schedules import ScheduleBook, ScheduleSettings, _ScheduleDecorator, make_trigger
+from ._triggers import CronTrigger, IntervalTrigger
 from ._serialization import Codec, JSONCodec
 from .backends import Backend, from_url
-
-if TYPE_CHECKING:
-    from ._scheduler import Scheduler
 
 __all__ = ["JobRuntime", "Role"]
 
@@ -93,11 +93,6 @@ def _retention(
         else:
             merged[state] = duration
     return merged
-
-
-def _new_job_id(now: float) -> str:
-    # Millisecond time first, so ids sort roughly by enqueue time; 80 random bits after it.
-    return f"{int(now * 1000):012x}{secrets.token_hex(10)}"
 
 
 class JobRuntime:
@@ -167,7 +162,9 @@ class JobRuntime:
         self._registry = JobRegistry()
         self._registry.bind(self, self._vet_definition)
         self._registries: list[JobRegistry] = [self._registry]
-        self._scheduler: Scheduler | None = None
+        #: the stored schedules: ``await runtime.schedules.list()``, ``.add(...)``, ``.pause(name)``
+        self.schedules = ScheduleBook(self)
+        self._scheduler_loop: Scheduler | None = None
         self._dispatcher: Dispatcher | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._last_prune = float("-inf")
@@ -261,6 +258,90 @@ class JobRuntime:
                 return JobFunction(definition, registry)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # -- schedules --------------------------------------------------------------------
+
+    def cron(
+        self,
+        expression: str | CronTrigger,
+        *,
+        timezone: str | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        misfire: str = "once",
+        grace: float | timedelta = 60.0,
+        overlap: bool = True,
+    ) -> _ScheduleDecorator:
+        """Run the decorated job on a cron schedule, once per tick across all processes.
+
+        Decorates a plain handler (registering it as a job) or a job function.
+        Five fields (minute hour day month weekday), an optional sixth for
+        seconds, or a nickname like ``@daily``; see ``docs/schedules.md`` for
+        the time-zone and DST rules.
+
+        :param timezone: an IANA zone name for the expression (default UTC).
+        :param name: the schedule's name (default: the job name).
+        :param args: positional arguments every fired job gets.
+        :param kwargs: keyword arguments every fired job gets.
+        :param misfire: ``"skip"``, ``"once"`` or ``"all"`` for ticks missed by more than *grace*.
+        :param grace: seconds (or timedelta) a tick may be late and still run as on time.
+        :param overlap: ``False`` skips a tick while the previous run is queued or running.
+        :raises InvalidScheduleError: a malformed expression, an impossible date,
+            an unknown zone, or a bad misfire policy.
+        """
+        return self._schedule_decorator(
+            make_trigger(expression, timezone), name, queue, args, kwargs, misfire, grace, overlap
+        )
+
+    def every(
+        self,
+        interval: float | timedelta,
+        *,
+        start: datetime | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        misfire: str = "once",
+        grace: float | timedelta = 60.0,
+        overlap: bool = True,
+    ) -> _ScheduleDecorator:
+        """Run the decorated job every *interval* (seconds or timedelta), from *start*.
+
+        Fire times are ``start + k * interval``, the same in every process.
+        Other parameters as for :meth:`cron`.
+
+        :raises InvalidScheduleError: a non-positive interval or a naive *start*.
+        """
+        return self._schedule_decorator(
+            IntervalTrigger(interval, start), name, queue, args, kwargs, misfire, grace, overlap
+        )
+
+    def _schedule_decorator(
+        self,
+        trigger: CronTrigger | IntervalTrigger,
+        name: str | None,
+        queue: str | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None,
+        misfire: str,
+        grace: float | timedelta,
+        overlap: bool,
+    ) -> _ScheduleDecorator:
+        if queue is not None:
+            self._check_queue(queue)
+        settings = ScheduleSettings(
+            name=name,
+            queue=queue,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            misfire=misfire,
+            grace=seconds(grace, "grace") or 0.0,
+            overlap=overlap,
+        )
+        return self.schedules.decorator(trigger, settings)
+
     # -- lifecycle ------------------------------------------------------------------
 
     @property
@@ -291,11 +372,18 @@ class JobRuntime:
                     maintenance=self._maintenance,
                 )
                 await tasks.start(self._dispatcher.run)
-                if self._scheduler is not None:
-                    await tasks.start(self._scheduler.run)
+                self._scheduler_loop = Scheduler(
+                    backend=self.backend,
+                    clock=self.clock,
+                    bus=self.events,
+                    declared=self.schedules.declared,
+                    on_enqueued=self._after_enqueue,
+                )
+                await tasks.start(self._scheduler_loop.run)
         except BaseException:
             await stack.__aexit__(None, None, None)
             self._dispatcher = None
+            self._scheduler_loop = None
             raise
         self._exit_stack = stack
         return self
@@ -309,8 +397,8 @@ class JobRuntime:
         stack = self._exit_stack
         if stack is None:
             return None
-        if self._scheduler is not None:
-            self._scheduler.stop()
+        if self._scheduler_loop is not None:
+            self._scheduler_loop.stop()
         if self._dispatcher is not None:
             self._dispatcher.stop()
         try:
@@ -318,6 +406,7 @@ class JobRuntime:
         finally:
             self._exit_stack = None
             self._dispatcher = None
+            self._scheduler_loop = None
             self.slots = Slots(self.slots.limits, self.slots.max_concurrency)
 
     @asynccontextmanager
@@ -374,15 +463,24 @@ class JobRuntime:
         if not new_jobs:
             return []
         stored = await self.backend.enqueue(new_jobs)
+        self._after_enqueue(
+            [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
+        )
+        return [
+            JobHandle(self, job, deduplicated=job.id != new.id)
+            for new, job in zip(new_jobs, stored, strict=True)
+        ]
+
+    def _after_enqueue(self, jobs: list[Job]) -> None:
+        """Wake local claim loops and publish events for newly stored *jobs*."""
         dispatcher = self._dispatcher
-        publish = self.events.has_subscribers
-        handles: list[JobHandle[R]] = []
-        for new, job in zip(new_jobs, stored, strict=True):
-            handles.append(JobHandle(self, job, deduplicated=job.id != new.id))
-            if dispatcher is not None:
-                # Also for delayed jobs: the claim loop may be sleeping past their due time.
-                dispatcher.kick(job.queue)
-            if publish and job.id == new.id:
+        if dispatcher is not None:
+            # Also for delayed jobs: a claim loop may be sleeping past their due time.
+            for queue in {job.queue for job in jobs}:
+                dispatcher.kick(queue)
+        if self.events.has_subscribers:
+            now = self.clock.now()
+            for job in jobs:
                 self.events.publish(
                     JobEnqueued(
                         timestamp=now,
@@ -392,7 +490,6 @@ class JobRuntime:
                         due_at=job.due_at,
                     )
                 )
-        return handles
 
     def _new_job(self, call: JobCall[Any], now: float) -> NewJob:
         definition = call.definition
@@ -412,7 +509,7 @@ class JobRuntime:
             )
         due_at = options.at.timestamp() if options.at is not None else now + (options.delay or 0.0)
         return NewJob(
-            id=_new_job_id(now),
+            id=new_job_id(now),
             name=definition.name,
             queue=queue,
             payload=payload,

@@ -27,7 +27,8 @@ __all__ = ["ManualClock", "drain"]
 
 
 async def drain(runtime: JobRuntime, *, timeout: float = 10.0) -> None:
-    """Wait until the runtime's queues hold no due job and none of its jobs runs.
+    """Wait until the scheduler has fired every due schedule, the runtime's queues
+    hold no due job, and none of its jobs runs.
 
     Jobs due later (delays, retry backoff) are left alone: advance a
     :class:`ManualClock` to make them due, then drain again.
@@ -43,8 +44,12 @@ async def drain(runtime: JobRuntime, *, timeout: float = 10.0) -> None:
         anyio.fail_after(timeout),
     ):
         while True:
+            scheduler = runtime._scheduler_loop
+            if scheduler is not None:
+                await scheduler.wait_idle()
             if not runtime.running_jobs and not await _due_jobs(runtime, queues):
-                return
+                if scheduler is None or scheduler.is_idle:
+                    return
             with anyio.move_on_after(0.05):
                 await settled.receive()
 

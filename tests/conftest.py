@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from asyncjobs import JobRuntime
 from asyncjobs._clock import ManualClock
+from asyncjobs.backends import Backend
+from tests.backends.conftest import BACKEND_KINDS, make_backend
+
+RuntimeFactory = Callable[..., JobRuntime]
 
 
 @pytest.fixture
@@ -38,3 +44,25 @@ def redis_url() -> Iterator[str]:
         pytest.skip(message)
     with RedisServer(appendonly=True, appendfsync="no") as server:
         yield server.url
+
+
+@pytest.fixture(params=BACKEND_KINDS)
+def make_runtime(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> RuntimeFactory:
+    """Build runtimes on one store of the backend under test, on the manual clock.
+
+    Like separate processes, each runtime gets its own backend object on the
+    same store (a memory store lives in its object, so that one is shared).
+    """
+    shared: Backend = make_backend(request.param, tmp_path, request)
+
+    def factory(**kwargs: object) -> JobRuntime:
+        kwargs.setdefault("queues", {"default": 4})
+        kwargs.setdefault("shutdown_grace", 0.05)
+        store = (
+            shared if request.param == "memory" else make_backend(request.param, tmp_path, request)
+        )
+        return JobRuntime(store, clock=clock, **kwargs)  # type: ignore[arg-type]
+
+    return factory

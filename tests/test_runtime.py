@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -18,7 +16,6 @@ from asyncjobs import (
     JobDied,
     JobReleased,
     JobRetrying,
-    JobRuntime,
     JobStarted,
     JobState,
     JobStateError,
@@ -28,27 +25,9 @@ from asyncjobs import (
     Retry,
     current_job,
 )
-from asyncjobs.backends import Backend
-from tests.backends.conftest import BACKEND_KINDS, make_backend
+from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
-
-RuntimeFactory = Callable[..., JobRuntime]
-
-
-@pytest.fixture(params=BACKEND_KINDS)
-async def make_runtime(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
-) -> RuntimeFactory:
-    """Build runtimes on the backend under test, sharing one store and the manual clock."""
-    store: Backend = await make_backend(request.param, tmp_path, request)
-
-    def factory(**kwargs: object) -> JobRuntime:
-        kwargs.setdefault("queues", {"default": 4})
-        kwargs.setdefault("shutdown_grace", 0.05)
-        return JobRuntime(store, clock=clock, **kwargs)  # type: ignore[arg-type]
-
-    return factory
 
 
 async def test_result_round_trip(make_runtime: RuntimeFactory) -> None:

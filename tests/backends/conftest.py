@@ -13,7 +13,7 @@ from asyncjobs.backends import Backend
 BACKEND_KINDS = ["memory", "sqlite", "redis"]
 
 
-async def make_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+def make_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
     """Build an unopened backend of *kind* for one test."""
     if kind == "memory":
         from asyncjobs.backends.memory import MemoryBackend
@@ -43,7 +43,7 @@ async def backend(
     backend_kind: str, tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest
 ) -> AsyncIterator[Backend]:
     """An opened backend on a manual clock, closed after the test."""
-    store = await make_backend(backend_kind, tmp_path, request)
+    store = make_backend(backend_kind, tmp_path, request)
     await store.open(clock)
     try:
         yield store
