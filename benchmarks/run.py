@@ -81,7 +81,7 @@ SYSTEMS: list[System] = [
         "sqlite",
         "peer",
         "apscheduler",
-        caps={"enqueue": 2_000, "drain": 2_000, "rss": 2_000},
+        caps={"enqueue": 1_000, "drain": 1_000, "rss": 1_000},
         cap_reason="~100 add_job/s and ~60 jobs/s drained: 10,000 would take minutes per run",
     ),
     System("asyncjobs-redis", "asyncjobs_redis.py", "redis", "asyncjobs"),

@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -107,21 +107,20 @@ class Recorder:
         self.perf: dict[int, float] = {}
         self.wall: dict[int, float] = {}
         self.last_perf = 0.0
-        self.done = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._async_done: asyncio.Event | None = None
+        self._done = asyncio.Event()
 
-    def expect(self, target: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def expect(self, target: int) -> None:
+        """Start counting towards *target* hits; call from the event loop that will :meth:`wait`."""
         with self._lock:
             self.count = 0
             self.target = target
             self.perf.clear()
             self.wall.clear()
-            self.done.clear()
-            self._loop = loop
+            self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
-            self._async_done = asyncio.Event() if loop is not None else None
+            self._done = asyncio.Event()
 
     def hit(self, i: int) -> None:
         now = time.perf_counter()
@@ -134,22 +133,19 @@ class Recorder:
             self.count += 1
             self.last_perf = now
             finished = self.count == self.target
-        if finished:
-            self.done.set()
-            if self._loop is not None and self._async_done is not None:
-                if threading.get_ident() == self._loop_thread:
-                    self._async_done.set()
-                else:
-                    self._loop.call_soon_threadsafe(self._async_done.set)
+        if finished and self._loop is not None:
+            if threading.get_ident() == self._loop_thread:
+                self._done.set()
+            else:
+                self._loop.call_soon_threadsafe(self._done.set)
 
     async def wait(self, timeout: float) -> None:
-        if self._async_done is None:
-            raise RuntimeError("expect() was called without a loop")
-        await asyncio.wait_for(self._async_done.wait(), timeout)
-
-    def wait_sync(self, timeout: float) -> None:
-        if not self.done.wait(timeout):
-            raise TimeoutError(f"only {self.count}/{self.target} handlers ran in {timeout}s")
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"only {self.count}/{self.target} handlers ran within {timeout:.0f}s"
+            ) from None
 
 
 RECORDER = Recorder()
@@ -167,11 +163,15 @@ class AsyncAdapter(Protocol):
 
     ``setup`` builds the app and registers a handler whose first line is
     ``RECORDER.hit(i)``; the worker is not running until ``start_worker``.
+    ``na`` maps the workloads the system cannot do to the reason.
     """
 
-    name: str
-    versions: dict[str, str]
-    na: ClassVar[dict[str, str]]
+    @property
+    def name(self) -> str: ...
+    @property
+    def versions(self) -> Mapping[str, str]: ...
+    @property
+    def na(self) -> Mapping[str, str]: ...
 
     async def setup(self, args: argparse.Namespace) -> None: ...
     async def enqueue(self, i: int) -> None: ...
@@ -186,9 +186,12 @@ class AsyncAdapter(Protocol):
 class SyncAdapter(Protocol):
     """The same contract for a synchronous library (huey, raw sqlite3)."""
 
-    name: str
-    versions: dict[str, str]
-    na: ClassVar[dict[str, str]]
+    @property
+    def name(self) -> str: ...
+    @property
+    def versions(self) -> Mapping[str, str]: ...
+    @property
+    def na(self) -> Mapping[str, str]: ...
 
     def setup(self, args: argparse.Namespace) -> None: ...
     def enqueue(self, i: int) -> None: ...
@@ -238,14 +241,16 @@ def _delays(args: argparse.Namespace) -> list[float]:
     return offsets
 
 
-# -- async driver -------------------------------------------------------------
+# -- driver -------------------------------------------------------------------
+
+#: how long latency and delayed runs wait for stragglers after the last enqueue
+WAIT_SLACK = 60.0
 
 
-async def _run_async(adapter: AsyncAdapter, args: argparse.Namespace) -> dict[str, Any]:
+async def _run(adapter: AsyncAdapter, args: argparse.Namespace) -> dict[str, Any]:
     w = args.workload
     if w in adapter.na:
         raise NotApplicable(adapter.na[w])
-    loop = asyncio.get_running_loop()
     await adapter.setup(args)
     out: dict[str, Any] = {}
     try:
@@ -265,7 +270,7 @@ async def _run_async(adapter: AsyncAdapter, args: argparse.Namespace) -> dict[st
             hook = getattr(adapter, "before_worker", None)
             if hook is not None:
                 await hook()
-            RECORDER.expect(args.n, loop)
+            RECORDER.expect(args.n)
             t0 = time.perf_counter()
             await adapter.start_worker()
             await RECORDER.wait(args.timeout)
@@ -274,7 +279,7 @@ async def _run_async(adapter: AsyncAdapter, args: argparse.Namespace) -> dict[st
             out["peak_rss_mb"] = peak_rss_mb()
             await adapter.stop_worker()
         elif w == "latency":
-            RECORDER.expect(args.latency_n, loop)
+            RECORDER.expect(args.latency_n)
             await adapter.start_worker()
             await asyncio.sleep(args.idle)
             sent: dict[int, float] = {}
@@ -286,19 +291,19 @@ async def _run_async(adapter: AsyncAdapter, args: argparse.Namespace) -> dict[st
                     await asyncio.sleep(delay)
                 sent[i] = time.perf_counter()
                 await adapter.enqueue(i)
-            await RECORDER.wait(args.timeout)
+            await RECORDER.wait(WAIT_SLACK)
             out.update(latency_summary([RECORDER.perf[i] - sent[i] for i in sent]))
             await adapter.stop_worker()
         elif w == "delayed":
-            RECORDER.expect(args.delayed_n, loop)
+            RECORDER.expect(args.delayed_n)
             await adapter.start_worker()
             await asyncio.sleep(args.idle)
             due: dict[int, float] = {}
-            base = time.time()
             for i, offset in enumerate(_delays(args)):
-                due[i] = base + offset
+                # Due relative to this call, so a slow enqueue never makes a job due in the past.
+                due[i] = time.time() + offset
                 await adapter.enqueue_at(i, due[i])
-            await RECORDER.wait(args.timeout)
+            await RECORDER.wait(args.delayed_max + WAIT_SLACK)
             lateness = [RECORDER.wall[i] - due[i] for i in due]
             out.update(latency_summary(lateness))
             out["early"] = sum(1 for x in lateness if x < 0)
@@ -336,103 +341,56 @@ async def _fill(adapter: AsyncAdapter, n: int) -> None:
             await adapter.enqueue(i)
 
 
-# -- sync driver --------------------------------------------------------------
+class SyncShim:
+    """Drives a :class:`SyncAdapter` with the async driver: the same workload code for all.
 
+    Its calls block the event loop, which only waits here: a sync library's
+    workers are threads (huey) or run inline (the raw sqlite3 limit), and
+    :class:`Recorder` wakes the loop thread-safely.
+    """
 
-def _run_sync(adapter: SyncAdapter, args: argparse.Namespace) -> dict[str, Any]:
-    w = args.workload
-    if w in adapter.na:
-        raise NotApplicable(adapter.na[w])
-    adapter.setup(args)
-    out: dict[str, Any] = {}
-    try:
-        if w == "enqueue":
-            t0 = time.perf_counter()
-            for i in range(args.n):
-                adapter.enqueue(i)
-            out["elapsed_s"] = time.perf_counter() - t0
-            out["throughput"] = args.n / out["elapsed_s"]
-        elif w == "enqueue_bulk":
-            t0 = time.perf_counter()
-            adapter.enqueue_bulk(range(args.n))
-            out["elapsed_s"] = time.perf_counter() - t0
-            out["throughput"] = args.n / out["elapsed_s"]
-        elif w == "drain":
-            _fill_sync(adapter, args.n)
-            RECORDER.expect(args.n)
-            t0 = time.perf_counter()
-            adapter.start_worker()
-            RECORDER.wait_sync(args.timeout)
-            out["elapsed_s"] = RECORDER.last_perf - t0
-            out["throughput"] = args.n / out["elapsed_s"]
-            out["peak_rss_mb"] = peak_rss_mb()
-            adapter.stop_worker()
-        elif w == "latency":
-            RECORDER.expect(args.latency_n)
-            adapter.start_worker()
-            time.sleep(args.idle)
-            sent: dict[int, float] = {}
-            start = time.perf_counter()
-            for i in range(args.latency_n):
-                target = start + i * args.latency_interval
-                delay = target - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                sent[i] = time.perf_counter()
-                adapter.enqueue(i)
-            RECORDER.wait_sync(args.timeout)
-            out.update(latency_summary([RECORDER.perf[i] - sent[i] for i in sent]))
-            adapter.stop_worker()
-        elif w == "delayed":
-            RECORDER.expect(args.delayed_n)
-            adapter.start_worker()
-            time.sleep(args.idle)
-            due: dict[int, float] = {}
-            base = time.time()
-            for i, offset in enumerate(_delays(args)):
-                due[i] = base + offset
-                adapter.enqueue_at(i, due[i])
-            RECORDER.wait_sync(args.timeout)
-            lateness = [RECORDER.wall[i] - due[i] for i in due]
-            out.update(latency_summary(lateness))
-            out["early"] = sum(1 for x in lateness if x < 0)
-            adapter.stop_worker()
-        elif w == "rss":
-            before = rss_mb()
-            store_before = adapter.store_mb()
-            t0 = time.perf_counter()
-            _fill_sync(adapter, args.n)
-            out["elapsed_s"] = time.perf_counter() - t0
-            out["rss_mb"] = rss_mb()
-            out["rss_delta_mb"] = out["rss_mb"] - before
-            store_after = adapter.store_mb()
-            if store_after is not None:
-                out["store_mb"] = store_after - (store_before or 0.0)
-    finally:
-        adapter.teardown()
-    return out
+    def __init__(self, inner: SyncAdapter) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.versions = inner.versions
+        self.na = inner.na
 
+    async def setup(self, args: argparse.Namespace) -> None:
+        self.inner.setup(args)
 
-def _fill_sync(adapter: SyncAdapter, n: int) -> None:
-    if "enqueue_bulk" not in adapter.na:
-        for start in range(0, n, FILL_CHUNK):
-            adapter.enqueue_bulk(range(start, min(n, start + FILL_CHUNK)))
-    else:
-        for i in range(n):
-            adapter.enqueue(i)
+    async def enqueue(self, i: int) -> None:
+        self.inner.enqueue(i)
+
+    async def enqueue_bulk(self, items: range) -> None:
+        self.inner.enqueue_bulk(items)
+
+    async def enqueue_at(self, i: int, due_epoch: float) -> None:
+        self.inner.enqueue_at(i, due_epoch)
+
+    async def start_worker(self) -> None:
+        self.inner.start_worker()
+
+    async def stop_worker(self) -> None:
+        self.inner.stop_worker()
+
+    async def teardown(self) -> None:
+        self.inner.teardown()
+
+    def store_mb(self) -> float | None:
+        return self.inner.store_mb()
 
 
 # -- entry point --------------------------------------------------------------
 
 
 def _finish(
-    name: str, versions: dict[str, str], args: argparse.Namespace, body: Callable[[], Any]
+    name: str, versions: Mapping[str, str], args: argparse.Namespace, body: Callable[[], Any]
 ) -> int:
     base: dict[str, Any] = {
         "system": name,
         "workload": args.workload,
         "n": args.n,
-        "versions": versions,
+        "versions": dict(versions),
         "python": sys.version.split()[0],
     }
     try:
@@ -456,7 +414,7 @@ def main_async(factory: Callable[[], AsyncAdapter], argv: Sequence[str] | None =
     adapter = factory()
 
     async def body() -> dict[str, Any]:
-        return await asyncio.wait_for(_run_async(adapter, args), args.timeout + 30)
+        return await asyncio.wait_for(_run(adapter, args), args.timeout + 30)
 
     def run() -> dict[str, Any]:
         return asyncio.run(body())
@@ -468,11 +426,7 @@ def main_async(factory: Callable[[], AsyncAdapter], argv: Sequence[str] | None =
 
 
 def main_sync(factory: Callable[[], SyncAdapter], argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    adapter = factory()
-    code = _finish(adapter.name, adapter.versions, args, lambda: _run_sync(adapter, args))
-    sys.stdout.flush()
-    os._exit(code)
+    main_async(lambda: SyncShim(factory()), argv)
 
 
 def file_mb(*paths: str) -> float:

@@ -13,7 +13,8 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import ClassVar
+from collections.abc import Coroutine
+from typing import Any, ClassVar
 
 from _common import RECORDER, main_async
 
@@ -46,8 +47,8 @@ class PlainAsyncio:
         async with self.sem:
             await noop(i)
 
-    def _spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.n):
         runtime.cron(expr, name=f"s{i}", args=(i,))(tick)
     out["register_s"] = time.perf_counter() - t0
-    RECORDER.expect(args.n, asyncio.get_running_loop())
+    RECORDER.expect(args.n)
     t0 = time.perf_counter()
     async with runtime:
         out["start_s"] = time.perf_counter() - t0
