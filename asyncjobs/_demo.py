@@ -135,17 +135,19 @@ async def run_demo(
     refresh: float = 0.5,
     seed: int | None = None,
 ) -> None:
-    """Run the demo workload on *runtime* and show it live until *seconds* pass or cancelled.
+    """Feed the demo workload to *runtime* and show it live until *seconds* pass or cancelled.
 
-    Leaving (timeout or cancellation) shuts the runtime down gracefully.
+    The caller starts and stops the runtime (``async with runtime:`` around this
+    call), so cancelling the demo leaves the runtime's graceful shutdown to run
+    outside the cancelled scope.
 
-    :param runtime: from :func:`build_demo_runtime`, not started.
+    :param runtime: from :func:`build_demo_runtime`, started.
     :param seconds: how long to run; ``None`` runs until cancelled.
     :param console: where the live view is drawn.
     :param refresh: seconds between console frames.
     :param seed: seeds the workload's randomness.
     """
-    async with runtime, anyio.create_task_group() as tasks:
+    async with anyio.create_task_group() as tasks:
         tasks.start_soon(_feed, runtime, seed)
         await live(runtime, refresh=refresh, seconds=seconds, console=console)
         tasks.cancel_scope.cancel()

@@ -61,21 +61,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse reports usage errors itself, with status 2
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     command: Callable[[argparse.Namespace], Awaitable[int]] = args.command
-    url: str | None = getattr(args, "url", None)
+    # Whichever URL a message may quote, its password is scrubbed from it.
+    url: str | None = getattr(args, "url", None) or os.environ.get("ASYNCJOBS_URL")
     with warnings.catch_warnings():
         # Warnings (an unsafe SQLite build, say) are worth seeing, as one line.
         warnings.showwarning = _show_warning
         try:
             return anyio.run(command, args)
-        except (AsyncJobsError, CLIError) as exc:
-            print(f"asyncjobs: error: {_scrub(str(exc), url)}", file=sys.stderr)
-            return EXIT_ERROR
-        except OSError as exc:
-            # A store that cannot be reached (refused connection, unreadable file).
-            print(f"asyncjobs: error: {_scrub(str(exc), url)}", file=sys.stderr)
-            return EXIT_ERROR
         except KeyboardInterrupt:
             return _EXIT_INTERRUPTED
+        except Exception as exc:
+            # An error raised inside `async with runtime` comes out of its task group
+            # wrapped in an exception group: report the error, not the wrapping.
+            error = _reportable(exc)
+            if error is None:
+                raise
+            print(f"asyncjobs: error: {_scrub(str(error), url)}", file=sys.stderr)
+            return EXIT_ERROR
+
+
+def _reportable(exc: BaseException) -> BaseException | None:
+    """Return the error to report in one line, or ``None`` for a bug (shown with its traceback).
+
+    Library errors, command-line errors and OS errors (a store that cannot be
+    reached or read) are the user's to fix; anything else is ours.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, AsyncJobsError | CLIError | OSError) else None
 
 
 # --------------------------------------------------------------------------- arguments
@@ -235,8 +248,9 @@ def _show_warning(
 async def _until_signalled(body: Callable[[], Awaitable[None]]) -> None:
     """Run *body* until it returns or SIGINT/SIGTERM arrives, then return normally.
 
-    Cancelling *body* (rather than letting KeyboardInterrupt unwind it) is
-    what lets ``async with runtime`` inside it shut down gracefully.
+    Call it inside ``async with runtime:``, never around it: only *body* is
+    cancelled, so the runtime's graceful shutdown runs in a scope that is not
+    (a cancelled one would cut it short and leave the store's connections open).
     """
     async with anyio.create_task_group() as tasks:
 
@@ -268,7 +282,8 @@ async def _demo(args: argparse.Namespace) -> int:
     async def body() -> None:
         await run_demo(runtime, seconds=args.seconds, console=console, refresh=args.refresh)
 
-    await _until_signalled(body)
+    async with runtime:
+        await _until_signalled(body)
     console.print(
         f"demo stopped; its jobs stay in {runtime.backend!r}. "
         f"Look again with: asyncjobs status --url {_scrub(args.url, args.url)}"
@@ -287,19 +302,19 @@ async def _worker(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level, console)
 
     async def body() -> None:
-        async with runtime:
-            logger.info(
-                "worker %s started on %r, queues %s",
-                runtime.worker_id,
-                runtime.backend,
-                ", ".join(f"{name}={limit}" for name, limit in runtime.queues.items()),
-            )
-            if console is not None:
-                await live(runtime, console=console)
-            else:
-                await anyio.sleep_forever()
+        if console is not None:
+            await live(runtime, console=console)
+        else:
+            await anyio.sleep_forever()
 
-    await _until_signalled(body)
+    async with runtime:
+        logger.info(
+            "worker %s started on %r, queues %s",
+            runtime.worker_id,
+            runtime.backend,
+            ", ".join(f"{name}={limit}" for name, limit in runtime.queues.items()),
+        )
+        await _until_signalled(body)
     logger.info("worker %s stopped", runtime.worker_id)
     return EXIT_OK
 

@@ -54,11 +54,11 @@ def render(snapshot: Snapshot) -> RenderableType:
     """
     parts: list[RenderableType] = [_summary(snapshot), _queues_table(snapshot)]
     if snapshot.running:
-        parts.append(_running_table(snapshot))
+        parts += [Text(), _running_table(snapshot)]
     if snapshot.schedules:
-        parts.append(_schedules_table(snapshot))
+        parts += [Text(), _schedules_table(snapshot)]
     if snapshot.dead:
-        parts.append(_dead_section(snapshot))
+        parts += [Text(), _dead_section(snapshot)]
     return Group(*parts)
 
 
@@ -290,9 +290,8 @@ def _dead_section(snapshot: Snapshot) -> Group:
     for job in snapshot.dead:
         head = Text(job.name, style="bold")
         head.append(f"  {job.id}", style="dim")
-        head.append(
-            f"  {job.queue}  {job.attempts} attempts  {_ago(job.finished_at, snapshot.taken_at)}"
-        )
+        attempts = f"{job.attempts} attempt" + ("" if job.attempts == 1 else "s")
+        head.append(f"  {job.queue}  {attempts}  {_ago(job.finished_at, snapshot.taken_at)}")
         head.no_wrap = True
         head.overflow = "ellipsis"
         error = Text("  " + _error_text(job), style="red", no_wrap=True, overflow="ellipsis")
