@@ -3,8 +3,9 @@
 Three queues with different limits; emails in bursts (some delayed),
 reports that report progress page by page, a flaky inventory sync that
 fails twice and then succeeds, a card charge that always fails and goes
-dead, and a cleanup job every few seconds. The jobs sleep to stand in for
-real work; everything else is the real runtime on the real store.
+dead, a cleanup schedule every few seconds and a nightly cron schedule.
+The jobs sleep to stand in for real work; everything else is the real
+runtime on the real store.
 """
 
 from __future__ import annotations
@@ -70,10 +71,17 @@ def build_demo_runtime(url: str, *, seed: int | None = None) -> JobRuntime:
         await anyio.sleep(0.2)
         raise CardDeclined(f"order {order_id}: card declined by issuer")
 
+    # Schedules fire once per tick however many demos share the store.
+    @runtime.every(CLEANUP_EVERY, overlap=False)
     @runtime.job(name="cleanup_sessions")
     async def cleanup_sessions() -> int:
         await anyio.sleep(0.2)
         return rng.randint(0, 40)
+
+    @runtime.cron("0 3 * * *", timezone="Europe/Berlin")
+    @runtime.job(name="nightly_report", queue="reports")
+    async def nightly_report() -> None:
+        await anyio.sleep(1.0)
 
     return runtime
 
@@ -85,7 +93,6 @@ async def _feed(runtime: JobRuntime, seed: int | None) -> None:
     build_report = runtime.function("build_report")
     sync_inventory = runtime.function("sync_inventory")
     charge_card = runtime.function("charge_card")
-    cleanup = runtime.function("cleanup_sessions")
     reports = count(1)
     orders = count(1000)
 
@@ -106,13 +113,7 @@ async def _feed(runtime: JobRuntime, seed: int | None) -> None:
             charge_card.call(next(orders)),
         ]
     )
-    # TODO(lead's scheduler): replace with runtime.every(CLEANUP_EVERY) once it lands.
-    next_cleanup = 0
     for tick in count():
-        if tick >= next_cleanup:
-            # The key keeps one cleanup at a time, like a schedule that does not overlap.
-            await cleanup.options(key="cleanup_sessions").enqueue()
-            next_cleanup = tick + int(CLEANUP_EVERY)
         calls = [
             send_email.call(f"user{rng.randint(100, 999)}@example.com", "receipt")
             for _ in range(rng.randint(1, 4))

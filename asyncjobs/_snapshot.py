@@ -322,7 +322,7 @@ async def take_snapshot(
         if complete_total
         else []
     )
-    schedules = await runtime.backend.list_schedules()
+    schedules = await runtime.schedules.list()
 
     return Snapshot(
         taken_at=now,

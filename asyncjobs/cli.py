@@ -285,8 +285,8 @@ async def _demo(args: argparse.Namespace) -> int:
     async with runtime:
         await _until_signalled(body)
     console.print(
-        f"demo stopped; its jobs stay in {runtime.backend!r}. "
-        f"Look again with: asyncjobs status --url {_scrub(args.url, args.url)}"
+        "demo stopped; its jobs stay in the store. Look again with:\n"
+        f"  asyncjobs status --url {_scrub(args.url, args.url)}"
     )
     return EXIT_OK
 

@@ -253,19 +253,24 @@ def _progress(job: RunningJob) -> Text:
 
 def _schedules_table(snapshot: Snapshot) -> Table:
     table = _table("schedules")
+    # A schedule is usually named after its job: then one column says both.
+    show_job = any(schedule.job_name != schedule.name for schedule in snapshot.schedules)
     table.add_column("schedule", style="bold", overflow="fold")
-    table.add_column("job", overflow="fold")
+    if show_job:
+        table.add_column("job", overflow="fold")
     table.add_column("trigger", overflow="fold")
-    table.add_column("next fire", no_wrap=True)
-    table.add_column("last fire", justify="right")
+    table.add_column("next fire (UTC)", no_wrap=True)
+    table.add_column("last fire", justify="right", no_wrap=True)
     for schedule in snapshot.schedules:
-        table.add_row(
-            schedule.name,
-            schedule.job_name,
+        cells: list[RenderableType] = [schedule.name]
+        if show_job:
+            cells.append(schedule.job_name)
+        cells += [
             schedule.trigger,
             _next_fire(schedule, snapshot.taken_at),
             _ago(schedule.last_fire_at, snapshot.taken_at),
-        )
+        ]
+        table.add_row(*cells)
     return table
 
 

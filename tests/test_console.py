@@ -18,7 +18,6 @@ from asyncjobs import (
     JobRuntime,
     JobState,
     ManualClock,
-    Schedule,
 )
 from asyncjobs._snapshot import (
     RateTracker,
@@ -80,6 +79,8 @@ async def busy(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Busy]:
     async def add(a: int, b: int) -> int:
         return a + b
 
+    runtime.cron("0 2 * * *", timezone="Europe/Berlin", name="nightly-cleanup", args=(1, 1))(add)
+
     @runtime.job(name="send_email", queue="emails")
     async def send_email(to: str) -> None:
         raise AssertionError("the emails queue is paused")
@@ -99,17 +100,6 @@ async def busy(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Busy]:
         await send_email.enqueue("b@example.com")
         cancelled = await add.options(delay=60).enqueue(5, 5)
         await runtime.cancel(cancelled.id)
-        await runtime.backend.put_schedule(
-            Schedule(
-                name="nightly-cleanup",
-                job_name="add",
-                queue="default",
-                trigger=CronTrigger("0 2 * * *", timezone="Europe/Berlin").to_json(),
-                payload=runtime.codec.encode({"a": [1, 1], "k": {}}),
-                next_fire_at=clock.now() + 5400,
-                last_fire_at=clock.now() - 600,
-            )
-        )
         state.report_id, state.dead_id, state.delayed_id = report.id, dead.id, delayed.id
         try:
             yield state
@@ -157,7 +147,10 @@ async def test_snapshot_reads_every_state_from_the_store(busy: Busy) -> None:
     [schedule] = snapshot.schedules
     assert schedule.name == "nightly-cleanup"
     assert schedule.trigger == "cron '0 2 * * *' Europe/Berlin"
-    assert schedule.next_fire_at == clock.now() - 2.5 + 5400
+    assert schedule.job_name == "add"
+    # 02:00 in Berlin is 01:00 UTC in winter: an hour after the clock's start.
+    assert schedule.next_fire_at == clock.now() - 2.5 + 3600
+    assert schedule.last_fire_at is None
 
     # The manual clock stood still while the jobs ran: no wait, no run time.
     assert snapshot.latency is not None
@@ -208,8 +201,8 @@ async def test_render_shows_queues_running_jobs_schedules_and_failures(busy: Bus
     assert "worker" not in report_row  # all jobs run here: no worker column
     [schedule_row] = [line for line in lines if line.startswith("nightly-cleanup")]
     assert "cron '0 2 * * *' Europe/Berlin" in schedule_row
-    assert "01:30:00 (in 1h29m)" in schedule_row
-    assert "10m04s ago" in schedule_row
+    assert schedule_row.split()[1] == "add"
+    assert schedule_row.split()[-4:] == ["01:00:00", "(in", "59m55s)", "-"]
     assert "recent failures (dead)" in text
     assert f"charge_card  {busy.dead_id}  default  1 attempt  4.5s ago" in text
     assert "  ValueError: order 42: card declined" in text
