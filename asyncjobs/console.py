@@ -39,7 +39,7 @@ from ._snapshot import (
     take_snapshot,
 )
 
-__all__ = ["Snapshot", "live", "render", "take_snapshot"]
+__all__ = ["RateTracker", "Snapshot", "live", "render", "take_snapshot"]
 
 _BAR_WIDTH = 8
 _ID_WIDTH = 8  # job ids are 32 hex digits; the tail is the random, telling part
@@ -201,7 +201,8 @@ def _bar(fraction: float, width: int = _BAR_WIDTH) -> Text:
     # A sliver of progress still shows: a bar that reads "nothing" would mislead.
     if fraction > 0 and filled == 0:
         filled = 1
-    text = Text("━" * filled, style="green" if fraction >= 1 else "cyan")
+    text = Text()
+    text.append("━" * filled, style="green" if fraction >= 1 else "cyan")
     text.append("━" * (width - filled), style="grey23")
     return text
 

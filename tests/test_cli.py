@@ -212,6 +212,31 @@ async def test_errors_are_one_line_with_status_2(
     assert "Traceback" not in captured.err
 
 
+async def test_worker_refuses_queues_its_runtime_does_not_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    (tmp_path / "queues_jobs.py").write_text(textwrap.dedent(JOB_MODULE.format(url=url)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the worker adds the cwd to it
+    assert await run_cli("worker", "queues_jobs:runtime", "--queues", "default,nope") == 2
+    assert capsys.readouterr().err == (
+        "asyncjobs: error: --queues names 'nope', not configured in the runtime "
+        "(configured: default, other)\n"
+    )
+    assert not (tmp_path / "jobs.db").exists()
+
+
+async def test_a_bad_sqlite_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'missing' / 'demo.db'}"
+    assert await run_cli("demo", "--seconds", "1", "--url", url) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("asyncjobs: error: cannot create the job database")
+    assert err.count("\n") == 1
+
+
 async def test_a_missing_sqlite_file_is_an_error_not_a_new_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -243,6 +244,12 @@ async def test_live_draws_frames_until_its_time_is_up(busy: Busy) -> None:
 async def test_live_rejects_a_bad_refresh(busy: Busy) -> None:
     with pytest.raises(ValueError, match="refresh must be positive"):
         await live(busy.runtime, refresh=0)
+
+
+async def test_importing_asyncjobs_does_not_import_rich() -> None:
+    code = "import sys, asyncjobs, asyncjobs.backends; sys.exit('rich' in sys.modules)"
+    result = await anyio.run_process([sys.executable, "-c", code], check=False)
+    assert result.returncode == 0
 
 
 def test_rate_tracker_needs_two_observations() -> None:
