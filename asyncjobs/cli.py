@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -245,25 +246,46 @@ def _show_warning(
     print(f"asyncjobs: warning: {message}", file=file or sys.stderr)
 
 
-async def _until_signalled(body: Callable[[], Awaitable[None]]) -> None:
-    """Run *body* until it returns or SIGINT/SIGTERM arrives, then return normally.
+async def _serve(runtime: JobRuntime, body: Callable[[], Awaitable[None]]) -> None:
+    """Start *runtime*, run *body* until it returns or SIGINT/SIGTERM arrives, then stop.
 
-    Call it inside ``async with runtime:``, never around it: only *body* is
-    cancelled, so the runtime's graceful shutdown runs in a scope that is not
-    (a cancelled one would cut it short and leave the store's connections open).
+    Only *body* is cancelled by the first signal: the runtime's graceful
+    shutdown then runs in a scope that is not cancelled (a cancelled one would
+    cut it short and leave the store's connections open). A second signal
+    during that shutdown exits at once; the jobs still running are run again
+    by a worker once their leases expire.
     """
-    async with anyio.create_task_group() as tasks:
+    stop = anyio.CancelScope()
+    async with anyio.create_task_group() as watchers:
+        # Signal handlers can only be installed from the main thread; elsewhere
+        # (main() called from a thread) the caller stops the body its own way.
+        if threading.current_thread() is threading.main_thread():
+            watchers.start_soon(_watch_signals, stop, runtime.shutdown_grace)
+        async with runtime:
+            with stop:
+                await body()
+        watchers.cancel_scope.cancel()
 
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    logger.info("received %s, shutting down", signal.Signals(signum).name)
-                    tasks.cancel_scope.cancel()
-                    return
 
-        tasks.start_soon(watch)
-        await body()
-        tasks.cancel_scope.cancel()
+async def _watch_signals(stop: anyio.CancelScope, grace: float) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not stop.cancel_called:
+                logger.info(
+                    "received %s, shutting down (running jobs get %s to finish; "
+                    "send it again to stop now)",
+                    name,
+                    format_duration(grace),
+                )
+                stop.cancel()
+                continue
+            logger.warning("received %s again: exiting without waiting for running jobs", name)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # Waiting on is what was refused, and unwinding would wait on the store's
+            # connection threads: leave now, like a crash the leases recover from.
+            os._exit(_EXIT_INTERRUPTED)
 
 
 def _stdout() -> Console:
@@ -282,8 +304,7 @@ async def _demo(args: argparse.Namespace) -> int:
     async def body() -> None:
         await run_demo(runtime, seconds=args.seconds, console=console, refresh=args.refresh)
 
-    async with runtime:
-        await _until_signalled(body)
+    await _serve(runtime, body)
     console.print(
         "demo stopped; its jobs stay in the store. Look again with:\n"
         f"  asyncjobs status --url {_scrub(args.url, args.url)}"
@@ -302,19 +323,18 @@ async def _worker(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level, console)
 
     async def body() -> None:
-        if console is not None:
-            await live(runtime, console=console)
-        else:
-            await anyio.sleep_forever()
-
-    async with runtime:
         logger.info(
             "worker %s started on %r, queues %s",
             runtime.worker_id,
             runtime.backend,
             ", ".join(f"{name}={limit}" for name, limit in runtime.queues.items()),
         )
-        await _until_signalled(body)
+        if console is not None:
+            await live(runtime, console=console)
+        else:
+            await anyio.sleep_forever()
+
+    await _serve(runtime, body)
     logger.info("worker %s stopped", runtime.worker_id)
     return EXIT_OK
 
@@ -373,14 +393,14 @@ def _configure_logging(level: str, console: Console | None) -> None:
 async def _status(args: argparse.Namespace) -> int:
     runtime = _store_runtime(args)
     console = _stdout()
-    async with runtime:
-        if args.watch:
+    if args.watch:
 
-            async def body() -> None:
-                await live(runtime, refresh=args.refresh, console=console)
+        async def body() -> None:
+            await live(runtime, refresh=args.refresh, console=console)
 
-            await _until_signalled(body)
-        else:
+        await _serve(runtime, body)
+    else:
+        async with runtime:
             console.print(render(await take_snapshot(runtime)))
     return EXIT_OK
 

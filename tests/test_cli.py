@@ -379,3 +379,63 @@ async def test_worker_runs_jobs_and_finishes_them_on_sigterm(tmp_path: Path) -> 
     assert "queues default=2" in log
     assert "received SIGTERM, shutting down" in log
     assert log.rstrip().endswith("stopped")
+
+
+SLOW_MODULE = """
+import anyio
+
+from asyncjobs import JobRuntime
+
+runtime = JobRuntime({url!r}, shutdown_grace=60)
+
+
+@runtime.job(name="slow")
+async def slow() -> None:
+    print("slow started", flush=True)
+    await anyio.sleep(120)
+"""
+
+
+async def read_until(stream: anyio.abc.ByteReceiveStream, marker: bytes) -> bytes:
+    """Read *stream* until *marker* has appeared; return everything read."""
+    output = b""
+    with anyio.fail_after(40):
+        while marker not in output:
+            output += await stream.receive()
+    return output
+
+
+@pytest.mark.filterwarnings("ignore::asyncjobs.backends.sqlite.UnsafeSQLiteWarning")
+@pytest.mark.slow
+async def test_a_second_signal_stops_the_worker_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    (tmp_path / "slow_jobs.py").write_text(textwrap.dedent(SLOW_MODULE.format(url=url)))
+    enqueuer = JobRuntime(url, role="enqueue")
+
+    @enqueuer.job(name="slow")
+    async def slow() -> None:
+        raise AssertionError("an enqueue runtime never runs jobs")
+
+    async with enqueuer:
+        handle = await slow.enqueue()
+        command = [sys.executable, "-m", "asyncjobs", "worker", "slow_jobs:runtime"]
+        async with await anyio.open_process(command, cwd=tmp_path, env=subprocess_env()) as worker:
+            try:
+                assert worker.stdout is not None
+                assert worker.stderr is not None
+                await read_until(worker.stdout, b"slow started")
+                worker.send_signal(signal.SIGTERM)
+                log = await read_until(worker.stderr, b"send it again to stop now")
+                worker.send_signal(signal.SIGTERM)
+                with anyio.fail_after(30):
+                    returncode = await worker.wait()
+                async for chunk in worker.stderr:
+                    log += chunk
+            finally:
+                if worker.returncode is None:
+                    worker.kill()
+        assert returncode == 130, log
+        assert b"received SIGTERM again: exiting without waiting for running jobs" in log
+        assert b"Traceback" not in log
+        # Left as a crash leaves it: a worker runs it again once its lease expires.
+        assert (await handle.refresh()).state is JobState.RUNNING
