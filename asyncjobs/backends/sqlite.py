@@ -253,6 +253,7 @@ _CLAIM_SQL: Final = f"""
     WHERE seq IN (
         SELECT seq FROM asyncjobs_jobs INDEXED BY asyncjobs_jobs_claim
         WHERE state = 'queued' AND queue = ? AND due_at <= ?
+        AND NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = ? AND paused = 1)
         ORDER BY priority, due_at, seq
         LIMIT ?
     )
@@ -268,39 +269,47 @@ _WAKE_SQL: Final = """
     INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (?, 1)
     ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1
 """
-# settle: one UPDATE ... FROM (VALUES ...) per outcome kind. The join on id and
-# the current lease token applies the outcome and checks the token in one
-# statement; RETURNING names the accepted jobs. Columns after ``id, token`` come
-# from each outcome; a trailing ``?`` (after the VALUES) is the settle time.
-_FINISHED = "finished_at = ?, lease_token = NULL, lease_expires_at = NULL"
+# settle: UPDATE ... FROM (VALUES ...). The join on id and the current lease
+# token applies each outcome and checks its token in one statement; RETURNING
+# names the accepted jobs. Complete, dead and cancelled outcomes share one
+# statement (``o.state`` says which); the trailing ``?`` is the settle time. A
+# running job never has a result, so only a complete outcome sets one.
+_SETTLE_FINISHED: Final = (
+    "id, token, state, result, error_type, error_message, error_traceback",
+    "state = o.state,"
+    " result = CASE WHEN o.state = 'complete' THEN o.result ELSE asyncjobs_jobs.result END,"
+    " error_type = o.error_type, error_message = o.error_message,"
+    " error_traceback = o.error_traceback,"
+    " finished_at = ?, lease_token = NULL, lease_expires_at = NULL",
+)
 _REQUEUED = (
     "state = 'queued', due_at = o.due_at, lease_token = NULL, lease_expires_at = NULL,"
     " worker_id = NULL, cancel_requested = 0"
 )
-_ERROR_FROM_O = (
-    "error_type = o.error_type, error_message = o.error_message,"
-    " error_traceback = o.error_traceback"
+_SETTLE_RETRY: Final = (
+    "id, token, due_at, error_type, error_message, error_traceback",
+    f"{_REQUEUED}, error_type = o.error_type, error_message = o.error_message,"
+    " error_traceback = o.error_traceback",
 )
-_SETTLE: Final[dict[OutcomeKind, tuple[str, str]]] = {
-    OutcomeKind.COMPLETE: (
-        "result",
-        "state = 'complete', result = o.result, error_type = NULL, error_message = NULL,"
-        f" error_traceback = NULL, {_FINISHED}",
-    ),
-    OutcomeKind.DEAD: (
-        "error_type, error_message, error_traceback",
-        f"state = 'dead', {_ERROR_FROM_O}, {_FINISHED}",
-    ),
-    OutcomeKind.CANCELLED: (
-        "error_type, error_message, error_traceback",
-        f"state = 'cancelled', {_ERROR_FROM_O}, {_FINISHED}",
-    ),
-    OutcomeKind.RETRY: (
-        "due_at, error_type, error_message, error_traceback",
-        f"{_REQUEUED}, {_ERROR_FROM_O}",
-    ),
-    OutcomeKind.RELEASE: ("due_at", f"{_REQUEUED}, attempts = max(0, attempts - 1)"),
+_SETTLE_RELEASE: Final = ("id, token, due_at", f"{_REQUEUED}, attempts = max(0, attempts - 1)")
+_FINISHED_STATE = {
+    OutcomeKind.COMPLETE: "complete",
+    OutcomeKind.DEAD: "dead",
+    OutcomeKind.CANCELLED: "cancelled",
 }
+
+
+def _settle_sql(spec: tuple[str, str], count: int) -> str:
+    columns, assignments = spec
+    return (
+        f"WITH o({columns}) AS (VALUES {_rows_of(columns.count(',') + 1, count)})"
+        f" UPDATE asyncjobs_jobs SET {assignments} FROM o"
+        " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
+        " AND asyncjobs_jobs.state = 'running'"
+        " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.queue"
+    )
+
+
 _EXPIRED_SQL: Final = """
     SELECT 1 FROM asyncjobs_jobs
     WHERE state = 'running' AND lease_expires_at <= ? LIMIT 1
@@ -594,8 +603,8 @@ class SQLiteBackend:
         # One event per waiter: a clock may set a waiter's event as its deadline
         # timer (ManualClock does), which must not wake anyone else.
         self._waiters: set[anyio.Event] = set()
-        # The wake counter of each queue as last seen by a claim or a returning
-        # wait_for_work: a different value in the store means work arrived since.
+        # The wake counter of each queue as wait_for_work last saw it: a different
+        # value in the store means work arrived since, even while nobody waited.
         self._seen: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -826,6 +835,21 @@ class SQLiteBackend:
             except sqlite3.Error as exc:
                 raise self._translate(exc, action) from exc
 
+    async def _write_one(self, action: str, sql: str, parameters: Iterable[Any]) -> list[_Row]:
+        """Run a write that is one statement, in autocommit; return its rows.
+
+        One statement is atomic on its own, and SQLite takes its write lock
+        before it reads, with the busy handler, exactly as for ``BEGIN
+        IMMEDIATE``: so the hot writes cost one trip to the database thread
+        instead of three.
+        """
+        async with self._write_lock:
+            conn = self._require(self._writer)
+            try:
+                return await self._retry_busy(lambda: _fetchall(conn, sql, parameters))
+            except sqlite3.Error as exc:
+                raise self._translate(exc, action) from exc
+
     async def _read(self, action: str, sql: str, parameters: Iterable[Any] = ()) -> list[_Row]:
         conn = self._require(self._reader)
         try:
@@ -967,22 +991,10 @@ class SQLiteBackend:
         """Claim up to *limit* due jobs of *queue* in one ``UPDATE ... RETURNING``."""
         if limit <= 0:
             return []
-
-        async def body(conn: aiosqlite.Connection) -> tuple[int, list[_Row]]:
-            now = self._clock.now()
-            row = await _fetchone(
-                conn, "SELECT paused, wake_seq FROM asyncjobs_queues WHERE name = ?", (queue,)
-            )
-            paused, wake_seq = (0, 0) if row is None else row
-            if paused:
-                return wake_seq, []
-            rows = await _fetchall(
-                conn, _CLAIM_SQL, (now + lease, worker_id, now, queue, now, limit)
-            )
-            return wake_seq, rows
-
-        wake_seq, rows = await self._write("claim", body)
-        self._seen[queue] = wake_seq
+        now = self._clock.now()
+        rows = await self._write_one(
+            "claim", _CLAIM_SQL, (now + lease, worker_id, now, queue, now, queue, limit)
+        )
         if rows:
             self._poll_delay = self._poll_bounds[0]
         # RETURNING gives rows in no particular order: restore the claim order.
@@ -993,31 +1005,39 @@ class SQLiteBackend:
         """Extend the leases still held; report the lost ones and requested cancels."""
         if not leases:
             return HeartbeatReply()
-        pairs = list(leases.items())
+        chunks = list(_chunks(list(leases.items()), per_item=2))
 
-        async def body(conn: aiosqlite.Connection) -> list[_Row]:
-            expires = self._clock.now() + lease
-            held: list[_Row] = []
-            for chunk in _chunks(pairs, per_item=2):
-                held += await _fetchall(
-                    conn,
-                    f"WITH o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
-                    " UPDATE asyncjobs_jobs SET lease_expires_at = ? FROM o"
-                    " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
-                    " AND asyncjobs_jobs.state = 'running'"
-                    " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.cancel_requested",
-                    (*itertools.chain.from_iterable(chunk), expires),
-                )
-            return held
+        def statement(chunk: Sequence[tuple[str, str]], expires: float) -> tuple[str, list[Any]]:
+            sql = (
+                f"WITH o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
+                " UPDATE asyncjobs_jobs SET lease_expires_at = ? FROM o"
+                " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
+                " AND asyncjobs_jobs.state = 'running'"
+                " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.cancel_requested"
+            )
+            return sql, [*itertools.chain.from_iterable(chunk), expires]
 
-        held = await self._write("heartbeat", body)
+        if len(chunks) == 1:
+            held = await self._write_one(
+                "heartbeat", *statement(chunks[0], self._clock.now() + lease)
+            )
+        else:
+
+            async def body(conn: aiosqlite.Connection) -> list[_Row]:
+                expires = self._clock.now() + lease
+                rows: list[_Row] = []
+                for chunk in chunks:
+                    rows += await _fetchall(conn, *statement(chunk, expires))
+                return rows
+
+            held = await self._write("heartbeat", body)
         return HeartbeatReply(
             lost=frozenset(leases.keys() - {job_id for job_id, _ in held}),
             cancel_requested=frozenset(job_id for job_id, flag in held if flag),
         )
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
-        """Apply the outcomes whose lease token is current, in one transaction.
+        """Apply the outcomes whose lease token is current, in one atomic step.
 
         :returns: the ids of the refused outcomes.
         """
@@ -1028,49 +1048,61 @@ class SQLiteBackend:
         first: dict[str, Outcome] = {}
         for outcome in outcomes:
             first.setdefault(outcome.job_id, outcome)
-        by_kind: dict[OutcomeKind, list[Outcome]] = {}
+        finished: list[Outcome] = []
+        retried: list[Outcome] = []
+        released: list[Outcome] = []
         for outcome in first.values():
-            by_kind.setdefault(outcome.kind, []).append(outcome)
+            if outcome.kind is OutcomeKind.RETRY:
+                retried.append(outcome)
+            elif outcome.kind is OutcomeKind.RELEASE:
+                released.append(outcome)
+            else:
+                finished.append(outcome)
 
-        async def body(conn: aiosqlite.Connection) -> tuple[set[str], set[str]]:
-            now = self._clock.now()
-            accepted: set[str] = set()
-            requeued: set[str] = set()
-            for kind, group in by_kind.items():
-                columns, assignments = _SETTLE[kind]
-                width = 2 + columns.count(",") + 1
-                requeue = kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE
-                for chunk in _chunks(group, per_item=width):
-                    values: list[Any] = []
-                    for outcome in chunk:
-                        values += (outcome.job_id, outcome.lease_token)
-                        if requeue:
-                            values.append(now if outcome.due_at is None else outcome.due_at)
-                        if kind is OutcomeKind.COMPLETE:
-                            values.append(outcome.result)
-                        elif kind is not OutcomeKind.RELEASE:
-                            values += _error_columns(outcome.error)
-                    if not requeue:
-                        values.append(now)
-                    rows = await _fetchall(
-                        conn,
-                        f"WITH o(id, token, {columns}) AS (VALUES {_rows_of(width, len(chunk))})"
-                        f" UPDATE asyncjobs_jobs SET {assignments} FROM o"
-                        " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
-                        " AND asyncjobs_jobs.state = 'running'"
-                        " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.queue",
-                        values,
-                    )
-                    accepted.update(job_id for job_id, _ in rows)
-                    if requeue:
-                        requeued.update(queue for _, queue in rows)
-            if requeued:
-                await self._bump(conn, requeued)
-            return accepted, requeued
+        def statements(now: float) -> Iterable[tuple[str, list[Any]]]:
+            for chunk in _chunks(finished, per_item=7):
+                values: list[Any] = []
+                for outcome in chunk:
+                    values += (outcome.job_id, outcome.lease_token)
+                    values += (_FINISHED_STATE[outcome.kind], outcome.result)
+                    values += _error_columns(outcome.error)
+                yield _settle_sql(_SETTLE_FINISHED, len(chunk)), [*values, now]
+            for chunk in _chunks(retried, per_item=6):
+                values = []
+                for outcome in chunk:
+                    due_at = now if outcome.due_at is None else outcome.due_at
+                    values += (outcome.job_id, outcome.lease_token, due_at)
+                    values += _error_columns(outcome.error)
+                yield _settle_sql(_SETTLE_RETRY, len(chunk)), values
+            for chunk in _chunks(released, per_item=3):
+                values = []
+                for outcome in chunk:
+                    due_at = now if outcome.due_at is None else outcome.due_at
+                    values += (outcome.job_id, outcome.lease_token, due_at)
+                yield _settle_sql(_SETTLE_RELEASE, len(chunk)), values
 
-        accepted, requeued = await self._write("settle", body)
+        requeued: set[str] = set()
+        if not retried and not released and len(finished) <= (_MAX_PARAMS - 1) // 7:
+            # The common case, a batch of finished jobs: one statement.
+            [(sql, values)] = statements(self._clock.now())
+            rows = await self._write_one("settle", sql, values)
+        else:
+            again = {outcome.job_id for outcome in (*retried, *released)}
+
+            async def body(conn: aiosqlite.Connection) -> list[_Row]:
+                rows: list[_Row] = []
+                for sql, values in statements(self._clock.now()):
+                    rows += await _fetchall(conn, sql, values)
+                queues = {queue for job_id, queue in rows if job_id in again}
+                if queues:
+                    await self._bump(conn, queues)
+                return rows
+
+            rows = await self._write("settle", body)
+            requeued = {queue for job_id, queue in rows if job_id in again}
         if requeued:
             self._notify()
+        accepted = {job_id for job_id, _ in rows}
         return [
             outcome.job_id
             for outcome in outcomes
@@ -1123,17 +1155,13 @@ class SQLiteBackend:
         self, job_id: str, lease_token: str, progress: float, message: str | None
     ) -> bool:
         """Store progress for a job whose lease is still held; ``False`` otherwise."""
-
-        async def body(conn: aiosqlite.Connection) -> bool:
-            rows = await _fetchall(
-                conn,
-                "UPDATE asyncjobs_jobs SET progress = ?, progress_message = ?"
-                " WHERE id = ? AND state = 'running' AND lease_token = ? RETURNING id",
-                (progress, message, job_id, lease_token),
-            )
-            return bool(rows)
-
-        return await self._write("set_progress", body)
+        rows = await self._write_one(
+            "set_progress",
+            "UPDATE asyncjobs_jobs SET progress = ?, progress_message = ?"
+            " WHERE id = ? AND state = 'running' AND lease_token = ? RETURNING id",
+            (progress, message, job_id, lease_token),
+        )
+        return bool(rows)
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once, or flag a running one for its worker."""
@@ -1208,46 +1236,41 @@ class SQLiteBackend:
 
     async def pause_queue(self, queue: str, paused: bool) -> None:
         """Pause or resume *queue* for every process sharing the file."""
-
-        async def body(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO asyncjobs_queues (name, paused) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
-                (queue, int(paused)),
+        if paused:
+            sql = (
+                "INSERT INTO asyncjobs_queues (name, paused) VALUES (?, 1)"
+                " ON CONFLICT (name) DO UPDATE SET paused = 1"
             )
-            if not paused:
-                await self._bump(conn, [queue])
-
-        await self._write("pause_queue", body)
+        else:
+            # Resuming is new work for the queue's waiters, in every process.
+            sql = (
+                "INSERT INTO asyncjobs_queues (name, paused, wake_seq) VALUES (?, 0, 1)"
+                " ON CONFLICT (name) DO UPDATE SET paused = 0, wake_seq = wake_seq + 1"
+            )
+        await self._write_one("pause_queue", sql, (queue,))
         if not paused:
             self._notify()
 
     async def prune(self, cutoffs: Mapping[JobState, float]) -> int:
-        """Delete finished jobs older than their state's cutoff, a batch per transaction.
+        """Delete finished jobs older than their state's cutoff, a batch per statement.
 
         :returns: how many jobs were deleted.
         """
         deleted = 0
         for state in sorted(FINISHED_STATES & cutoffs.keys()):
-            cutoff = cutoffs[state]
-
-            async def body(
-                conn: aiosqlite.Connection, state: str = state, cutoff: float = cutoff
-            ) -> int:
-                rows = await _fetchall(
-                    conn,
+            while True:
+                # Small batches keep each write short: claims in other processes
+                # never wait long behind a big prune.
+                rows = await self._write_one(
+                    "prune",
                     "DELETE FROM asyncjobs_jobs WHERE seq IN ("
                     " SELECT seq FROM asyncjobs_jobs"
                     " WHERE state IN ('complete', 'dead', 'cancelled')"
                     " AND state = ? AND finished_at < ? LIMIT ?) RETURNING seq",
-                    (state, cutoff, _PRUNE_BATCH),
+                    (state, cutoffs[state], _PRUNE_BATCH),
                 )
-                return len(rows)
-
-            while True:
-                batch = await self._write("prune", body)
-                deleted += batch
-                if batch < _PRUNE_BATCH:
+                deleted += len(rows)
+                if len(rows) < _PRUNE_BATCH:
                     break
         return deleted
 
@@ -1419,28 +1442,22 @@ class SQLiteBackend:
 
     async def remove_schedule(self, name: str) -> bool:
         """Delete a schedule; ``False`` when there was none."""
-
-        async def body(conn: aiosqlite.Connection) -> bool:
-            rows = await _fetchall(
-                conn, "DELETE FROM asyncjobs_schedules WHERE name = ? RETURNING name", (name,)
-            )
-            return bool(rows)
-
-        return await self._write("remove_schedule", body)
+        rows = await self._write_one(
+            "remove_schedule",
+            "DELETE FROM asyncjobs_schedules WHERE name = ? RETURNING name",
+            (name,),
+        )
+        return bool(rows)
 
     async def pause_schedule(self, name: str, paused: bool) -> Schedule | None:
         """Pause or resume a schedule; ``None`` when there is none."""
-
-        async def body(conn: aiosqlite.Connection) -> Schedule | None:
-            row = await _fetchone(
-                conn,
-                "UPDATE asyncjobs_schedules SET paused = ? WHERE name = ?"
-                f" RETURNING {_SCHEDULE_COLUMNS}",
-                (int(paused), name),
-            )
-            return None if row is None else _to_schedule(row)
-
-        return await self._write("pause_schedule", body)
+        rows = await self._write_one(
+            "pause_schedule",
+            "UPDATE asyncjobs_schedules SET paused = ? WHERE name = ?"
+            f" RETURNING {_SCHEDULE_COLUMNS}",
+            (int(paused), name),
+        )
+        return _to_schedule(rows[0]) if rows else None
 
     async def fire_schedule(
         self,

@@ -25,7 +25,7 @@ import pytest
 
 from asyncjobs._clock import ManualClock
 from asyncjobs._exceptions import BackendError, ConfigurationError, SchemaVersionError
-from asyncjobs._models import Job, JobState, NewJob, Outcome, OutcomeKind
+from asyncjobs._models import ErrorInfo, Job, JobState, NewJob, Outcome, OutcomeKind
 from asyncjobs.backends import from_url
 from asyncjobs.backends import sqlite as sqlite_module
 from asyncjobs.backends.sqlite import (
@@ -618,6 +618,56 @@ async def test_big_batches_are_split_into_statements_the_database_accepts(
     assert [s.count(JobState.COMPLETE) for s in await store.queue_stats()] == [count]
 
 
+async def test_one_settle_statement_finishes_complete_dead_and_cancelled_jobs(
+    store: SQLiteBackend, clock: ManualClock
+) -> None:
+    error = ErrorInfo(type="ValueError", message="boom", traceback="Traceback ...")
+    await store.enqueue([new_job(clock) for _ in range(4)])
+    done, dead, cancelled, stale = await store.claim(QUEUE, 4, "worker-1", LEASE)
+    assert done.lease_token
+    assert dead.lease_token
+    assert cancelled.lease_token
+    clock.advance(2)
+
+    refused = await store.settle(
+        [
+            Outcome(
+                job_id=done.id,
+                lease_token=done.lease_token,
+                kind=OutcomeKind.COMPLETE,
+                result=b"42",
+            ),
+            Outcome(
+                job_id=dead.id, lease_token=dead.lease_token, kind=OutcomeKind.DEAD, error=error
+            ),
+            Outcome(
+                job_id=cancelled.id, lease_token=cancelled.lease_token, kind=OutcomeKind.CANCELLED
+            ),
+            Outcome(job_id=stale.id, lease_token="old", kind=OutcomeKind.COMPLETE, result=b"x"),
+            Outcome(job_id=done.id, lease_token=done.lease_token, kind=OutcomeKind.DEAD),
+        ]
+    )
+
+    assert refused == [stale.id, done.id]
+    results = {job.id: job for job in await store.list_jobs()}
+    assert (results[done.id].state, results[done.id].result, results[done.id].error) == (
+        JobState.COMPLETE,
+        b"42",
+        None,
+    )
+    assert (results[dead.id].state, results[dead.id].result, results[dead.id].error) == (
+        JobState.DEAD,
+        None,
+        error,
+    )
+    assert results[cancelled.id].state is JobState.CANCELLED
+    assert results[stale.id] == stale
+    assert all(
+        results[job.id].finished_at == clock.now() and results[job.id].lease_token is None
+        for job in (done, dead, cancelled)
+    )
+
+
 async def test_prune_deletes_in_batches(
     store: SQLiteBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -667,7 +717,7 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
     store: SQLiteBackend, tmp_path: Path, query: str, index: str
 ) -> None:
     queries: dict[str, tuple[str, tuple[Any, ...]]] = {
-        "claim": (sqlite_module._CLAIM_SQL, (1.0, "w", 1.0, QUEUE, 1.0, 10)),
+        "claim": (sqlite_module._CLAIM_SQL, (1.0, "w", 1.0, QUEUE, 1.0, QUEUE, 10)),
         "next_due": (sqlite_module._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
         "expired": (sqlite_module._EXPIRED_SQL, (1.0,)),
         "dedup": (
@@ -706,7 +756,7 @@ def claim_steps(path: Path, now: float) -> int:
         db.execute("BEGIN IMMEDIATE")
         db.set_progress_handler(count, 1)
         rows = db.execute(
-            sqlite_module._CLAIM_SQL, (now + LEASE, "w", now, QUEUE, now, 10)
+            sqlite_module._CLAIM_SQL, (now + LEASE, "w", now, QUEUE, now, QUEUE, 10)
         ).fetchall()
         db.set_progress_handler(None, 0)
         db.execute("ROLLBACK")
