@@ -7,7 +7,6 @@ enqueues start together, and reports the id of the job the store returned.
 
 from __future__ import annotations
 
-import time
 import uuid
 import warnings
 from multiprocessing.queues import Queue
@@ -26,11 +25,12 @@ def enqueue_keyed(path: str, key: str, barrier: Barrier, results: Queue[str]) ->
     warnings.simplefilter("ignore", UnsafeSQLiteWarning)
 
     async def main() -> str:
+        clock = SystemClock()
         backend = SQLiteBackend(path)
-        await backend.open(SystemClock())
+        await backend.open(clock)
         try:
             barrier.wait(timeout=45)
-            now = time.time()
+            now = clock.now()
             new = NewJob(
                 id=uuid.uuid4().hex,
                 name="tasks.race",
