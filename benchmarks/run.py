@@ -17,6 +17,7 @@ free loopback port and flushed before every run. See ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import json
 import os
@@ -27,7 +28,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,38 @@ class Runner:
         return cells
 
 
+def load_log(log: Path) -> list[dict[str, Any]]:
+    """Every result recorded in *log* (what :meth:`Runner.run_script` wrote), in order."""
+    results: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    took = 0.0
+    for line in log.read_text().splitlines():
+        if line.startswith("$ "):
+            marker = line.rsplit("[", 1)[-1]
+            took = float(marker.split("s rc=")[0]) if "s rc=" in marker else 0.0
+            current = None
+        elif line.startswith(RESULT_PREFIX):
+            current = json.loads(line[len(RESULT_PREFIX) :])
+            current["took_s"] = took
+            results.append(current)
+        elif current is not None and line.startswith("Traceback (most recent call last)"):
+            current["stderr_tracebacks"] = current.get("stderr_tracebacks", 0) + 1
+    return results
+
+
+def to_cells(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], Cell]:
+    cells: dict[tuple[str, str], Cell] = {}
+    for r in results:
+        cell = cells.setdefault((r["system"], r["workload"]), Cell())
+        if r.get("na"):
+            cell.na = str(r["na"])
+            continue
+        cell.runs.append(r)
+        if not r.get("ok"):
+            cell.error = str(r.get("error"))
+    return cells
+
+
 def brief(r: dict[str, Any]) -> str:
     if not r.get("ok"):
         return f"ERROR {r.get('error')}"
@@ -367,7 +400,7 @@ def snapshot(rev: str) -> tuple[Path, str]:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
-    return target, f"commit {commit} (a clean snapshot: `--commit {rev}`)"
+    return target, f"commit {commit} (a clean snapshot made with `--commit`)"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -384,6 +417,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (900)")
     p.add_argument("--output", type=Path, help="default RESULTS.md; quick: .work/RESULTS-quick.md")
     p.add_argument("--commit", help="measure asyncjobs as of this commit (default: the checkout)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="re-measure only the selected systems/workloads and keep the rest of the last run "
+        "(same settings and commit required; the report says which cells were re-measured)",
+    )
     p.add_argument("--list", action="store_true", help="list systems and workloads, then exit")
     return p.parse_args(argv)
 
@@ -418,9 +457,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path = args.output or (WORK_DIR / "RESULTS-quick.md" if quick else RESULTS)
 
     WORK_DIR.mkdir(parents=True, exist_ok=True)
+    # Two runs at once would share .work/ (databases, log) and each other's CPU: refuse.
+    lock = (WORK_DIR / "run.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        print(
+            f"another benchmark run is in progress ({lock.read().strip()}); wait for it to finish"
+        )
+        return 2
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}, {' '.join(sys.argv[1:])}")
+    lock.flush()
     source, revision = snapshot(args.commit) if args.commit else (ROOT, checkout_revision())
     log = WORK_DIR / "run.log"
-    log.write_text("")
+    meta_file = WORK_DIR / "last-run.json"
+    meta: dict[str, Any] = {
+        "command": "",
+        "settings": asdict(settings),
+        "revision": revision,
+        "duration": 0.0,
+        "redis_version": None,
+        "updates": [],
+    }
+    previous: list[dict[str, Any]] = []
+    if args.update:
+        if not meta_file.exists() or not log.exists():
+            print("--update needs a previous run (.work/last-run.json and .work/run.log)")
+            return 2
+        meta = json.loads(meta_file.read_text())
+        if meta["settings"] != asdict(settings) or meta["revision"] != revision:
+            print(
+                "--update needs the previous run's settings and asyncjobs revision "
+                f"(previous: {meta['revision']}, {meta['settings']})"
+            )
+            return 2
+        selected = {(s.name, w) for s in systems for w in workloads if w in WORKLOADS}
+        selected |= {(e.system.name, e.workload) for e in extras}
+        previous = [r for r in load_log(log) if (r["system"], r["workload"]) not in selected]
+        with log.open("a") as out:
+            out.write(f"# --update at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    else:
+        log.write_text("")
     started = time.monotonic()
     mode = "quick" if quick else "full"
     print(f"asyncjobs benchmarks ({mode}): N={settings.n:,}, {settings.repeat} repetition(s)")
@@ -440,16 +520,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis.stop()
     duration = time.monotonic() - started
     command = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.update:
+        fresh = sorted(f"{name} {workload}" for name, workload in cells)
+        meta["updates"].append(
+            {"command": command, "minutes": round(duration / 60, 1), "cells": fresh}
+        )
+        merged = to_cells(previous)
+        merged.update(cells)
+        cells = merged
+        names = {name for name, _ in cells}
+        systems = [s for s in SYSTEMS if s.name in names]
+        workloads = sorted({w for _, w in cells}, key=ALL_WORKLOADS.index)
+    else:
+        meta["command"], meta["duration"] = command, duration
+    if redis is not None:
+        meta["redis_version"] = redis.version
+    meta_file.write_text(json.dumps(meta, indent=2))
     text = render(
         systems=systems,
         workloads=[w for w in WORKLOADS if w in workloads],
         cells=cells,
         settings=settings,
-        redis_version=redis.version if redis else None,
+        redis_version=meta["redis_version"],
         revision=revision,
-        command=command,
-        duration=duration,
+        command=meta["command"],
+        duration=meta["duration"],
         quick=quick,
+        updates=meta["updates"],
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

@@ -64,7 +64,12 @@ async def child(args: argparse.Namespace) -> None:
     await loop.run_in_executor(None, sys.stdin.readline)  # "go"
     async with runtime:
         await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
-    print(json.dumps({"hits": hits, "peak_rss_mb": peak_rss_mb()}), flush=True)
+    report = {
+        "ids": [i for i, _ in hits],
+        "last": max((ts for _, ts in hits), default=0.0),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    print(json.dumps(report), flush=True)
 
 
 async def read_line(proc: asyncio.subprocess.Process) -> str:
@@ -98,6 +103,7 @@ async def parent(args: argparse.Namespace) -> dict[str, Any]:
             str(args.concurrency),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # the report line lists every job id the child ran
         )
         for _ in range(args.procs)
     ]
@@ -128,13 +134,13 @@ async def parent(args: argparse.Namespace) -> dict[str, Any]:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    hits = [tuple(h) for report in reports for h in report["hits"]]
-    last = max(ts for _, ts in hits)
+    ids = [i for report in reports for i in report["ids"]]
+    last = max(report["last"] for report in reports)
     return {
         "elapsed_s": last - go,
         "throughput": args.n / (last - go),
-        "duplicates": len(hits) - len({i for i, _ in hits}),
-        "per_process": [len(r["hits"]) for r in reports],
+        "duplicates": len(ids) - len(set(ids)),
+        "per_process": [len(r["ids"]) for r in reports],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in reports),
     }
 
