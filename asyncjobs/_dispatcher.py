@@ -197,9 +197,15 @@ class Dispatcher:
             if free <= 0:
                 await wake.wait()
                 continue
-            jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
+            # Reserve the slots before awaiting the store, so other queues' claim loops
+            # cannot take the same global slots meanwhile; unused ones go back after.
+            slots.take(queue, free)
+            jobs: list[Job] = []
+            try:
+                jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
+            finally:
+                slots.give_back(queue, free - len(jobs))
             if jobs:
-                slots.take(queue, len(jobs))
                 self._idle = anyio.Event() if self._idle.is_set() else self._idle
                 for job in jobs:
                     feed.send_nowait(job)
@@ -302,7 +308,10 @@ class Dispatcher:
         except Exception as exc:
             # A payload that cannot be read will not be readable on the next attempt either.
             return self._dead(running, exc)
-        if definition.context_parameter is not None:
+        position = definition.context_position
+        if position is not None and len(args) >= position:
+            args.insert(position, running.context)
+        elif definition.context_parameter is not None:
             kwargs[definition.context_parameter] = running.context
         timeout = job.timeout if job.timeout is not None else definition.timeout
         if timeout is None:

@@ -54,6 +54,19 @@ class Slots:
         self.running[queue] += count
         self.total += count
 
+    def give_back(self, queue: str, count: int) -> None:
+        """Return *count* reserved slots of *queue* that a claim did not fill."""
+        if count:
+            # Only a full global cap can have held the *other* queues back; waking
+            # them otherwise (or this queue at all) would spin idle claim loops.
+            global_was_full = self.total >= self.max_concurrency
+            self.running[queue] -= count
+            self.total -= count
+            if global_was_full:
+                for other in self._events:
+                    if other != queue:
+                        self.wake(other)
+
     def release(self, queue: str) -> None:
         """Count one job of *queue* as finished and wake whoever may use the slot."""
         global_was_full = self.total >= self.max_concurrency

@@ -128,6 +128,8 @@ class JobDefinition:
     is_async: bool
     #: the name of the parameter that receives the :class:`JobContext`, if any.
     context_parameter: str | None
+    #: its position when it may be passed positionally (then it is inserted there).
+    context_position: int | None
     #: the handler's signature without the context parameter: what enqueue binds to.
     signature: inspect.Signature
 
@@ -308,7 +310,11 @@ def make_definition(
         raise ConfigurationError(f"a job handler must be callable, got {function!r}")
     signature = inspect.signature(function)
     context_parameter = _context_parameter(function, signature)
+    context_position = None
     if context_parameter is not None:
+        parameter = signature.parameters[context_parameter]
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            context_position = list(signature.parameters).index(context_parameter)
         signature = signature.replace(
             parameters=[p for n, p in signature.parameters.items() if n != context_parameter]
         )
@@ -330,6 +336,7 @@ def make_definition(
         priority=_check_priority(priority),
         is_async=is_async,
         context_parameter=context_parameter,
+        context_position=context_position,
         signature=signature,
     )
 

@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -93,6 +93,19 @@ def _retention(
         else:
             merged[state] = duration
     return merged
+
+
+async def _shielded(
+    run: Callable[..., Awaitable[None]], *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """Run the dispatcher shielded from the host's cancellation.
+
+    Leaving the runtime always calls ``stop()``, so a cancelled host (Ctrl-C, a
+    server shutting down) still gets the graceful shutdown, bounded by
+    ``shutdown_grace``, instead of jobs cut off mid-flight.
+    """
+    with anyio.CancelScope(shield=True):
+        await run(task_status=task_status)
 
 
 class JobRuntime:
@@ -356,7 +369,7 @@ class JobRuntime:
         await stack.__aenter__()
         try:
             await self.backend.open(self.clock)
-            stack.push_async_callback(self.backend.aclose)
+            stack.push_async_callback(self._close_backend)
             tasks = await stack.enter_async_context(anyio.create_task_group())
             if self.role != "enqueue":
                 self._dispatcher = Dispatcher(
@@ -371,7 +384,7 @@ class JobRuntime:
                     shutdown_grace=self.shutdown_grace,
                     maintenance=self._maintenance,
                 )
-                await tasks.start(self._dispatcher.run)
+                await tasks.start(_shielded, self._dispatcher.run)
                 self._scheduler_loop = Scheduler(
                     backend=self.backend,
                     clock=self.clock,
@@ -402,12 +415,20 @@ class JobRuntime:
         if self._dispatcher is not None:
             self._dispatcher.stop()
         try:
-            return await stack.__aexit__(exc_type, exc, tb)
+            # The body's own exception is not passed to the task group, so it
+            # propagates as itself rather than wrapped in an exception group.
+            await stack.__aexit__(None, None, None)
+            return None
         finally:
             self._exit_stack = None
             self._dispatcher = None
             self._scheduler_loop = None
             self.slots = Slots(self.slots.limits, self.slots.max_concurrency)
+
+    async def _close_backend(self) -> None:
+        # Shielded so a cancelled host still releases connections (and threads).
+        with anyio.CancelScope(shield=True):
+            await self.backend.aclose()
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[dict[str, Any]]:

@@ -23,7 +23,21 @@ from ._events import JobCompleted, JobDied, JobReleased, JobRetrying, JobWasCanc
 from ._models import JobState
 from ._runtime import JobRuntime
 
-__all__ = ["ManualClock", "drain"]
+__all__ = ["ManualClock", "drain", "wait_schedules"]
+
+
+async def wait_schedules(runtime: JobRuntime, *, timeout: float = 10.0) -> None:
+    """Wait until the runtime's scheduler has fired every due schedule and sleeps.
+
+    Use it after moving a :class:`ManualClock` when the fired jobs may not
+    finish (so :func:`drain` would wait for them).
+
+    :raises TimeoutError: when the scheduler is still busy after *timeout*.
+    """
+    scheduler = runtime._scheduler_loop
+    if scheduler is not None:
+        with anyio.fail_after(timeout):
+            await scheduler.wait_idle()
 
 
 async def drain(runtime: JobRuntime, *, timeout: float = 10.0) -> None:

@@ -18,7 +18,7 @@ from asyncjobs import (
     ScheduleNotFound,
     UnknownQueueError,
 )
-from asyncjobs.testing import drain
+from asyncjobs.testing import drain, wait_schedules
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -163,24 +163,22 @@ async def test_no_overlap_skips_ticks_while_the_last_run_is_active(
 ) -> None:
     runtime = make_runtime()
     release = anyio.Event()
-    started = 0
+    started = anyio.Event()
 
     @runtime.cron("* * * * *", name="slow", overlap=False)
     async def slow() -> None:
-        nonlocal started
-        started += 1
+        started.set()
         await release.wait()
 
     async with runtime:
         clock.set(ts(12, 1))
-        await anyio.wait_all_tasks_blocked()
-        clock.set(ts(12, 2))
-        await anyio.wait_all_tasks_blocked()
-        clock.set(ts(12, 3))
-        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(10):
+            await started.wait()
+        for minute in (2, 3):
+            clock.set(ts(12, minute))
+            await wait_schedules(runtime)
         jobs = await runtime.list_jobs(schedule="slow")
-        assert len(jobs) == 1
-        assert started == 1
+        assert [job.state for job in jobs] == [JobState.RUNNING]
         release.set()
         await drain(runtime)
         clock.set(ts(12, 4))
