@@ -52,8 +52,8 @@ from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegis
 from ._retry import Backoff, ExponentialBackoff, FixedBackoff, Permanent, Retry
 from ._runtime import JobRuntime
 from ._schedules import ScheduleBook
-from ._triggers import CronTrigger, IntervalTrigger, MisfireDecision, misfire_fire_times
 from ._serialization import Codec, JSONCodec
+from ._triggers import CronTrigger, IntervalTrigger, MisfireDecision, misfire_fire_times
 
 __version__ = "0.1.0"
 

@@ -34,8 +34,8 @@ from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDec
 from ._retry import BackoffLike, seconds
 from ._scheduler import Scheduler
 from ._schedules import ScheduleBook, ScheduleSettings, _ScheduleDecorator, make_trigger
-from ._triggers import CronTrigger, IntervalTrigger
 from ._serialization import Codec, JSONCodec
+from ._triggers import CronTrigger, IntervalTrigger
 from .backends import Backend, from_url
 
 __all__ = ["JobRuntime", "Role"]

@@ -7,6 +7,7 @@ definition of the same name), dynamic ones at run time.
 
 from __future__ import annotations
 
+import builtins
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
@@ -309,7 +310,7 @@ class ScheduleBook:
         self.runtime._after_enqueue(stored)
         return JobHandle(self.runtime, stored[0])
 
-    async def runs(self, name: str, limit: int = 10) -> list[Job]:
+    async def runs(self, name: str, limit: int = 10) -> builtins.list[Job]:
         """The last jobs schedule *name* enqueued, newest first, with state and timing.
 
         A run's duration is ``finished_at - started_at``.

@@ -61,9 +61,9 @@ async def drain(runtime: JobRuntime, *, timeout: float = 10.0) -> None:
             scheduler = runtime._scheduler_loop
             if scheduler is not None:
                 await scheduler.wait_idle()
-            if not runtime.running_jobs and not await _due_jobs(runtime, queues):
-                if scheduler is None or scheduler.is_idle:
-                    return
+            idle = scheduler is None or scheduler.is_idle
+            if not runtime.running_jobs and not await _due_jobs(runtime, queues) and idle:
+                return
             with anyio.move_on_after(0.05):
                 await settled.receive()
 
