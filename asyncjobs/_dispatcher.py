@@ -110,6 +110,10 @@ class Dispatcher:
     ) -> None:
         self._backend = backend
         self._lookup = lookup
+        # Definitions never change while the runtime runs: look each name up once.
+        self._definitions: dict[str, JobDefinition | None] = {}
+        # Most handlers return None; encode it once (with whatever codec is in use).
+        self._encoded_none = codec.encode(None)
         self._codec = codec
         self._clock = clock
         self._bus = bus
@@ -119,12 +123,19 @@ class Dispatcher:
         self._shutdown_grace = shutdown_grace
         self._maintenance = maintenance
         self._running: dict[str, _Running] = {}
+        # Every job claimed and not yet settled (running or buffered): its lease is
+        # heartbeated. Buffered jobs whose lease was lost or that were cancelled are
+        # noted here, so the worker that takes them skips the handler.
+        self._held: dict[str, Job] = {}
+        self._skip: dict[str, str] = {}
+        self._global_limiter = (
+            anyio.CapacityLimiter(slots.max_concurrency) if slots.global_cap_binds else None
+        )
         self._stopping = False
         self._stop_event = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
         self._heartbeats_done = anyio.Event()
-        self._shutting_down = False
         self._outcomes: MemoryObjectSendStream[_Settlement] | None = None
 
     @property
@@ -148,10 +159,13 @@ class Dispatcher:
     def cancel_local(self, job_id: str) -> bool:
         """Cancel a job running here; ``False`` when this worker does not run it."""
         running = self._running.get(job_id)
-        if running is None:
-            return False
-        self._stop_job(running, _StopReason.CANCEL)
-        return True
+        if running is not None:
+            self._stop_job(running, _StopReason.CANCEL)
+            return True
+        if job_id in self._held:
+            self._skip[job_id] = _StopReason.CANCEL
+            return True
+        return False
 
     # -- the loops --------------------------------------------------------------
 
@@ -183,7 +197,6 @@ class Dispatcher:
                     feed.close()
                 with anyio.move_on_after(self._shutdown_grace):
                     await self._idle.wait()
-                self._shutting_down = True
                 for running in list(self._running.values()):
                     self._stop_job(running, _StopReason.SHUTDOWN)
             send.close()
@@ -208,6 +221,7 @@ class Dispatcher:
             if jobs:
                 self._idle = anyio.Event() if self._idle.is_set() else self._idle
                 for job in jobs:
+                    self._held[job.id] = job
                     feed.send_nowait(job)
                 continue
             if wake.is_set() or self._stopping:
@@ -222,9 +236,14 @@ class Dispatcher:
             await self._wait_for_work(queue, wake, deadline)
 
     async def _worker(self, jobs: MemoryObjectReceiveStream[Job]) -> None:
+        limiter = self._global_limiter
         async with jobs:
             async for job in jobs:
-                await self._run_job(job)
+                if limiter is None:
+                    await self._run_job(job)
+                else:
+                    async with limiter:
+                        await self._run_job(job)
 
     async def _wait_for_work(self, queue: str, wake: anyio.Event, deadline: float | None) -> None:
         """Wait for the store's signal, the deadline, or a local wake-up, whichever is first."""
@@ -249,16 +268,23 @@ class Dispatcher:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            definition: JobDefinition | None = self._lookup(job.name)
-        except AsyncJobsError:
-            definition = None
+            definition = self._definitions[job.name]
+        except KeyError:
+            try:
+                definition = self._definitions[job.name] = self._lookup(job.name)
+            except AsyncJobsError:
+                # Not cached: a registry included later may still bring the name.
+                definition = None
         context = JobContext(job, partial(self._report_progress, job))
         running = _Running(
             job=job, definition=definition, scope=anyio.CancelScope(), context=context
         )
-        if self._shutting_down:
-            # Claimed but not started before the grace period ended: hand it back.
-            running.stop_reason = _StopReason.SHUTDOWN
+        skip = self._skip.pop(job.id, None)
+        if skip is None and self._stopping:
+            # Claimed ahead but not started when claiming stopped: hand it back.
+            skip = _StopReason.SHUTDOWN
+        if skip is not None:
+            running.stop_reason = skip
             running.scope.cancel()
         self._running[job.id] = running
         reset = set_current(context)
@@ -288,6 +314,7 @@ class Dispatcher:
         finally:
             reset_current(reset)
             del self._running[job.id]
+            del self._held[job.id]
             self.slots.release(job.queue)
             if self.slots.total == 0:
                 self._idle.set()
@@ -327,7 +354,7 @@ class Dispatcher:
         if running.scope.cancel_called:
             return None
         try:
-            result = self._codec.encode(value)
+            result = self._encoded_none if value is None else self._codec.encode(value)
         except Exception as exc:
             return self._dead(running, exc)
         return Outcome(
@@ -522,18 +549,22 @@ class Dispatcher:
                 logger.warning("heartbeat failed; will try again", exc_info=True)
 
     async def _beat(self) -> None:
-        leases = {job_id: running.token for job_id, running in self._running.items()}
+        leases = {job_id: job.lease_token for job_id, job in self._held.items()}
         if leases:
-            reply = await self._backend.heartbeat(leases, self._lease)
-            for job_id in reply.lost:
+            reply = await self._backend.heartbeat(
+                {job_id: token for job_id, token in leases.items() if token is not None},
+                self._lease,
+            )
+            for job_id, reason in [(i, _StopReason.LEASE_LOST) for i in reply.lost] + [
+                (i, _StopReason.CANCEL) for i in reply.cancel_requested
+            ]:
                 running = self._running.get(job_id)
                 if running is not None:
-                    logger.warning("lease lost for running job %s; cancelling it here", job_id)
-                    self._stop_job(running, _StopReason.LEASE_LOST)
-            for job_id in reply.cancel_requested:
-                running = self._running.get(job_id)
-                if running is not None:
-                    self._stop_job(running, _StopReason.CANCEL)
+                    if reason == _StopReason.LEASE_LOST:
+                        logger.warning("lease lost for running job %s; cancelling it here", job_id)
+                    self._stop_job(running, reason)
+                elif job_id in self._held:
+                    self._skip.setdefault(job_id, reason)
         if not self._stopping:
             recovered = await self._backend.recover_expired()
             if recovered:

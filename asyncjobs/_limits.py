@@ -16,13 +16,17 @@ __all__ = ["Slots"]
 
 
 class Slots:
-    """Counts running jobs per queue against the queue's limit and a global cap.
+    """Counts the jobs a worker holds (claimed, not yet settled) per queue.
 
-    Each queue has a wake-up event, set whenever one of its slots frees up
-    or someone :meth:`wake` s it; the claim loop waits on it.
+    A queue may hold ``limit * (1 + prefetch)`` jobs: ``limit`` running (its
+    worker tasks) and the rest buffered, claimed ahead so a worker never waits
+    for a round trip to the store. Each queue has a wake-up event, set when
+    one of its slots frees up or someone :meth:`wake` s it.
     """
 
-    def __init__(self, limits: Mapping[str, int], max_concurrency: int | None = None) -> None:
+    def __init__(
+        self, limits: Mapping[str, int], max_concurrency: int | None = None, prefetch: int = 1
+    ) -> None:
         for queue, limit in limits.items():
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
                 raise ConfigurationError(
@@ -34,10 +38,16 @@ class Slots:
             raise ConfigurationError(
                 f"max_concurrency must be an int of at least 1, got {max_concurrency!r}"
             )
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ConfigurationError(f"prefetch must be an int of at least 0, got {prefetch!r}")
         self.limits = dict(limits)
-        self.max_concurrency = (
-            max_concurrency if max_concurrency is not None else sum(self.limits.values())
-        )
+        self.prefetch = prefetch
+        total_limit = sum(self.limits.values())
+        self.max_concurrency = max_concurrency if max_concurrency is not None else total_limit
+        #: whether the global cap binds (then workers also take a global limiter).
+        self.global_cap_binds = self.max_concurrency < total_limit
+        self.capacity = {queue: limit * (1 + prefetch) for queue, limit in self.limits.items()}
+        self.global_capacity = self.max_concurrency * (1 + prefetch)
         self.running = dict.fromkeys(self.limits, 0)
         self.total = 0
         self._events = {queue: anyio.Event() for queue in self.limits}
@@ -46,20 +56,20 @@ class Slots:
         self._waiting = dict.fromkeys(self.limits, False)
 
     def free(self, queue: str) -> int:
-        """Return how many more jobs *queue* may start now."""
-        return min(self.limits[queue] - self.running[queue], self.max_concurrency - self.total)
+        """Return how many more jobs *queue* may claim now."""
+        return min(self.capacity[queue] - self.running[queue], self.global_capacity - self.total)
 
     def take(self, queue: str, count: int) -> None:
-        """Count *count* jobs of *queue* as started."""
+        """Count *count* jobs of *queue* as held."""
         self.running[queue] += count
         self.total += count
 
     def give_back(self, queue: str, count: int) -> None:
         """Return *count* reserved slots of *queue* that a claim did not fill."""
         if count:
-            # Only a full global cap can have held the *other* queues back; waking
+            # Only a full global capacity can have held the *other* queues back; waking
             # them otherwise (or this queue at all) would spin idle claim loops.
-            global_was_full = self.total >= self.max_concurrency
+            global_was_full = self.total >= self.global_capacity
             self.running[queue] -= count
             self.total -= count
             if global_was_full:
@@ -68,12 +78,12 @@ class Slots:
                         self.wake(other)
 
     def release(self, queue: str) -> None:
-        """Count one job of *queue* as finished and wake whoever may use the slot."""
-        global_was_full = self.total >= self.max_concurrency
+        """Count one job of *queue* as settled and wake whoever may use the slot."""
+        global_was_full = self.total >= self.global_capacity
         self.running[queue] -= 1
         self.total -= 1
         if global_was_full:
-            # Any queue may have been held back by the global cap.
+            # Any queue may have been held back by the global capacity.
             self.wake_all()
         else:
             self.wake(queue)

@@ -133,11 +133,38 @@ class JobDefinition:
     #: the handler's signature without the context parameter: what enqueue binds to.
     signature: inspect.Signature
 
+    #: for plain signatures (no ``*args``, ``**kwargs`` or positional-only
+    #: parameters): the parameter names and the required ones, for a fast check.
+    _plain: tuple[tuple[str, ...], frozenset[str]] | None = attrs.field(
+        init=False, default=None, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        parameters = self.signature.parameters.values()
+        if all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters):
+            positional = tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD)
+            required = frozenset(p.name for p in parameters if p.default is p.empty)
+            object.__setattr__(self, "_plain", (positional, required))
+
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Check that *args* and *kwargs* bind to the handler.
 
         :raises JobArgumentsError: naming the job and what does not fit.
         """
+        plain = self._plain
+        if plain is not None:
+            # Enqueue is a hot path: for plain signatures a set check replaces
+            # inspect's general binder; anything unusual takes the general path
+            # below, which also words the error.
+            positional, required = plain
+            if len(args) <= len(positional):
+                given = set(positional[: len(args)])
+                if (
+                    given.isdisjoint(kwargs)
+                    and required <= given.union(kwargs)
+                    and all(name in self.signature.parameters for name in kwargs)
+                ):
+                    return
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:

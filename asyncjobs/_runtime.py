@@ -126,6 +126,10 @@ class JobRuntime:
     :param shutdown_grace: how long leaving the runtime waits for running jobs
         before it cancels them and hands them back (default 10 s).
     :param max_concurrency: a cap on running jobs across all queues.
+    :param prefetch: how many jobs per worker slot to claim ahead (default 1: a
+        queue with limit 10 holds up to 20, 10 running and 10 buffered), so
+        workers never wait on a round trip to the store. Use 0 for long jobs
+        shared by many worker processes, so no process hoards waiting jobs.
     :param clock: the time source (tests pass a :class:`ManualClock`).
     :param codec: how arguments and results are encoded (default JSON).
     :param max_payload_bytes: the largest encoded arguments accepted (default 1 MiB).
@@ -144,6 +148,7 @@ class JobRuntime:
         lease: float | timedelta = 30.0,
         shutdown_grace: float | timedelta = 10.0,
         max_concurrency: int | None = None,
+        prefetch: int = 1,
         clock: Clock | None = None,
         codec: Codec | None = None,
         max_payload_bytes: int = 1 << 20,
@@ -169,9 +174,14 @@ class JobRuntime:
         self.max_payload_bytes = max_payload_bytes
         self.retention = _retention(retention)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.slots = Slots(dict(queues) if queues is not None else {"default": 10}, max_concurrency)
+        self._max_concurrency = max_concurrency
+        self.slots = Slots(
+            dict(queues) if queues is not None else {"default": 10}, max_concurrency, prefetch
+        )
         #: in-process lifecycle events; ``with runtime.events.subscribe() as stream: ...``
         self.events = EventBus()
+        # Every job name this runtime can run, from its own and included registries.
+        self._definitions: dict[str, JobDefinition] = {}
         self._registry = JobRegistry()
         self._registry.bind(self, self._vet_definition)
         self._registries: list[JobRegistry] = [self._registry]
@@ -239,26 +249,26 @@ class JobRuntime:
 
     def _vet_definition(self, definition: JobDefinition) -> None:
         self._check_queue(definition.queue)
-        for registry in self._registries:
-            other = registry.definitions.get(definition.name)
-            if other is not None and other.function is not definition.function:
-                raise ConfigurationError(
-                    f"job name {definition.name!r} is registered twice, for {other.function!r} "
-                    f"and {definition.function!r}; pass name= to tell them apart"
-                )
+        other = self._definitions.get(definition.name)
+        if other is not None and other.function is not definition.function:
+            raise ConfigurationError(
+                f"job name {definition.name!r} is registered twice, for {other.function!r} "
+                f"and {definition.function!r}; pass name= to tell them apart"
+            )
+        self._definitions[definition.name] = definition
 
     def definition(self, name: str) -> JobDefinition:
         """Return the job registered as *name* in this runtime or an included registry.
 
         :raises UnknownJobError: when none is.
         """
-        for registry in self._registries:
-            if name in registry:
-                return registry.get(name)
-        known = sorted(n for registry in self._registries for n in registry.definitions)
-        raise UnknownJobError(
-            f"no job is registered as {name!r} (registered: {', '.join(known) or 'none'})"
-        )
+        try:
+            return self._definitions[name]
+        except KeyError:
+            known = ", ".join(sorted(self._definitions)) or "none"
+            raise UnknownJobError(
+                f"no job is registered as {name!r} (registered: {known})"
+            ) from None
 
     def function(self, name: str) -> JobFunction[..., Any]:
         """Return the job function registered as *name*, to enqueue it by name.
@@ -423,7 +433,7 @@ class JobRuntime:
             self._exit_stack = None
             self._dispatcher = None
             self._scheduler_loop = None
-            self.slots = Slots(self.slots.limits, self.slots.max_concurrency)
+            self.slots = Slots(self.slots.limits, self._max_concurrency, self.slots.prefetch)
 
     async def _close_backend(self) -> None:
         # Shielded so a cancelled host still releases connections (and threads).
@@ -514,7 +524,7 @@ class JobRuntime:
 
     def _new_job(self, call: JobCall[Any], now: float) -> NewJob:
         definition = call.definition
-        if self.definition(definition.name) is not definition:
+        if self._definitions.get(definition.name) is not definition:
             raise UnknownJobError(
                 f"job {definition.name!r} belongs to a registry this runtime does not include"
             )
