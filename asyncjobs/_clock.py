@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
+from ._exceptions import InvalidOptionError
+
 __all__ = ["Clock", "ManualClock", "SystemClock", "to_datetime"]
 
 
@@ -82,14 +84,14 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every waiter whose deadline has passed."""
         if seconds < 0:
-            raise ValueError("a manual clock only moves forward")
+            raise InvalidOptionError("a manual clock only moves forward")
         self.set(self._now + seconds)
 
     def set(self, moment: float | datetime) -> None:
         """Jump to *moment* (not before the current time) and wake due waiters."""
         target = moment.timestamp() if isinstance(moment, datetime) else float(moment)
         if target < self._now:
-            raise ValueError("a manual clock only moves forward")
+            raise InvalidOptionError("a manual clock only moves forward")
         self._now = target
         while self._timers and self._timers[0][0] <= self._now:
             _, _, event = heapq.heappop(self._timers)

@@ -74,7 +74,7 @@ class JobContext:
         """Report progress, from 0.0 to 1.0, with an optional message.
 
         Stored with the job (visible from every process) and published as a
-        :class:`~asyncjobs.events.JobProgress` event.
+        :class:`~asyncjobs.JobProgress` event.
 
         :raises InvalidOptionError: when *fraction* is outside 0..1 or NaN.
         """

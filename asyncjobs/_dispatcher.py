@@ -82,6 +82,8 @@ def error_info(exc: BaseException) -> ErrorInfo:
     """Describe *exc* for the store: qualified type, message, and traceback."""
     kind = type(exc)
     module = kind.__module__
+    if module.startswith("asyncjobs."):
+        module = "asyncjobs"  # the public name, not the private module it lives in
     name = (
         kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
     )
@@ -218,8 +220,12 @@ class Dispatcher:
                 jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
             finally:
                 slots.give_back(queue, free - len(jobs))
+                if slots.total == 0:
+                    # The last job may have finished while this claim was in flight.
+                    self._idle.set()
             if jobs:
                 self._idle = anyio.Event() if self._idle.is_set() else self._idle
+                slots.buffered[queue] += len(jobs)
                 for job in jobs:
                     self._held[job.id] = job
                     feed.send_nowait(job)
@@ -267,6 +273,7 @@ class Dispatcher:
         running.scope.cancel()
 
     async def _run_job(self, job: Job) -> None:
+        self.slots.buffered[job.queue] -= 1
         try:
             definition = self._definitions[job.name]
         except KeyError:

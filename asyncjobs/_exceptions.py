@@ -77,9 +77,11 @@ class JobNotFound(AsyncJobsError, LookupError):
 class LeaseLost(AsyncJobsError):
     """A worker reported on a job whose lease it no longer holds.
 
-    Raised (and logged, never fatal) when a heartbeat or an outcome carries a
-    lease token that is not the job's current one: another worker has taken
-    the job over after the lease expired.
+    The runtime never lets this escape: when a heartbeat or an outcome
+    carries a lease token that is not the job's current one (another worker
+    took the job over after the lease expired), it logs a warning and
+    publishes a :class:`~asyncjobs.JobLeaseLost` event. Tooling that drives a
+    backend directly may raise it for the same condition.
     """
 
 
@@ -100,7 +102,11 @@ class JobStateError(AsyncJobsError, ValueError):
 
 
 class JobTimeout(AsyncJobsError, TimeoutError):
-    """A job ran longer than its ``timeout``, or ``result(timeout=)`` ran out."""
+    """``handle.result(timeout=)`` or ``handle.wait(timeout=)`` ran out of time.
+
+    (An attempt that runs past the job's own ``timeout`` fails with a
+    ``TimeoutError`` recorded as the job's error, then retries or goes dead.)
+    """
 
 
 class JobFailed(AsyncJobsError):

@@ -49,6 +49,8 @@ class Slots:
         self.capacity = {queue: limit * (1 + prefetch) for queue, limit in self.limits.items()}
         self.global_capacity = self.max_concurrency * (1 + prefetch)
         self.running = dict.fromkeys(self.limits, 0)
+        #: claimed jobs no worker has taken yet, per queue.
+        self.buffered = dict.fromkeys(self.limits, 0)
         self.total = 0
         self._events = {queue: anyio.Event() for queue in self.limits}
         # Only a claim loop that is waiting needs waking; skipping the rest saves
@@ -56,8 +58,16 @@ class Slots:
         self._waiting = dict.fromkeys(self.limits, False)
 
     def free(self, queue: str) -> int:
-        """Return how many more jobs *queue* may claim now."""
-        return min(self.capacity[queue] - self.running[queue], self.global_capacity - self.total)
+        """Return how many more jobs *queue* may claim now.
+
+        While workers still have buffered jobs to take, claiming waits until half
+        the queue's capacity is free: one store round trip then fetches a batch
+        instead of a job or two (0 is returned until then).
+        """
+        free = min(self.capacity[queue] - self.running[queue], self.global_capacity - self.total)
+        if self.buffered[queue] and free < max(1, self.capacity[queue] // 2):
+            return 0
+        return free
 
     def take(self, queue: str, count: int) -> None:
         """Count *count* jobs of *queue* as held."""

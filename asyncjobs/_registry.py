@@ -232,6 +232,7 @@ class JobFunction(Generic[P, R]):
         key: str | None = None,
         max_attempts: int | None = None,
         timeout: float | timedelta | None = None,
+        queue: str | None = None,
     ) -> JobFunction[P, R]:
         """Return this job with enqueue options set.
 
@@ -242,6 +243,7 @@ class JobFunction(Generic[P, R]):
             enqueueing another returns that job instead.
         :param max_attempts: attempts before the job goes dead.
         :param timeout: seconds (or timedelta) an attempt may run.
+        :param queue: run on this queue instead of the job's own (checked at enqueue).
         :raises InvalidOptionError: for a negative or NaN delay, a naive ``at``,
             ``max_attempts < 1``, a non-positive timeout, or both delay and at.
         """
@@ -252,6 +254,7 @@ class JobFunction(Generic[P, R]):
             "key": key,
             "max_attempts": max_attempts,
             "timeout": timeout,
+            "queue": queue,
         }
         merged = attrs.evolve(
             self._options, **{name: value for name, value in given.items() if value is not None}

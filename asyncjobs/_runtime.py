@@ -24,6 +24,7 @@ from ._exceptions import (
     JobStateError,
     NotRunningError,
     PayloadTooLarge,
+    SerializationError,
     UnknownJobError,
     UnknownQueueError,
 )
@@ -120,7 +121,8 @@ class JobRuntime:
     :param queues: queue name -> how many of its jobs this process runs at once.
         Default: ``{"default": 10}``.
     :param role: ``"all"`` runs jobs and enqueues; ``"enqueue"`` only enqueues
-        (a web process); ``"worker"`` only runs jobs.
+        (a web process); ``"worker"`` runs jobs and schedules (its handlers may enqueue too);
+        ``"all"`` is the same, named for processes that also serve requests.
     :param lease: how long a claimed job is held without a heartbeat (seconds or
         timedelta; default 30 s). A crashed worker's jobs run again after this.
     :param shutdown_grace: how long leaving the runtime waits for running jobs
@@ -531,7 +533,14 @@ class JobRuntime:
         options = call.options
         queue = options.queue or definition.queue
         self._check_queue(queue)
-        payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
+        try:
+            payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
+        except SerializationError as exc:
+            raise SerializationError(
+                f"the arguments of job {definition.name!r} cannot be encoded: {exc.__cause__}; "
+                "pass plain values (str, int, float, bool, None, lists, dicts with str keys) "
+                "or give the runtime a codec that handles them"
+            ) from exc
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
                 f"the arguments of job {definition.name!r} encode to {len(payload)} bytes, "

@@ -186,8 +186,9 @@ class Scheduler:
             )
         fire_times = [moment.timestamp() for moment in decision.run]
         next_fire_at = None if decision.next_fire is None else decision.next_fire.timestamp()
+        planned = jobs_for(schedule, fire_times, now)
         stored = await self._backend.fire_schedule(
-            schedule.name, schedule.next_fire_at, next_fire_at, jobs_for(schedule, fire_times, now)
+            schedule.name, schedule.next_fire_at, next_fire_at, planned
         )
         if stored is None:
             # Another process fired this tick first (or the schedule changed): re-read it.
@@ -200,9 +201,14 @@ class Scheduler:
         self._cache[schedule.name] = attrs.evolve(
             schedule, next_fire_at=next_fire_at, last_fire_at=schedule.next_fire_at
         )
-        self._on_enqueued(stored)
+        new_jobs = [
+            (fire_at, job)
+            for fire_at, job, new in zip(fire_times, stored, planned, strict=True)
+            if job.id == new.id  # not a no-overlap tick that found the last run still active
+        ]
+        self._on_enqueued([job for _, job in new_jobs])
         if self._bus.has_subscribers:
-            for fire_at, job in zip(fire_times, stored, strict=True):
+            for fire_at, job in new_jobs:
                 self._bus.publish(
                     ScheduleFired(
                         timestamp=now, schedule=schedule.name, fire_at=fire_at, job_id=job.id
