@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -69,6 +70,48 @@ class _Running:
     def token(self) -> str:
         assert self.job.lease_token is not None
         return self.job.lease_token
+
+
+class _Feed:
+    """Claimed jobs waiting for a worker of their queue.
+
+    A deque rather than a memory object stream: taking a job that is already
+    there costs no trip through the event loop. It never holds more than the
+    queue's capacity, so a worker running no-op jobs back to back still
+    yields after a bounded run.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: deque[Job] = deque()
+        self._idle_workers: deque[anyio.Event] = deque()
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        """Add a job and wake one idle worker."""
+        self._jobs.append(job)
+        if self._idle_workers:
+            self._idle_workers.popleft().set()
+
+    def close(self) -> None:
+        """Let workers finish the jobs already here, then stop."""
+        self._closed = True
+        while self._idle_workers:
+            self._idle_workers.popleft().set()
+
+    async def get(self) -> Job | None:
+        """Take the next job, waiting for one; ``None`` once closed and empty."""
+        while not self._jobs:
+            if self._closed:
+                return None
+            wake = anyio.Event()
+            self._idle_workers.append(wake)
+            try:
+                await wake.wait()
+            finally:
+                if not wake.is_set():
+                    # Cancelled while idle: a later put() must wake a live worker.
+                    self._idle_workers.remove(wake)
+        return self._jobs.popleft()
 
 
 @attrs.frozen
@@ -182,13 +225,12 @@ class Dispatcher:
             services.start_soon(self._heartbeat_loop)
             async with anyio.create_task_group() as workers:
                 # Long-lived workers fed through a buffer: no task is spawned per job.
-                feeds: list[MemoryObjectSendStream[Job]] = []
+                feeds: list[_Feed] = []
                 for limit in self.slots.limits.values():
-                    feed, jobs = anyio.create_memory_object_stream[Job](math.inf)
+                    feed = _Feed()
                     feeds.append(feed)
                     for _ in range(limit):
-                        workers.start_soon(self._worker, jobs.clone())
-                    jobs.close()
+                        workers.start_soon(self._worker, feed)
                 async with anyio.create_task_group() as claims:
                     for queue, feed in zip(self.slots.limits, feeds, strict=True):
                         claims.start_soon(self._claim_loop, queue, feed)
@@ -204,7 +246,7 @@ class Dispatcher:
             send.close()
             self._heartbeats_done.set()
 
-    async def _claim_loop(self, queue: str, feed: MemoryObjectSendStream[Job]) -> None:
+    async def _claim_loop(self, queue: str, feed: _Feed) -> None:
         slots = self.slots
         while not self._stopping:
             wake = slots.event(queue)
@@ -228,7 +270,7 @@ class Dispatcher:
                 slots.buffered[queue] += len(jobs)
                 for job in jobs:
                     self._held[job.id] = job
-                    feed.send_nowait(job)
+                    feed.put(job)
                 continue
             if wake.is_set() or self._stopping:
                 continue
@@ -241,15 +283,14 @@ class Dispatcher:
                 continue
             await self._wait_for_work(queue, wake, deadline)
 
-    async def _worker(self, jobs: MemoryObjectReceiveStream[Job]) -> None:
+    async def _worker(self, feed: _Feed) -> None:
         limiter = self._global_limiter
-        async with jobs:
-            async for job in jobs:
-                if limiter is None:
+        while (job := await feed.get()) is not None:
+            if limiter is None:
+                await self._run_job(job)
+            else:
+                async with limiter:
                     await self._run_job(job)
-                else:
-                    async with limiter:
-                        await self._run_job(job)
 
     async def _wait_for_work(self, queue: str, wake: anyio.Event, deadline: float | None) -> None:
         """Wait for the store's signal, the deadline, or a local wake-up, whichever is first."""
