@@ -360,6 +360,15 @@ class Dispatcher:
         except BaseException as exc:  # a handler's BaseException fails the job, not the runtime
             outcome = self._failure_outcome(running, exc)
         finally:
+            if (
+                outcome is not None
+                and running.context.cancel_requested
+                and outcome.kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE)
+            ):
+                # Cancelled while it ran, and the attempt then failed: a retry
+                # would silently undo the cancel.
+                running.stop_reason = _StopReason.CANCEL
+                outcome = self._stopped_outcome(running)
             reset_current(reset)
             del self._running[job.id]
             del self._held[job.id]

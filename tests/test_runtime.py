@@ -535,3 +535,28 @@ async def test_queue_stats_and_list_jobs(make_runtime: RuntimeFactory) -> None:
         assert stats["mail"].paused
         jobs = await runtime.list_jobs(queue="mail", state="queued", limit=2)
         assert len(jobs) == 2
+
+
+async def test_cancel_during_a_failing_attempt_is_not_undone_by_a_retry(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime()
+    started = anyio.Event()
+
+    @runtime.job(max_attempts=5, backoff=0)
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await anyio.Event().wait()
+        finally:
+            # Cleanup that fails as the job is being cancelled.
+            raise RuntimeError("cleanup failed")
+
+    async with runtime:
+        handle = await stubborn.enqueue()
+        with anyio.fail_after(10):
+            await started.wait()
+        await handle.cancel()
+        with pytest.raises(JobCancelled):
+            await handle.result(timeout=10)
+        assert (await handle.refresh()).attempts == 1
