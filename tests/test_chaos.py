@@ -336,9 +336,11 @@ async def test_sigkill_while_draining_loses_nothing_and_reruns_only_jobs_in_flig
             assert after.claimed_at >= before.claimed_at + LEASE - 1e-3, (before, after)
     # At most a worker's slots were running handlers when it died...
     assert all(count <= CHAOS_CONCURRENCY for count in in_handler.values()), in_handler
-    # ...and few jobs ran twice in all (a loose bound: about 1 % is typical here).
+    # ...and few jobs ran twice in all: per kill, its slots' worth plus the outcomes
+    # still waiting to be written (a loose bound: 10-90 jobs in all is typical here,
+    # the most on SQLite, where outcomes wait longer for the file's write lock).
     run_again = [job for job in stored.values() if job.attempts > 1]
-    assert len(run_again) <= CHAOS_JOBS // 20, (in_handler, unrecorded)
+    assert len(run_again) <= KILLS * 3 * CHAOS_CONCURRENCY, (in_handler, unrecorded)
     # The kills did catch jobs in flight (the busiest worker died each time).
     assert run_again
     assert statuses == [0] * CHAOS_WORKERS, cluster.log_tails()
@@ -492,18 +494,27 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
     cluster: Cluster,
 ) -> None:
     async with cluster.runtime() as runtime:
-        workers = [cluster.start_worker(tick=TICK) for _ in range(CRON_PROCESSES)]
+        # Each run stays in flight for most of a tick, so the kill can catch one.
+        settings = {"tick": TICK, "tick_hold": TICK * 0.75}
+        workers = [cluster.start_worker(**settings) for _ in range(CRON_PROCESSES)]
 
         async def fired() -> list[Job] | None:
             return await runtime.list_jobs(schedule="tick", limit=1000) or None
 
+        async def running_a_tick() -> subprocess.Popen[bytes] | None:
+            running = await runtime.list_jobs(schedule="tick", state="running", limit=10)
+            holders = {pid_of(job) for job in running}
+            return next((worker for worker in workers if worker.pid in holders), None)
+
         await cluster.poll(fired, "the first tick")
         await anyio.sleep(CRON_PHASE)  # let the cluster tick for a while
-        killed_at = cluster.kill(workers[0])
-        killed_pid = workers[0].pid
-        workers[0] = cluster.start_worker(tick=TICK)
+        victim = await cluster.poll(running_a_tick, "a worker running a tick job")
+        killed_at = cluster.kill(victim)
+        killed_pid = victim.pid
+        replacement = cluster.start_worker(**settings)
+        workers[workers.index(victim)] = replacement
         # Started means its schedule is declared: removing it later cannot race that.
-        await cluster.poll_log(workers[0], "started on")
+        await cluster.poll_log(replacement, "started on")
         await anyio.sleep(CRON_PHASE)  # and tick a while longer
         await runtime.schedules.remove("tick")
         removed_at = time.time()
