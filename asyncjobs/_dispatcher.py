@@ -371,12 +371,19 @@ class Dispatcher:
                 outcome = self._stopped_outcome(running)
             reset_current(reset)
             del self._running[job.id]
-            del self._held[job.id]
+            if outcome is None:
+                self._forget(job.id)
+            # Otherwise the job stays held (and heartbeated) until its outcome is
+            # written: a slow store must not let the lease lapse in between.
             self.slots.release(job.queue)
             if self.slots.total == 0:
                 self._idle.set()
             if outcome is not None and self._outcomes is not None:
                 self._outcomes.send_nowait(_Settlement(outcome, job, self._clock.now() - started))
+
+    def _forget(self, job_id: str) -> None:
+        self._held.pop(job_id, None)
+        self._skip.pop(job_id, None)
 
     async def _call_handler(self, running: _Running) -> Outcome | None:
         definition = running.definition
@@ -516,6 +523,8 @@ class Dispatcher:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 refused = await self._settle_with_retries(batch)
+                for settlement in batch:
+                    self._forget(settlement.job.id)
                 self._publish_outcomes(batch, refused)
 
     async def _settle_with_retries(self, batch: list[_Settlement]) -> set[str]:
