@@ -43,6 +43,17 @@ class JobContext:
         return self.job.queue
 
     @property
+    def fire_at(self) -> float | None:
+        """The schedule tick this run is for, or None.
+
+        The fire time of the tick that enqueued the job (the time of a manual
+        ``schedules.trigger``), in seconds since the epoch; ``None`` for a job
+        no schedule fired. Unlike ``job.due_at`` it stays the same when the job
+        is retried or recovered after a crash.
+        """
+        return self.job.fire_at
+
+    @property
     def attempt(self) -> int:
         """This attempt's number, starting at 1."""
         return self.job.attempts

@@ -69,6 +69,8 @@ class NewJob:
     :ivar id: chosen by the runtime (a random hex string), kept unless a dedup
         ``key`` matches an active job, in which case that job is returned instead.
     :ivar payload: the encoded arguments (see :mod:`asyncjobs._serialization`).
+    :ivar fire_at: for a job fired by a schedule, the tick it is for (kept as it
+        is through retries and crash recovery, which move ``due_at``).
     """
 
     id: str
@@ -82,6 +84,7 @@ class NewJob:
     timeout: float | None = None
     key: str | None = None
     schedule: str | None = None
+    fire_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +98,8 @@ class Job:
     :ivar result: the encoded return value of a complete job.
     :ivar error: the last failure, kept while the job retries and once it is dead.
     :ivar schedule: the name of the schedule that fired this job, if any.
+    :ivar fire_at: the schedule tick this job is for (its fire time, or the time
+        of a manual trigger); never changed by claims, retries or recovery.
     """
 
     id: str
@@ -110,6 +115,7 @@ class Job:
     timeout: float | None = None
     key: str | None = None
     schedule: str | None = None
+    fire_at: float | None = None
     lease_token: str | None = None
     lease_expires_at: float | None = None
     worker_id: str | None = None

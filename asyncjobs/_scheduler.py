@@ -44,7 +44,11 @@ def _parse(trigger_json: str) -> Trigger:
 
 
 def jobs_for(schedule: Schedule, fire_times: Sequence[float], now: float) -> list[NewJob]:
-    """The jobs a schedule enqueues for *fire_times*, each due at its fire time."""
+    """The jobs a schedule enqueues for *fire_times*, each due at its fire time.
+
+    Each job also keeps its fire time in ``fire_at``, which (unlike ``due_at``)
+    retries and crash recovery leave alone.
+    """
     key = None if schedule.overlap else overlap_key(schedule.name)
     return [
         NewJob(
@@ -59,6 +63,7 @@ def jobs_for(schedule: Schedule, fire_times: Sequence[float], now: float) -> lis
             timeout=schedule.timeout,
             key=key,
             schedule=schedule.name,
+            fire_at=fire_at,
         )
         for fire_at in fire_times
     ]

@@ -88,8 +88,9 @@ def record_run(ctx: JobContext, event: str) -> None:
     """Append one line about this run of a job to this process's record file.
 
     The line holds the event name, the job id, the attempt, this pid, the
-    claim time and due time as the store wrote them (the store's clock), and
-    the wall time of the write.
+    claim time, due time and schedule fire time (``None`` for a job no schedule
+    fired) as the store wrote them (the store's clock), and the wall time of
+    the write.
     """
     line = json.dumps(
         {
@@ -99,6 +100,7 @@ def record_run(ctx: JobContext, event: str) -> None:
             "pid": os.getpid(),
             "claimed_at": ctx.job.started_at,
             "due_at": ctx.job.due_at,
+            "fire_at": ctx.fire_at,
             "at": time.time(),
         }
     )
@@ -140,7 +142,7 @@ async def crash(ctx: JobContext) -> None:
 
 @jobs.job(name="tick")
 async def tick(ctx: JobContext) -> None:
-    """The scheduled job: record which fire time (``due_at``) this run belongs to."""
+    """The scheduled job: record which fire time (``fire_at``) this run belongs to."""
     record_run(ctx, "tick")
     await anyio.sleep(float(os.environ.get(ENV_TICK_HOLD, "0")))
 

@@ -61,6 +61,7 @@ class Run:
     pid: int
     claimed_at: float
     due_at: float
+    fire_at: float | None
     at: float
 
 
@@ -526,14 +527,11 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
         jobs = await cluster.poll(settled, "every fired tick to run")
         statuses = await cluster.stop(*workers)
 
-    # A fired job is due at its fire time, but a job recovered from the killed
-    # process is queued again due "now": its fire time is gone from the store (see
-    # test_a_recovered_tick_job_keeps_its_fire_time). Such jobs are accounted for
-    # below by when they were enqueued, which recovery leaves alone.
-    recovered = sorted(
-        (job for job in jobs if not on_grid(job.due_at)), key=lambda j: j.enqueued_at
-    )
-    fire_times = sorted(job.due_at for job in jobs if on_grid(job.due_at))
+    # Every job keeps the fire time of its tick in fire_at, a job recovered from
+    # the killed process too (recovery queued it again due "now").
+    fire_times = sorted(job.fire_at for job in jobs if job.fire_at is not None)
+    assert len(fire_times) == len(jobs), [job for job in jobs if job.fire_at is None]
+    assert all(on_grid(moment) for moment in fire_times), fire_times
     # One job per tick: no two processes fired the same tick...
     ticks_fired = Counter(round(moment / TICK) for moment in fire_times)
     assert max(ticks_fired.values()) == 1, ticks_fired.most_common(3)
@@ -541,10 +539,12 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
     # has a job, on time or recovered.
     first, last = min(ticks_fired), max(ticks_fired)
     missing = [tick * TICK for tick in range(first, last + 1) if tick not in ticks_fired]
-    assert len(missing) == len(recovered), (missing, recovered, killed_at)
-    for tick, job in zip(missing, recovered, strict=True):
+    assert missing == [], (missing, killed_at)
+    recovered = [job for job in jobs if job.due_at != job.fire_at]
+    for job in recovered:
         # Fired at (or after) its tick and before the kill, requeued by recovery after it.
-        assert tick - 1e-3 <= job.enqueued_at <= killed_at, (tick, job, killed_at)
+        assert job.fire_at is not None
+        assert job.fire_at - 1e-3 <= job.enqueued_at <= killed_at, (job, killed_at)
         assert job.due_at >= killed_at
         assert job.attempts >= 2
     assert fire_times[0] < killed_at < fire_times[-1]
@@ -554,7 +554,8 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
     by_id = {job.id: job for job in jobs}
     assert set(ticks) == set(by_id)
     for job_id, tries in ticks.items():
-        assert tries[-1].due_at == by_id[job_id].due_at
+        # Every run of a job, the one the kill cut short included, saw its tick.
+        assert all(run.fire_at == by_id[job_id].fire_at for run in tries), tries
         assert all(run.pid == killed_pid for run in tries[:-1]), tries
     assert statuses == [0] * CRON_PROCESSES, cluster.log_tails()
     print(
@@ -563,11 +564,6 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: recover_expired requeues a fired job due 'now', and no other "
-    "field keeps its fire time, so the rerun cannot tell which tick it runs for",
-)
 async def test_a_recovered_tick_job_keeps_its_fire_time(cluster: Cluster) -> None:
     async with cluster.runtime() as runtime:
         # The tick's handler stays in flight (60 s), so the kill is sure to catch it.
@@ -578,7 +574,8 @@ async def test_a_recovered_tick_job_keeps_its_fire_time(cluster: Cluster) -> Non
 
         run = await cluster.poll(first_run, "the first tick to start")
         await runtime.schedules.remove("tick")  # no more ticks: one job to follow
-        assert on_grid(run.due_at)
+        assert run.fire_at is not None
+        assert on_grid(run.fire_at)
         cluster.kill(first)
         second = cluster.start_worker(tick_hold=0)
 
@@ -590,9 +587,11 @@ async def test_a_recovered_tick_job_keeps_its_fire_time(cluster: Cluster) -> Non
         assert await cluster.stop(second) == [0], cluster.log(second)
     again = [r for r in cluster.runs() if r.job == run.job and r.pid == second.pid]
     assert [r.attempt for r in again] == [2]
-    # Which tick the rerun is for: what the handler sees, and what the store keeps.
-    assert again[0].due_at == run.due_at
-    assert job.due_at == run.due_at
+    # Which tick the rerun is for: what the handler sees, and what the store keeps,
+    # though recovery queued it again due "now".
+    assert again[0].fire_at == run.fire_at
+    assert job.fire_at == run.fire_at
+    assert job.due_at != run.fire_at
 
 
 # -- 6. the Redis server restarts -------------------------------------------------------

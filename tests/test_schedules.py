@@ -9,8 +9,10 @@ import pytest
 
 from asyncjobs import (
     CronTrigger,
+    FixedBackoff,
     InvalidScheduleError,
     JobArgumentsError,
+    JobContext,
     JobRuntime,
     JobState,
     ManualClock,
@@ -60,6 +62,39 @@ async def test_cron_fires_each_tick_once(make_runtime: RuntimeFactory, clock: Ma
                 await drain(runtime)
             assert await fired_jobs(runtime, schedule.name) == [ts(12, 5), ts(12, 10), ts(12, 15)]
     assert ran == [ts(12, 5), ts(12, 10), ts(12, 15)]
+
+
+async def test_a_run_knows_its_tick_through_retries_and_a_manual_trigger(
+    make_runtime: RuntimeFactory, clock: ManualClock
+) -> None:
+    runtime = make_runtime()
+    seen: list[tuple[int, float | None, float]] = []
+
+    @runtime.cron("*/5 * * * *", name="report")
+    @runtime.job(max_attempts=2, backoff=FixedBackoff(10))
+    async def report(ctx: JobContext) -> None:
+        seen.append((ctx.attempt, ctx.fire_at, ctx.job.due_at))
+        if ctx.attempt == 1 and ctx.fire_at == ts(12, 5):
+            raise ConnectionError("flaky")
+
+    @runtime.job()
+    async def plain(ctx: JobContext) -> float | None:
+        return ctx.fire_at
+
+    async with runtime:
+        clock.set(ts(12, 5))
+        await drain(runtime)
+        clock.advance(10)
+        await drain(runtime)
+        # The retry is due 10 s later, and still for the 12:05 tick.
+        assert seen == [(1, ts(12, 5), ts(12, 5)), (2, ts(12, 5), ts(12, 5) + 10)]
+
+        clock.set(ts(12, 7))
+        handle = await runtime.schedules.trigger("report")
+        await handle.result(timeout=10)
+        assert seen[-1] == (1, ts(12, 7), ts(12, 7))
+        assert (await handle.refresh()).fire_at == ts(12, 7)
+        assert await (await plain.enqueue()).result(timeout=10) is None
 
 
 async def test_seconds_field_and_interval(make_runtime: RuntimeFactory, clock: ManualClock) -> None:

@@ -53,6 +53,7 @@ class _Entry:
     timeout: float | None
     key: str | None
     schedule: str | None
+    fire_at: float | None = None
     attempts: int = 0
     lease_token: str | None = None
     lease_expires_at: float | None = None
@@ -82,6 +83,7 @@ class _Entry:
             timeout=self.timeout,
             key=self.key,
             schedule=self.schedule,
+            fire_at=self.fire_at,
             lease_token=self.lease_token,
             lease_expires_at=self.lease_expires_at,
             worker_id=self.worker_id,
@@ -198,6 +200,7 @@ class MemoryBackend:
             timeout=new.timeout,
             key=new.key,
             schedule=new.schedule,
+            fire_at=new.fire_at,
         )
         self._jobs[entry.id] = entry
         if entry.key is not None:

@@ -151,6 +151,7 @@ _JOB_FIELDS = (
     "progress",
     "progress_message",
     "cancel_requested",
+    "fire_at",
 )
 
 _PRELUDE = r"""
@@ -319,7 +320,8 @@ end
 --@section insert
 -- Insert n jobs whose arguments start at ARGV[pos]. Each job is: id, name,
 -- queue, payload, 'flags|due_at|enqueued_at|priority|max_attempts|timeout',
--- then key if flags has 'k' and schedule if it has 's'. Returns (index from 0,
+-- then key if flags has 'k', schedule if it has 's' and fire_at if it has 'f'.
+-- Nothing but this insert writes fire_at. Returns (index from 0,
 -- packed job) pairs for the jobs not inserted, whose existing job (same id, or
 -- same active key) stands in for them.
 local function insert_jobs(pos, n)
@@ -335,6 +337,8 @@ local function insert_jobs(pos, n)
     local key, schedule = nil, nil
     if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
     if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
+    local fire_at = nil
+    if has(flags, 'f') then fire_at = ARGV[pos]; pos = pos + 1 end
     local jk = job_key(id)
     local existing = nil
     if redis.call('EXISTS', jk) == 1 then
@@ -359,6 +363,7 @@ local function insert_jobs(pos, n)
       if timeout ~= '' then add(f, 'timeout', timeout) end
       if key then add(f, 'key', key) end
       if schedule then add(f, 'schedule', schedule) end
+      if fire_at then add(f, 'fire_at', fire_at) end
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', JOBS, seq, id)
       push(id, queue, due, seq, priority)
@@ -775,7 +780,11 @@ def _seconds(value: float | timedelta | None) -> float:
 
 def _job_args(new: NewJob) -> list[str | bytes]:
     """The script arguments of one new job (see ``insert_jobs`` in the Lua prelude)."""
-    flags = ("k" if new.key is not None else "") + ("s" if new.schedule is not None else "")
+    flags = (
+        ("k" if new.key is not None else "")
+        + ("s" if new.schedule is not None else "")
+        + ("f" if new.fire_at is not None else "")
+    )
     head = (
         f"{flags}|{_num(new.due_at)}|{_num(new.enqueued_at)}|{int(new.priority)}|"
         f"{int(new.max_attempts)}|{'' if new.timeout is None else _num(new.timeout)}"
@@ -785,6 +794,8 @@ def _job_args(new: NewJob) -> list[str | bytes]:
         args.append(new.key)
     if new.schedule is not None:
         args.append(new.schedule)
+    if new.fire_at is not None:
+        args.append(_num(new.fire_at))
     return args
 
 
@@ -833,6 +844,7 @@ def _queued_job(new: NewJob) -> Job:
         timeout=new.timeout,
         key=new.key,
         schedule=new.schedule,
+        fire_at=new.fire_at,
     )
 
 
@@ -894,6 +906,7 @@ def _decode_job(values: Sequence[bytes | None]) -> Job:
         progress,
         progress_message,
         cancel_requested,
+        fire_at,
     ) = values
     if (
         job_id is None
@@ -929,6 +942,7 @@ def _decode_job(values: Sequence[bytes | None]) -> Job:
         timeout=_float(timeout),
         key=_text(key),
         schedule=_text(schedule),
+        fire_at=_float(fire_at),
         lease_token=_text(lease_token),
         lease_expires_at=_float(lease_expires_at),
         worker_id=_text(worker_id),

@@ -238,6 +238,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE TABLE asyncjobs_schema (version INTEGER NOT NULL)",
         "INSERT INTO asyncjobs_schema (version) VALUES (0)",
     ),
+    # 2: a scheduled job keeps the fire time of its tick (retries and crash
+    # recovery move due_at). Jobs written before it have none (NULL).
+    ("ALTER TABLE asyncjobs_jobs ADD COLUMN fire_at REAL",),
 )
 
 #: The schema version this asyncjobs writes; files with a higher one are refused.
@@ -247,7 +250,7 @@ _JOB_COLUMNS = (
     "id, name, queue, payload, state, due_at, enqueued_at, priority, attempts,"
     " max_attempts, timeout, key, schedule, lease_token, lease_expires_at, worker_id,"
     " started_at, finished_at, result, error_type, error_message, error_traceback,"
-    " progress, progress_message, cancel_requested"
+    " progress, progress_message, cancel_requested, fire_at"
 )
 _SCHEDULE_COLUMNS = (
     "name, job_name, queue, trigger, payload, next_fire_at, last_fire_at, misfire, grace,"
@@ -276,8 +279,8 @@ _CLAIM_SQL: Final = f"""
 _INSERT_SQL: Final = """
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, state, due_at, enqueued_at, priority,
-         max_attempts, timeout, key, schedule)
-    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)
+         max_attempts, timeout, key, schedule, fire_at)
+    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _WAKE_SQL: Final = """
     INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (?, 1)
@@ -452,7 +455,8 @@ def _to_job(row: _Row) -> Job:
         progress,
         progress_message,
         cancel_requested,
-    ) = row[:25]
+        fire_at,
+    ) = row[:26]
     return Job(
         id=job_id,
         name=name,
@@ -467,6 +471,7 @@ def _to_job(row: _Row) -> Job:
         timeout=timeout,
         key=key,
         schedule=schedule,
+        fire_at=fire_at,
         lease_token=lease_token,
         lease_expires_at=lease_expires_at,
         worker_id=worker_id,
@@ -959,6 +964,7 @@ class SQLiteBackend:
                 timeout=new.timeout,
                 key=new.key,
                 schedule=new.schedule,
+                fire_at=new.fire_at,
             )
             if new.key is not None:
                 by_key[new.key] = job
@@ -977,6 +983,7 @@ class SQLiteBackend:
                     new.timeout,
                     new.key,
                     new.schedule,
+                    new.fire_at,
                 )
             )
         if rows_to_insert:
@@ -1014,7 +1021,7 @@ class SQLiteBackend:
         if rows:
             self._poll_delay = self._poll_bounds[0]
         # RETURNING gives rows in no particular order: restore the claim order.
-        rows.sort(key=lambda row: (row[7], row[5], row[25]))
+        rows.sort(key=lambda row: (row[7], row[5], row[26]))
         return [_to_job(row) for row in rows]
 
     async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:

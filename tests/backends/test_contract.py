@@ -151,6 +151,7 @@ def make_schedule(clock: ManualClock, **overrides: Any) -> Schedule:
                 "timeout": 12.5,
                 "key": "welcome:42",
                 "schedule": "hourly",
+                "fire_at": 1_767_225_600.1,
             },
             id="every-field",
         ),
@@ -579,6 +580,62 @@ async def test_recover_expired_kills_a_job_out_of_attempts(
     assert await claim_ids(backend) == []
 
 
+async def test_fire_at_round_trips_and_survives_claims_recovery_and_retries(
+    backend: Backend, clock: ManualClock
+) -> None:
+    # A tick just missed, with a fraction no float text shortcut keeps exactly.
+    tick = clock.now() - 0.1
+    new = new_job(clock, schedule="hourly", due_at=tick, fire_at=tick)
+
+    [returned] = await backend.enqueue([new])
+    assert returned.fire_at == tick
+    assert (await stored(backend, new.id)).fire_at == tick
+    [claimed] = await backend.claim(QUEUE, 1, WORKER, LEASE)
+    assert claimed.fire_at == tick
+
+    # The worker dies: recovery requeues the job due now, for the same tick.
+    clock.advance(LEASE + 1)
+    assert await backend.recover_expired() == 1
+    recovered = await stored(backend, new.id)
+    assert (recovered.state, recovered.due_at) == (JobState.QUEUED, clock.now())
+    assert recovered.fire_at == tick
+    [again] = await backend.claim(QUEUE, 1, "worker-2", LEASE)
+    assert (again.attempts, again.fire_at) == (2, tick)
+
+    # A failed attempt retries later, still for the same tick.
+    retry_at = clock.now() + 60
+    await settle_ok(backend, outcome(again, OutcomeKind.RETRY, due_at=retry_at, error=BOOM))
+    retried = await stored(backend, new.id)
+    assert (retried.due_at, retried.fire_at) == (retry_at, tick)
+    clock.advance(60)
+    [third] = await backend.claim(QUEUE, 1, WORKER, LEASE)
+    assert (third.attempts, third.fire_at) == (3, tick)
+
+    # A release, a death and a manual revival leave it alone too.
+    await settle_ok(backend, outcome(third, OutcomeKind.RELEASE, due_at=clock.now()))
+    assert (await stored(backend, new.id)).fire_at == tick
+    [fourth] = await backend.claim(QUEUE, 1, WORKER, LEASE)
+    await settle_ok(backend, outcome(fourth, OutcomeKind.DEAD, error=BOOM))
+    assert (await stored(backend, new.id)).fire_at == tick
+    revived = await backend.retry_dead(new.id, clock.now())
+    assert revived is not None
+    assert revived.fire_at == tick
+    [fifth] = await backend.claim(QUEUE, 1, WORKER, LEASE)
+    assert fifth.fire_at == tick
+    await settle_ok(backend, outcome(fifth, OutcomeKind.COMPLETE, result=b"1"))
+    assert (await stored(backend, new.id)).fire_at == tick
+    assert [job.fire_at for job in await backend.list_jobs(schedule="hourly")] == [tick]
+
+
+async def test_a_job_without_a_fire_time_has_none(backend: Backend, clock: ManualClock) -> None:
+    job = await start(backend, clock)
+    clock.advance(LEASE + 1)
+    await backend.recover_expired()
+
+    assert job.fire_at is None
+    assert (await stored(backend, job.id)).fire_at is None
+
+
 # -- progress -------------------------------------------------------------------
 
 
@@ -978,13 +1035,14 @@ async def test_put_schedule_with_another_trigger_replaces_its_timing(
 async def test_fire_schedule_fires_a_tick_once(backend: Backend, clock: ManualClock) -> None:
     tick = clock.now() + 60
     await backend.put_schedule(make_schedule(clock, next_fire_at=tick))
-    job = new_job(clock, schedule="nightly", due_at=tick, payload=NON_UTF8)
+    job = new_job(clock, schedule="nightly", due_at=tick, fire_at=tick, payload=NON_UTF8)
 
     fired = await backend.fire_schedule("nightly", tick, tick + 60, [job])
 
     assert fired is not None
-    assert [j.id for j in fired] == [job.id]
+    assert [(j.id, j.fire_at) for j in fired] == [(job.id, tick)]
     assert (await stored(backend, job.id)).schedule == "nightly"
+    assert (await stored(backend, job.id)).fire_at == tick
     assert [j.id for j in await backend.list_jobs(schedule="nightly")] == [job.id]
     after = await backend.get_schedule("nightly")
     assert after is not None

@@ -198,6 +198,47 @@ async def test_an_older_schema_is_migrated_in_order_keeping_its_jobs(
         assert db.execute("SELECT x, y FROM asyncjobs_test_one").fetchall() == [(1, 2)]
 
 
+async def test_a_file_from_before_fire_at_upgrades_and_keeps_its_jobs(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The file an asyncjobs at schema version 1 wrote: the released first step only.
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as db:
+        for statement in sqlite_module._MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("UPDATE asyncjobs_schema SET version = 1")
+        db.execute(
+            "INSERT INTO asyncjobs_jobs (id, name, queue, payload, state, due_at, enqueued_at,"
+            " priority, max_attempts, schedule) VALUES (?, ?, ?, ?, 'queued', ?, ?, 0, 3, ?)",
+            ("old-job", "tasks.tick", QUEUE, b"{}", clock.now() - 5, clock.now() - 5, "tick"),
+        )
+    db.close()
+
+    backend = await open_backend(path, clock)
+    try:
+        old = await backend.get_job("old-job")
+        assert old is not None
+        assert (old.state, old.schedule, old.due_at) == (
+            JobState.QUEUED,
+            "tick",
+            clock.now() - 5,
+        )
+        assert old.fire_at is None
+        tick = clock.now() - 0.1
+        [new] = await backend.enqueue([new_job(clock, due_at=tick, fire_at=tick)])
+        claimed = await backend.claim(QUEUE, 10, "worker-1", LEASE)
+        assert [(job.id, job.fire_at) for job in claimed] == [("old-job", None), (new.id, tick)]
+        assert (await backend.get_job(new.id)) == claimed[1]
+    finally:
+        await backend.aclose()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (SCHEMA_VERSION,)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(asyncjobs_jobs)")]
+    db.close()
+    assert "fire_at" in columns
+
+
 async def test_a_failing_migration_leaves_the_file_as_it_was(
     tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
