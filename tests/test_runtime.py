@@ -138,63 +138,72 @@ async def test_priority_order(make_runtime: RuntimeFactory) -> None:
     assert order == [0, 1, 1, 3, 5]
 
 
+class ConcurrencyProbe:
+    """Counts handlers running at once; they hold until :meth:`release`."""
+
+    def __init__(self, expected: int) -> None:
+        self.running = 0
+        self.peak = 0
+        self._expected = expected
+        self.reached = anyio.Event()
+        self._gate = anyio.Event()
+
+    async def hold(self) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        if self.running == self._expected:
+            self.reached.set()
+        await self._gate.wait()
+        self.running -= 1
+
+    def release(self) -> None:
+        self._gate.set()
+
+
 async def test_queue_limit_is_never_exceeded(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime(queues={"default": 3, "other": 2})
-    running = 0
-    peak = 0
-    gate = anyio.Event()
+    probe = ConcurrencyProbe(expected=3)
 
     @runtime.job()
     async def busy() -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await gate.wait()
-        running -= 1
+        await probe.hold()
 
     async with runtime:
         handles = await runtime.enqueue_many([busy.call() for _ in range(12)])
         with anyio.fail_after(10):
-            while running < 3:
-                await anyio.sleep(0.001)
+            await probe.reached.wait()
         await anyio.wait_all_tasks_blocked()
-        assert running == 3
-        gate.set()
+        assert probe.running == 3
+        probe.release()
         for handle in handles:
             await handle.wait(timeout=10)
-    assert peak == 3
+    assert probe.peak == 3
 
 
 async def test_global_cap_limits_all_queues(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime(queues={"default": 3, "other": 3}, max_concurrency=2)
-    running = 0
-    peak = 0
-    gate = anyio.Event()
+    probe = ConcurrencyProbe(expected=2)
 
     @runtime.job()
     async def one() -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await gate.wait()
-        running -= 1
+        await probe.hold()
 
     @runtime.job(queue="other")
     async def two() -> None:
-        await one.function()
+        await probe.hold()
 
     async with runtime:
         handles = await runtime.enqueue_many(
             [one.call() for _ in range(4)] + [two.call() for _ in range(4)]
         )
         with anyio.fail_after(10):
-            while running < 2:
-                await anyio.sleep(0.001)
+            await probe.reached.wait()
         await anyio.wait_all_tasks_blocked()
-        gate.set()
+        assert probe.running == 2
+        probe.release()
         for handle in handles:
             await handle.wait(timeout=10)
-    assert peak == 2
+    assert probe.peak == 2
 
 
 async def test_retries_with_attempt_numbers_then_success(
