@@ -47,13 +47,14 @@ from ._exceptions import (
     UnknownQueueError,
 )
 from ._handle import JobHandle
+from ._misfire import MisfireDecision, misfire_fire_times
 from ._models import ErrorInfo, Job, JobState, QueueStats, Schedule
 from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegistry
 from ._retry import Backoff, ExponentialBackoff, FixedBackoff, Permanent, Retry
 from ._runtime import JobRuntime
 from ._schedules import ScheduleBook
 from ._serialization import Codec, JSONCodec
-from ._triggers import CronTrigger, IntervalTrigger, MisfireDecision, misfire_fire_times
+from ._triggers import CronTrigger, IntervalTrigger
 
 __version__ = "0.1.0"
 

@@ -21,8 +21,9 @@ import attrs
 
 from ._clock import Clock, to_datetime
 from ._events import EventBus, ScheduleFired
+from ._misfire import misfire_fire_times
 from ._models import Job, NewJob, Schedule, new_job_id
-from ._triggers import Trigger, misfire_fire_times, trigger_from_json
+from ._triggers import Trigger, trigger_from_json
 from .backends import Backend
 
 __all__ = ["Scheduler", "overlap_key"]

@@ -24,11 +24,12 @@ from ._exceptions import (
     ScheduleNotFound,
 )
 from ._handle import JobHandle
+from ._misfire import MISFIRE_POLICIES
 from ._models import Job, Schedule
 from ._registry import JobDefinition, JobFunction
 from ._retry import seconds
 from ._scheduler import jobs_for
-from ._triggers import MISFIRE_POLICIES, CronTrigger, IntervalTrigger, Trigger
+from ._triggers import CronTrigger, IntervalTrigger, Trigger
 
 if TYPE_CHECKING:
     from ._runtime import JobRuntime

@@ -18,14 +18,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from asyncjobs._exceptions import AsyncJobsError, InvalidScheduleError
-from asyncjobs._triggers import (
-    CronTrigger,
-    IntervalTrigger,
-    MisfireDecision,
-    Trigger,
-    misfire_fire_times,
-    trigger_from_json,
-)
+from asyncjobs._misfire import MisfireDecision, misfire_fire_times
+from asyncjobs._triggers import CronTrigger, IntervalTrigger, Trigger, trigger_from_json
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
