@@ -271,6 +271,9 @@ class Dispatcher:
                 for job in jobs:
                     self._held[job.id] = job
                     feed.put(job)
+                # Let the woken workers start these before this loop's next round
+                # trip (an in-memory claim never yields on its own).
+                await anyio.lowlevel.checkpoint()
                 continue
             if wake.is_set() or self._stopping:
                 continue
@@ -281,7 +284,9 @@ class Dispatcher:
                 # Due but not claimable (a race with another worker): claim again.
                 await anyio.lowlevel.checkpoint()
                 continue
-            await self._wait_for_work(queue, wake, deadline)
+            # The store wait ends on the queue's own wake-up too (a slot freed, an
+            # in-process enqueue): one waiting task, no helper task to cancel.
+            await self._backend.wait_for_work([queue], deadline, wake)
 
     async def _worker(self, feed: _Feed) -> None:
         limiter = self._global_limiter
@@ -291,20 +296,6 @@ class Dispatcher:
             else:
                 async with limiter:
                     await self._run_job(job)
-
-    async def _wait_for_work(self, queue: str, wake: anyio.Event, deadline: float | None) -> None:
-        """Wait for the store's signal, the deadline, or a local wake-up, whichever is first."""
-        async with anyio.create_task_group() as waiters:
-
-            async def local_signal() -> None:
-                await wake.wait()
-                waiters.cancel_scope.cancel()
-
-            waiters.start_soon(local_signal)
-            # The store wait runs in this task, so it is registered before anything
-            # else runs: an enqueue cannot slip in between the check and the wait.
-            await self._backend.wait_for_work([queue], deadline)
-            waiters.cancel_scope.cancel()
 
     def _stop_job(self, running: _Running, reason: str) -> None:
         if running.stop_reason is None:

@@ -101,10 +101,15 @@ class Slots:
     def event(self, queue: str) -> anyio.Event:
         """Return the event the next :meth:`wake` of *queue* will set.
 
-        The caller is counted as waiting until that wake-up happens.
+        The caller is counted as waiting until that wake-up happens. The event
+        is never one that is already set: a store may set it too (it is handed
+        to the store's wait), without going through :meth:`wake`.
         """
         self._waiting[queue] = True
-        return self._events[queue]
+        event = self._events[queue]
+        if event.is_set():
+            event = self._events[queue] = anyio.Event()
+        return event
 
     def wake(self, queue: str) -> None:
         """Wake *queue*'s claim loop (a slot freed up, or work arrived)."""

@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+import anyio
 import attrs
 
 from .._clock import Clock
@@ -169,11 +170,19 @@ class Backend(Protocol):
         """Return the earliest ``due_at`` of queued jobs in unpaused *queues*."""
         ...
 
-    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
+    async def wait_for_work(
+        self,
+        queues: Collection[str],
+        deadline: float | None,
+        wakeup: anyio.Event | None = None,
+    ) -> None:
         """Return when work may have arrived for *queues*, or at *deadline*.
 
         Early returns are allowed; callers claim and wait again. Jobs enqueued
-        through this backend object wake waiters at once.
+        through this backend object wake waiters at once. A caller that has
+        other reasons to wake up passes its own *wakeup* event: the wait also
+        ends when that is set, and the backend sets it when work arrives, so
+        the caller needs no second task to watch it.
         """
         ...
 

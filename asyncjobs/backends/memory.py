@@ -427,9 +427,14 @@ class MemoryBackend:
                 earliest = min(due_times)
         return earliest
 
-    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
-        """Wait for an enqueue (or any requeue) in this backend, or *deadline*."""
-        wakeup = anyio.Event()
+    async def wait_for_work(
+        self,
+        queues: Collection[str],
+        deadline: float | None,
+        wakeup: anyio.Event | None = None,
+    ) -> None:
+        """Wait for an enqueue (or any requeue) in this backend, *wakeup*, or *deadline*."""
+        wakeup = wakeup or anyio.Event()
         self._waiters.add(wakeup)
         try:
             await self._clock.wait(wakeup, deadline)

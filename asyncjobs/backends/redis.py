@@ -937,8 +937,13 @@ class RedisBackend:
 
     # -- waiting for work -----------------------------------------------------
 
-    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
-        """Return when work may have arrived for *queues*, or at *deadline*.
+    async def wait_for_work(
+        self,
+        queues: Collection[str],
+        deadline: float | None,
+        wakeup: anyio.Event | None = None,
+    ) -> None:
+        """Return when work may have arrived for *queues*, *wakeup* is set, or at *deadline*.
 
         Enqueues through this object wake at once; every other change that
         makes work (another process's enqueue, a retry, a recovery, a resumed
@@ -951,7 +956,7 @@ class RedisBackend:
         if self._pubsub is None:
             raise BackendError("the Redis backend is not open: call open() first")
         channels = frozenset(self._channel(queue) for queue in queues)
-        wakeup = anyio.Event()
+        wakeup = wakeup or anyio.Event()
         self._waiters[wakeup] = channels
         try:
             if not channels:

@@ -1387,13 +1387,18 @@ class SQLiteBackend:
                 return True
             raise
 
-    async def wait_for_work(self, queues: Collection[str], deadline: float | None) -> None:
-        """Return when work may have arrived for *queues*, or at *deadline*.
+    async def wait_for_work(
+        self,
+        queues: Collection[str],
+        deadline: float | None,
+        wakeup: anyio.Event | None = None,
+    ) -> None:
+        """Return when work may have arrived for *queues*, *wakeup* is set, or at *deadline*.
 
         Work added through this object wakes at once; work added by another
         process is found by the adaptive poll (see the module docstring).
         """
-        done = anyio.Event()
+        done = wakeup or anyio.Event()
         # Registered before the first look at the store, so a notify from here on
         # is never missed.
         self._waiters.add(done)
@@ -1403,23 +1408,20 @@ class SQLiteBackend:
             names = sorted(set(queues))
             if self._reader is None or await self._new_work(names):
                 return
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._poll, names, done)
-                await self._clock.wait(done, deadline)
-                tg.cancel_scope.cancel()
+            shortest, longest = self._poll_bounds
+            while True:
+                # The poll runs on real time (other processes), the deadline on the
+                # backend's clock: wait for whichever comes first, in this task.
+                with anyio.move_on_after(self._poll_delay):
+                    await self._clock.wait(done, deadline)
+                if done.is_set() or (deadline is not None and deadline <= self._clock.now()):
+                    return
+                if self._reader is None or await self._new_work_unless_closed(names):
+                    self._poll_delay = shortest
+                    return
+                self._poll_delay = min(self._poll_delay * 2, longest)
         finally:
             self._waiters.discard(done)
-
-    async def _poll(self, names: Sequence[str], done: anyio.Event) -> None:
-        """Set *done* once another process adds work to *names* (real-time polling)."""
-        shortest, longest = self._poll_bounds
-        while True:
-            await anyio.sleep(self._poll_delay)
-            if self._reader is None or await self._new_work_unless_closed(names):
-                self._poll_delay = shortest
-                done.set()
-                return
-            self._poll_delay = min(self._poll_delay * 2, longest)
 
     # -- schedules ----------------------------------------------------------------------
 
