@@ -22,15 +22,13 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 import anyio
-from rich import box
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
-from rich.text import Text
 
+from ._cli_format import _JOB_COLUMNS, _job_row, _jobs_table
 from ._exceptions import AsyncJobsError, JobNotFound, JobStateError, UnknownQueueError
 from ._limits import Slots
-from ._models import FINISHED_STATES, Job, JobState
+from ._models import FINISHED_STATES, JobState
 from ._runtime import JobRuntime
 from ._snapshot import format_duration, take_snapshot
 from .console import live, render
@@ -425,74 +423,6 @@ async def _jobs(args: argparse.Namespace) -> int:
         for row in rows:
             print("\t".join(row))
     return EXIT_OK
-
-
-_JOB_COLUMNS = ("id", "name", "queue", "state", "attempts", "when", "detail")
-_STATE_STYLES = {
-    JobState.QUEUED.value: "yellow",
-    JobState.RUNNING.value: "cyan",
-    JobState.COMPLETE.value: "green",
-    JobState.DEAD.value: "red",
-    JobState.CANCELLED.value: "dim",
-}
-
-
-def _job_row(job: Job, now: float) -> tuple[str, ...]:
-    return (
-        job.id,
-        job.name,
-        job.queue,
-        job.state.value,
-        f"{job.attempts}/{job.max_attempts}",
-        _when(job, now),
-        _detail(job),
-    )
-
-
-def _jobs_table(rows: Sequence[tuple[str, ...]]) -> Table:
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-        header_style="dim",
-    )
-    table.add_column("id", no_wrap=True, min_width=32)  # whole: retry and cancel take it
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("queue", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("try", justify="right", no_wrap=True)
-    table.add_column("when", justify="right", no_wrap=True)
-    # The one column that wraps, so a narrow terminal folds the detail, not the id.
-    table.add_column("detail", overflow="fold")
-    for row in rows:
-        state = row[3]
-        table.add_row(*row[:3], Text(state, style=_STATE_STYLES[state]), *row[4:])
-    return table
-
-
-def _when(job: Job, now: float) -> str:
-    if job.state is JobState.QUEUED:
-        wait = job.due_at - now
-        return f"in {format_duration(wait)}" if wait > 0 else "due now"
-    if job.state is JobState.RUNNING and job.started_at is not None:
-        return f"for {format_duration(now - job.started_at)}"
-    if job.finished_at is not None:
-        return f"{format_duration(now - job.finished_at)} ago"
-    return ""
-
-
-def _detail(job: Job) -> str:
-    if job.state is JobState.RUNNING and job.cancel_requested:
-        return "cancel requested"
-    if job.state is JobState.RUNNING and job.progress is not None:
-        message = f" {job.progress_message}" if job.progress_message else ""
-        return f"{job.progress * 100:.0f}%{message}"
-    if job.error is not None and job.state is not JobState.COMPLETE:
-        # A queued job with an error is waiting to retry after it.
-        prefix = "last error: " if job.state is JobState.QUEUED else ""
-        return f"{prefix}{job.error.type}: {job.error.message}"
-    return ""
 
 
 async def _retry(args: argparse.Namespace) -> int:
