@@ -241,6 +241,18 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 2: a scheduled job keeps the fire time of its tick (retries and crash
     # recovery move due_at). Jobs written before it have none (NULL).
     ("ALTER TABLE asyncjobs_jobs ADD COLUMN fire_at REAL",),
+    # 3: a new job bumps its queue's wake counter in the same statement, so a
+    # plain enqueue is one statement (one trip to the database thread) and
+    # other processes' polls still see it.
+    (
+        """
+        CREATE TRIGGER asyncjobs_jobs_wake AFTER INSERT ON asyncjobs_jobs
+        BEGIN
+            INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (NEW.queue, 1)
+            ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1;
+        END
+        """,
+    ),
 )
 
 #: The schema version this asyncjobs writes; files with a higher one are refused.
@@ -276,12 +288,15 @@ _CLAIM_SQL: Final = f"""
     )
     RETURNING {_JOB_COLUMNS}, seq
 """
-_INSERT_SQL: Final = """
+_INSERT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')"
+_INSERT_HEAD: Final = """
     INSERT INTO asyncjobs_jobs
-        (id, name, queue, payload, state, due_at, enqueued_at, priority,
-         max_attempts, timeout, key, schedule, fire_at)
-    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+        (id, name, queue, payload, due_at, enqueued_at, priority,
+         max_attempts, timeout, key, schedule, fire_at, state)
+    VALUES """
+_INSERT_SQL: Final = _INSERT_HEAD + _INSERT_ROW
+#: The most jobs one multi-row INSERT binds (SQLite caps a statement's parameters).
+_MAX_INSERT_ROWS: Final = 500
 _WAKE_SQL: Final = """
     INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (?, 1)
     ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1
@@ -420,6 +435,43 @@ def _rows_of(width: int, count: int) -> str:
     """``(?, ?), (?, ?), ...``: *count* VALUES rows of *width* parameters."""
     row = f"({_marks(width)})"
     return ", ".join([row] * count)
+
+
+def _insert_row(new: NewJob) -> tuple[Any, ...]:
+    """The ``_INSERT_SQL`` parameters of one new job."""
+    return (
+        new.id,
+        new.name,
+        new.queue,
+        new.payload,
+        new.due_at,
+        new.enqueued_at,
+        new.priority,
+        new.max_attempts,
+        new.timeout,
+        new.key,
+        new.schedule,
+        new.fire_at,
+    )
+
+
+def _queued_job(new: NewJob) -> Job:
+    """The record of *new* as stored: queued, never attempted."""
+    return Job(
+        id=new.id,
+        name=new.name,
+        queue=new.queue,
+        payload=new.payload,
+        state=JobState.QUEUED,
+        due_at=new.due_at,
+        enqueued_at=new.enqueued_at,
+        priority=new.priority,
+        max_attempts=new.max_attempts,
+        timeout=new.timeout,
+        key=new.key,
+        schedule=new.schedule,
+        fire_at=new.fire_at,
+    )
 
 
 def _error_columns(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
@@ -618,7 +670,9 @@ class SQLiteBackend:
         self._clock: Clock = SystemClock()
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = anyio.Lock()
+        # Uncontended, the lock is taken without a trip through the event loop: the
+        # write that follows yields anyway.
+        self._write_lock = anyio.Lock(fast_acquire=True)
         # One event per waiter: a clock may set a waiter's event as its deadline
         # timer (ManualClock does), which must not wake anyone else.
         self._waiters: set[anyio.Event] = set()
@@ -864,10 +918,17 @@ class SQLiteBackend:
         IMMEDIATE``: so the hot writes cost one trip to the database thread
         instead of three.
         """
+        async def attempt() -> list[_Row]:
+            # The statement runs on in the database thread whatever happens to the
+            # caller: wait for it, so a cancelled write has landed (or not) by the
+            # time the cancellation arrives, and the next write queues behind it.
+            with anyio.CancelScope(shield=True):
+                return await _fetchall(conn, sql, parameters)
+
         async with self._write_lock:
             conn = self._require(self._writer)
             try:
-                return await self._retry_busy(lambda: _fetchall(conn, sql, parameters))
+                return await self._retry_busy(attempt)
             except sqlite3.Error as exc:
                 raise self._translate(exc, action) from exc
 
@@ -944,51 +1005,20 @@ class SQLiteBackend:
             by_key.update((job.key, job) for job in map(_to_job, rows) if job.key is not None)
         stored: list[Job] = []
         rows_to_insert: list[_Row] = []
-        queues: set[str] = set()
         for new in jobs:
             if new.key is not None:
                 existing = by_key.get(new.key)
                 if existing is not None:
                     stored.append(existing)
                     continue
-            job = Job(
-                id=new.id,
-                name=new.name,
-                queue=new.queue,
-                payload=new.payload,
-                state=JobState.QUEUED,
-                due_at=new.due_at,
-                enqueued_at=new.enqueued_at,
-                priority=new.priority,
-                max_attempts=new.max_attempts,
-                timeout=new.timeout,
-                key=new.key,
-                schedule=new.schedule,
-                fire_at=new.fire_at,
-            )
+            job = _queued_job(new)
             if new.key is not None:
                 by_key[new.key] = job
             stored.append(job)
-            queues.add(new.queue)
-            rows_to_insert.append(
-                (
-                    new.id,
-                    new.name,
-                    new.queue,
-                    new.payload,
-                    new.due_at,
-                    new.enqueued_at,
-                    new.priority,
-                    new.max_attempts,
-                    new.timeout,
-                    new.key,
-                    new.schedule,
-                    new.fire_at,
-                )
-            )
+            rows_to_insert.append(_insert_row(new))
         if rows_to_insert:
+            # The insert trigger bumps the queues' wake counters.
             await conn.executemany(_INSERT_SQL, rows_to_insert)
-            await self._bump(conn, queues)
         return stored
 
     async def _bump(self, conn: aiosqlite.Connection, queues: Iterable[str]) -> None:
@@ -1003,10 +1033,18 @@ class SQLiteBackend:
         if not jobs:
             return []
 
-        async def body(conn: aiosqlite.Connection) -> list[Job]:
-            return await self._insert(conn, jobs)
+        if len(jobs) <= _MAX_INSERT_ROWS and all(new.key is None for new in jobs):
+            # Nothing to look up first: one INSERT statement, atomic on its own.
+            sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(jobs))
+            parameters = itertools.chain.from_iterable(map(_insert_row, jobs))
+            await self._write_one("enqueue", sql, parameters)
+            stored = [_queued_job(new) for new in jobs]
+        else:
 
-        stored = await self._write("enqueue", body)
+            async def body(conn: aiosqlite.Connection) -> list[Job]:
+                return await self._insert(conn, jobs)
+
+            stored = await self._write("enqueue", body)
         self._notify()
         return stored
 
