@@ -918,12 +918,14 @@ class SQLiteBackend:
         IMMEDIATE``: so the hot writes cost one trip to the database thread
         instead of three.
         """
+
         async def attempt() -> list[_Row]:
             # The statement runs on in the database thread whatever happens to the
             # caller: wait for it, so a cancelled write has landed (or not) by the
             # time the cancellation arrives, and the next write queues behind it.
             with anyio.CancelScope(shield=True):
-                return await _fetchall(conn, sql, parameters)
+                rows = await _fetchall(conn, sql, parameters)
+            return rows
 
         async with self._write_lock:
             conn = self._require(self._writer)
