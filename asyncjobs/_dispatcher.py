@@ -37,7 +37,7 @@ from ._events import (
 )
 from ._exceptions import AsyncJobsError
 from ._limits import Slots
-from ._models import ErrorInfo, Job, Outcome, OutcomeKind
+from ._models import ErrorInfo, Handoff, Job, JobState, Outcome, OutcomeKind
 from ._registry import JobDefinition
 from ._retry import Permanent, Retry
 from ._serialization import Codec
@@ -176,6 +176,10 @@ class Dispatcher:
         self._global_limiter = (
             anyio.CapacityLimiter(slots.max_concurrency) if slots.global_cap_binds else None
         )
+        # Queues whose claim loop waits for work (it found none): new jobs enqueued
+        # here may go straight to their workers (see offer()).
+        self._waiting: set[str] = set()
+        self._feeds: dict[str, _Feed] = {}
         self._stopping = False
         self._stop_event = anyio.Event()
         self._idle = anyio.Event()
@@ -200,6 +204,44 @@ class Dispatcher:
         """Tell *queue*'s claim loop that work arrived (an in-process enqueue)."""
         if queue in self.slots.limits:
             self.slots.wake(queue)
+
+    def offer(self, counts: Mapping[str, int]) -> Handoff | None:
+        """Reserve slots for new jobs (*counts* per queue) to be handed over at enqueue.
+
+        Only queues whose claim loop is waiting for work take part: there, a
+        handed-over job saves the wake-up and the claim's round trip. Pair every
+        offer with :meth:`accept`, also when the enqueue fails.
+        """
+        limits: dict[str, int] = {}
+        for queue, count in counts.items():
+            if queue in self._waiting and not self._stopping:
+                take = min(count, self.slots.free(queue))
+                if take > 0:
+                    self.slots.take(queue, take)
+                    limits[queue] = take
+        if not limits:
+            return None
+        return Handoff(worker_id=self.worker_id, lease=self._lease, limits=limits)
+
+    def accept(self, handoff: Handoff, jobs: list[Job]) -> None:
+        """Run the new *jobs* the store handed over; give back the unused reserved slots."""
+        used = dict.fromkeys(handoff.limits, 0)
+        for job in jobs:
+            if job.state is JobState.RUNNING and job.worker_id == self.worker_id:
+                used[job.queue] += 1
+                self._take_claimed(job)
+        for queue, limit in handoff.limits.items():
+            self.slots.give_back(queue, limit - used[queue])
+        if self.slots.total == 0:
+            self._idle.set()
+
+    def _take_claimed(self, job: Job) -> None:
+        """Hold a job claimed for this worker and queue it for a worker task."""
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self.slots.buffered[job.queue] += 1
+        self._held[job.id] = job
+        self._feeds[job.queue].put(job)
 
     def cancel_local(self, job_id: str) -> bool:
         """Cancel a job running here; ``False`` when this worker does not run it."""
@@ -226,14 +268,14 @@ class Dispatcher:
             async with anyio.create_task_group() as workers:
                 # Long-lived workers fed through a buffer: no task is spawned per job.
                 feeds: list[_Feed] = []
-                for limit in self.slots.limits.values():
-                    feed = _Feed()
+                for queue, limit in self.slots.limits.items():
+                    feed = self._feeds[queue] = _Feed()
                     feeds.append(feed)
                     for _ in range(limit):
                         workers.start_soon(self._worker, feed)
                 async with anyio.create_task_group() as claims:
-                    for queue, feed in zip(self.slots.limits, feeds, strict=True):
-                        claims.start_soon(self._claim_loop, queue, feed)
+                    for queue in self.slots.limits:
+                        claims.start_soon(self._claim_loop, queue)
                     task_status.started()
                 # Claiming has stopped: give running jobs the grace period, then hand
                 # the rest back (each settles as released, its attempt not counted).
@@ -246,7 +288,7 @@ class Dispatcher:
             send.close()
             self._heartbeats_done.set()
 
-    async def _claim_loop(self, queue: str, feed: _Feed) -> None:
+    async def _claim_loop(self, queue: str) -> None:
         slots = self.slots
         while not self._stopping:
             wake = slots.event(queue)
@@ -266,11 +308,8 @@ class Dispatcher:
                     # The last job may have finished while this claim was in flight.
                     self._idle.set()
             if jobs:
-                self._idle = anyio.Event() if self._idle.is_set() else self._idle
-                slots.buffered[queue] += len(jobs)
                 for job in jobs:
-                    self._held[job.id] = job
-                    feed.put(job)
+                    self._take_claimed(job)
                 # Let the woken workers start these before this loop's next round
                 # trip (an in-memory claim never yields on its own).
                 await anyio.lowlevel.checkpoint()
@@ -286,7 +325,11 @@ class Dispatcher:
                 continue
             # The store wait ends on the queue's own wake-up too (a slot freed, an
             # in-process enqueue): one waiting task, no helper task to cancel.
-            await self._backend.wait_for_work([queue], deadline, wake)
+            self._waiting.add(queue)
+            try:
+                await self._backend.wait_for_work([queue], deadline, wake)
+            finally:
+                self._waiting.discard(queue)
 
     async def _worker(self, feed: _Feed) -> None:
         limiter = self._global_limiter

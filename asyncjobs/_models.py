@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVE_STATES",
     "FINISHED_STATES",
     "ErrorInfo",
+    "Handoff",
     "Job",
     "JobState",
     "NewJob",
@@ -85,6 +86,23 @@ class NewJob:
     key: str | None = None
     schedule: str | None = None
     fire_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Handoff:
+    """A worker's offer to take new jobs straight from the enqueue call.
+
+    When the enqueueing process has idle workers, a new job that is due now,
+    in an unpaused queue, with no queued job ahead of it in claim order, is
+    stored already claimed by ``worker_id`` (as :meth:`Backend.claim` would
+    have claimed it a moment later), saving the claim's round trip.
+
+    :ivar limits: per queue, the most new jobs the worker takes this way.
+    """
+
+    worker_id: str
+    lease: float
+    limits: Mapping[str, int]
 
 
 @attrs.frozen(kw_only=True)

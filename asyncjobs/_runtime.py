@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
@@ -495,7 +496,25 @@ class JobRuntime:
         new_jobs = [self._new_job(call, now) for call in calls]
         if not new_jobs:
             return []
-        stored = await self.backend.enqueue(new_jobs)
+        dispatcher = self._dispatcher
+        handoff = None
+        if dispatcher is not None:
+            due = Counter(new.queue for new in new_jobs if new.due_at <= now)
+            handoff = dispatcher.offer(due) if due else None
+        handed: list[Job] = []
+        try:
+            stored = await self.backend.enqueue(new_jobs, handoff)
+            # A new job that comes back running was claimed for this worker's idle
+            # slots in the same store operation: it starts without a claim.
+            handed = [
+                job
+                for new, job in zip(new_jobs, stored, strict=True)
+                if job.id == new.id and job.state is JobState.RUNNING
+            ]
+        finally:
+            if handoff is not None:
+                assert dispatcher is not None
+                dispatcher.accept(handoff, handed)
         self._after_enqueue(
             [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
         )
@@ -509,7 +528,8 @@ class JobRuntime:
         dispatcher = self._dispatcher
         if dispatcher is not None:
             # Also for delayed jobs: a claim loop may be sleeping past their due time.
-            for queue in {job.queue for job in jobs}:
+            # Not for jobs handed straight to this worker: there is nothing to claim.
+            for queue in {job.queue for job in jobs if job.state is JobState.QUEUED}:
                 dispatcher.kick(queue)
         if self.events.has_subscribers:
             now = self.clock.now()

@@ -18,7 +18,7 @@ import attrs
 
 from .._clock import Clock
 from .._exceptions import ConfigurationError
-from .._models import Job, JobState, NewJob, Outcome, QueueStats, Schedule
+from .._models import Handoff, Job, JobState, NewJob, Outcome, QueueStats, Schedule
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend
@@ -70,12 +70,17 @@ class Backend(Protocol):
 
     # -- writing jobs ---------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
         """Insert *jobs* in one atomic step and wake waiting workers.
 
         A job whose ``key`` matches a job still queued or running is not
         inserted: that job is returned in its place. The result is in the
         order of *jobs*.
+
+        With a *handoff*, the backend may store new jobs already claimed by
+        its worker (see :class:`~asyncjobs._models.Handoff` for which ones
+        qualify); those come back ``running``, exactly as a claim returns
+        them. A backend may hand off fewer than it could, or none.
         """
         ...
 

@@ -221,6 +221,8 @@ end
 -- Nothing but this insert writes fire_at. Returns (index from 0,
 -- packed job) pairs for the jobs not inserted, whose existing job (same id, or
 -- same active key) stands in for them.
+-- The jobs this call inserted, per queue (for a handoff): id -> true, and counts.
+local inserted, inserted_in = {}, {}
 local function insert_jobs(pos, n)
   local out = {}
   if n == 0 then return out end
@@ -265,6 +267,8 @@ local function insert_jobs(pos, n)
       redis.call('ZADD', JOBS, seq, id)
       push(id, queue, due, seq, priority)
       queues[queue] = true
+      inserted[id] = true
+      inserted_in[queue] = (inserted_in[queue] or 0) + 1
     end
   end
   for queue, _ in pairs(queues) do redis.call('SADD', QUEUES, queue) end
@@ -311,6 +315,47 @@ _ENQUEUE = """
 local out = insert_jobs(6, tonumber(ARGV[5]))
 publish_wakes()
 return out
+"""
+
+# ARGV: worker id, lease seconds, token prefix, k, then k (queue, limit) pairs, then
+# n and n jobs as for _ENQUEUE. Inserts the jobs, then claims for the worker each
+# queue's head while it is one of them (up to the queue's limit; not in a paused
+# queue): exactly what the worker's next claim would take. Returns {the jobs not
+# inserted as for _ENQUEUE, the claimed (id, token) pairs, expiry, claim time}.
+_ENQUEUE_CLAIM = """
+local worker, prefix = ARGV[5], ARGV[7]
+local expires = fmt(NOW + tonumber(ARGV[6]))
+local limits, pos = {}, 9
+for _ = 1, tonumber(ARGV[8]) do
+  limits[ARGV[pos]] = tonumber(ARGV[pos + 1])
+  pos = pos + 2
+end
+local out = insert_jobs(pos + 1, tonumber(ARGV[pos]))
+local claimed = {}
+for queue, limit in pairs(limits) do
+  if inserted_in[queue] and redis.call('SISMEMBER', PAUSED, queue) == 0 then
+    promote(queue)
+    local rk = qkey(queue, 'ready')
+    local taken = 0
+    while taken < limit do
+      local head = redis.call('ZRANGE', rk, 0, 0)
+      if #head == 0 then break end
+      local id = string.sub(head[1], ID_AT)
+      if not inserted[id] then break end
+      redis.call('ZREM', rk, head[1])
+      taken = taken + 1
+      local token = prefix .. '.' .. (#claimed / 2 + 1)
+      redis.call('HSET', job_key(id), 'state', 'running', 'attempts', '1', 'lease_token',
+                 token, 'lease_expires_at', expires, 'worker_id', worker, 'started_at', NOW_S)
+      redis.call('ZADD', qkey(queue, 'running'), expires, id)
+      add(claimed, id, token)
+    end
+    -- Every new job of the queue went to this worker: nobody else needs waking.
+    if taken == inserted_in[queue] then woken[queue] = nil end
+  end
+end
+publish_wakes()
+return {out, claimed, expires, NOW_S}
 """
 
 # ARGV: queue, limit, worker id, lease seconds, token prefix. Returns packed jobs.
@@ -639,6 +684,7 @@ return out
 
 _SCRIPTS = {
     "enqueue": _script(_ENQUEUE, "insert"),
+    "enqueue_claim": _script(_ENQUEUE_CLAIM, "insert"),
     "claim": _script(_CLAIM, "pack", "ready"),
     "heartbeat": _script(_HEARTBEAT),
     "settle": _script(_SETTLE, "finish", "sweep"),

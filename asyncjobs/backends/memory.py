@@ -18,6 +18,7 @@ from .._clock import Clock, SystemClock
 from .._models import (
     FINISHED_STATES,
     ErrorInfo,
+    Handoff,
     Job,
     JobState,
     NewJob,
@@ -181,11 +182,11 @@ class MemoryBackend:
         self._running.pop(entry.id, None)
         self._push(entry)
 
-    def _insert(self, new: NewJob) -> Job:
+    def _insert(self, new: NewJob) -> _Entry:
         if new.key is not None:
             existing = self._keys.get(new.key)
             if existing is not None:
-                return self._jobs[existing].to_job()
+                return self._jobs[existing]
         entry = _Entry(
             id=new.id,
             name=new.name,
@@ -206,16 +207,43 @@ class MemoryBackend:
         if entry.key is not None:
             self._keys[entry.key] = entry.id
         self._push(entry)
-        return entry.to_job()
+        return entry
 
     # -- writing jobs ---------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
-        """Insert *jobs*; a matching active ``key`` returns the existing job."""
-        stored = [self._insert(new) for new in jobs]
-        if stored:
+    async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
+        """Insert *jobs*; a matching active ``key`` returns the existing job.
+
+        With a *handoff*, new jobs that would be claimed next are claimed for
+        its worker right away.
+        """
+        left = dict(handoff.limits) if handoff is not None else {}
+        stored: list[Job] = []
+        woken = False
+        for new in jobs:
+            entry = self._insert(new)
+            fresh = entry.id == new.id  # not a dedup match
+            if handoff and fresh and left.get(new.queue) and self._next_to_claim(entry):
+                left[new.queue] -= 1
+                heapq.heappop(self._ready[new.queue])
+                stored.append(
+                    self._lease(entry, self._clock.now(), handoff.worker_id, handoff.lease)
+                )
+            else:
+                woken = woken or fresh
+                stored.append(entry.to_job())
+        if woken:
             self._notify()
         return stored
+
+    def _next_to_claim(self, entry: _Entry) -> bool:
+        """Whether *entry*, just inserted, heads its queue's claim order (unpaused)."""
+        if entry.queue in self._paused:
+            return False
+        ready = self._promote(entry.queue, self._clock.now())
+        while ready and self._is_current(ready[0][4], ready[0][3]) is None:
+            heapq.heappop(ready)  # a stale item: drop it so the head is a live job
+        return bool(ready) and ready[0][4] == entry.id
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue*."""

@@ -57,6 +57,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
+import attrs
 
 try:
     import redis
@@ -82,6 +83,7 @@ from .._exceptions import BackendError, ConfigurationError
 from .._models import (
     FINISHED_STATES,
     ErrorInfo,
+    Handoff,
     Job,
     JobState,
     NewJob,
@@ -722,16 +724,42 @@ class RedisBackend:
 
     # -- writing jobs ---------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
         """Insert *jobs* in one script; a matching active ``key`` returns the existing job."""
         if not jobs:
             return []
         args: list[str | bytes] = [str(len(jobs))]
         for new in jobs:
             args += _job_args(new)
-        replies = await self._run("enqueue", args)
-        self._notify({new.queue for new in jobs})
-        return self._decode_enqueued(jobs, replies)
+        if handoff is None or not handoff.limits:
+            replies = await self._run("enqueue", args)
+            self._notify({new.queue for new in jobs})
+            return self._decode_enqueued(jobs, replies)
+        head: list[str | bytes] = [
+            handoff.worker_id,
+            _num(handoff.lease),
+            uuid.uuid4().hex,
+            str(len(handoff.limits)),
+        ]
+        for queue, limit in handoff.limits.items():
+            head += [queue, str(int(limit))]
+        replies, claimed, expires, now = await self._run("enqueue_claim", head + args)
+        stored = self._decode_enqueued(jobs, replies)
+        tokens = {claimed[i].decode(): claimed[i + 1].decode() for i in range(0, len(claimed), 2)}
+        for i, job in enumerate(stored):
+            token = tokens.get(job.id)
+            if token is not None:
+                stored[i] = attrs.evolve(
+                    job,
+                    state=JobState.RUNNING,
+                    attempts=1,
+                    lease_token=token,
+                    lease_expires_at=float(expires),
+                    worker_id=handoff.worker_id,
+                    started_at=float(now),
+                )
+        self._notify({job.queue for job in stored if job.state is JobState.QUEUED})
+        return stored
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue* in one script, each with a fresh token."""

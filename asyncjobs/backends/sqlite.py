@@ -88,6 +88,7 @@ from .._exceptions import BackendError, ConfigurationError, SchemaVersionError
 from .._models import (
     FINISHED_STATES,
     ErrorInfo,
+    Handoff,
     Job,
     JobState,
     NewJob,
@@ -247,6 +248,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         """
         CREATE TRIGGER asyncjobs_jobs_wake AFTER INSERT ON asyncjobs_jobs
+        WHEN NEW.state = 'queued'
         BEGIN
             INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (NEW.queue, 1)
             ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1;
@@ -295,6 +297,29 @@ _INSERT_HEAD: Final = """
          max_attempts, timeout, key, schedule, fire_at, state)
     VALUES """
 _INSERT_SQL: Final = _INSERT_HEAD + _INSERT_ROW
+# A new job handed to an idle worker of the enqueueing process: inserted already
+# claimed when its queue is not paused and holds no due job that a claim would
+# take first (same priority or better: those are also earlier in due time or
+# order), else inserted queued as usual. One statement either way.
+_INSERT_CLAIMED_SQL: Final = """
+    WITH gate(ok) AS (
+        SELECT NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = ? AND paused = 1)
+        AND NOT EXISTS (
+            SELECT 1 FROM asyncjobs_jobs INDEXED BY asyncjobs_jobs_claim
+            WHERE state = 'queued' AND queue = ? AND priority <= ? AND due_at <= ?
+        )
+    )
+    INSERT INTO asyncjobs_jobs
+        (id, name, queue, payload, due_at, enqueued_at, priority,
+         max_attempts, timeout, key, schedule, fire_at, state, attempts,
+         lease_token, lease_expires_at, worker_id, started_at)
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+        CASE WHEN ok THEN 'running' ELSE 'queued' END, ok,
+        CASE WHEN ok THEN lower(hex(randomblob(16))) END,
+        CASE WHEN ok THEN ? END, CASE WHEN ok THEN ? END, CASE WHEN ok THEN ? END
+    FROM gate
+    RETURNING state, lease_token
+"""
 #: The most jobs one multi-row INSERT binds (SQLite caps a statement's parameters).
 _MAX_INSERT_ROWS: Final = 500
 _WAKE_SQL: Final = """
@@ -1027,7 +1052,7 @@ class SQLiteBackend:
         """Tell other processes' waiters that *queues* got work (inside a transaction)."""
         await conn.executemany(_WAKE_SQL, [(queue,) for queue in sorted(queues)])
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
         """Insert *jobs* in one transaction; a matching active ``key`` returns that job.
 
         :raises SQLiteFullError: when the batch does not fit (nothing is stored).
@@ -1035,6 +1060,19 @@ class SQLiteBackend:
         if not jobs:
             return []
 
+        [first, *others] = jobs
+        now = self._clock.now()
+        if (
+            handoff is not None
+            and not others
+            and first.key is None
+            and first.due_at <= now
+            and handoff.limits.get(first.queue, 0) > 0
+        ):
+            job = await self._insert_claimed(first, handoff, now)
+            if job.state is JobState.QUEUED:
+                self._notify()
+            return [job]
         if len(jobs) <= _MAX_INSERT_ROWS and all(new.key is None for new in jobs):
             # Nothing to look up first: one INSERT statement, atomic on its own.
             sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(jobs))
@@ -1049,6 +1087,33 @@ class SQLiteBackend:
             stored = await self._write("enqueue", body)
         self._notify()
         return stored
+
+    async def _insert_claimed(self, new: NewJob, handoff: Handoff, now: float) -> Job:
+        """Insert *new*, claimed for the handoff's worker when it is next in line."""
+        expires = now + handoff.lease
+        parameters = (
+            new.queue,
+            new.queue,
+            new.priority,
+            now,
+            *_insert_row(new),
+            expires,
+            handoff.worker_id,
+            now,
+        )
+        [(state, token)] = await self._write_one("enqueue", _INSERT_CLAIMED_SQL, parameters)
+        job = _queued_job(new)
+        if state != JobState.RUNNING:
+            return job
+        return attrs.evolve(
+            job,
+            state=JobState.RUNNING,
+            attempts=1,
+            lease_token=token,
+            lease_expires_at=expires,
+            worker_id=handoff.worker_id,
+            started_at=now,
+        )
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue* in one ``UPDATE ... RETURNING``."""

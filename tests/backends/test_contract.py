@@ -24,6 +24,7 @@ from asyncjobs._models import (
     ACTIVE_STATES,
     FINISHED_STATES,
     ErrorInfo,
+    Handoff,
     Job,
     JobState,
     NewJob,
@@ -359,6 +360,107 @@ async def test_concurrent_claims_never_return_the_same_job(
     assert sorted(ids) == sorted(job.id for job in queued)
     assert len({job.lease_token for job in claimed}) == len(claimed)
     assert await claim_ids(backend) == []
+
+
+# -- handoff: enqueue straight to an idle worker ------------------------------------
+
+
+def handoff(**limits: int) -> Handoff:
+    """An offer from ``WORKER`` for the given queues (``default=1`` when none)."""
+    return Handoff(worker_id=WORKER, lease=LEASE, limits=limits or {QUEUE: 1})
+
+
+async def test_handoff_stores_a_new_job_claimed_by_the_offering_worker(
+    backend: Backend, clock: ManualClock
+) -> None:
+    [job] = await backend.enqueue([new_job(clock)], handoff())
+
+    assert job.state is JobState.RUNNING
+    assert job.attempts == 1
+    assert job.lease_token
+    assert job.lease_expires_at == clock.now() + LEASE
+    assert job.worker_id == WORKER
+    assert job.started_at == clock.now()
+    assert await stored(backend, job.id) == job
+    assert await claim_ids(backend) == []  # nobody else can take it
+    # It is held like any claimed job: heartbeats extend it, its token settles it.
+    assert not (await backend.heartbeat({job.id: job.lease_token}, LEASE)).lost
+    assert job.lease_token is not None
+    outcome = Outcome(
+        job_id=job.id, lease_token=job.lease_token, kind=OutcomeKind.COMPLETE, result=b"1"
+    )
+    assert await backend.settle([outcome]) == []
+    assert (await stored(backend, job.id)).state is JobState.COMPLETE
+
+
+async def test_handoff_leaves_a_new_job_queued_behind_a_job_claimed_before_it(
+    backend: Backend, clock: ManualClock
+) -> None:
+    first = await enqueue(backend, clock)
+    [second] = await backend.enqueue([new_job(clock)], handoff())
+
+    assert second.state is JobState.QUEUED
+    assert await stored(backend, second.id) == second
+    assert await claim_ids(backend, limit=1) == [first.id]
+    assert await claim_ids(backend, limit=1) == [second.id]
+
+
+async def test_handoff_takes_a_new_job_that_outranks_the_queued_ones(
+    backend: Backend, clock: ManualClock
+) -> None:
+    waiting = await enqueue(backend, clock, priority=5)
+    [urgent] = await backend.enqueue([new_job(clock, priority=0)], handoff())
+
+    assert urgent.state is JobState.RUNNING
+    assert await claim_ids(backend) == [waiting.id]
+
+
+@pytest.mark.parametrize("why", ["delayed", "paused", "other queue", "no slot"])
+async def test_handoff_leaves_a_job_queued_when_a_claim_would_not_take_it(
+    backend: Backend, clock: ManualClock, why: str
+) -> None:
+    offer = handoff(
+        **({"emails": 1} if why == "other queue" else {QUEUE: 0} if why == "no slot" else {})
+    )
+    if why == "paused":
+        await backend.pause_queue(QUEUE, True)
+    [job] = await backend.enqueue([new_job(clock, due_in=10 if why == "delayed" else 0)], offer)
+
+    assert job.state is JobState.QUEUED
+    assert job.attempts == 0
+    assert job.lease_token is None
+    assert await stored(backend, job.id) == job
+    if why == "paused":
+        await backend.pause_queue(QUEUE, False)
+    clock.advance(10)
+    assert await claim_ids(backend) == [job.id]
+
+
+async def test_handoff_never_claims_the_job_a_dedup_key_matched(
+    backend: Backend, clock: ManualClock
+) -> None:
+    existing = await enqueue(backend, clock, key="once")
+    [job] = await backend.enqueue([new_job(clock, key="once")], handoff())
+
+    assert job == existing
+    assert job.state is JobState.QUEUED
+    assert await claim_ids(backend) == [existing.id]
+
+
+async def test_handoff_claims_at_most_the_offered_number_in_claim_order(
+    backend: Backend, clock: ManualClock
+) -> None:
+    jobs = await backend.enqueue([new_job(clock) for _ in range(3)], handoff(default=2))
+
+    # A backend may hand over fewer than offered (or none), never more, never out of order.
+    handed = [job.id for job in jobs if job.state is JobState.RUNNING]
+    assert handed == [job.id for job in jobs[: len(handed)]]
+    assert len(handed) <= 2
+    for job in jobs:
+        assert await stored(backend, job.id) == job
+    assert sorted(await claim_ids(backend)) == sorted(
+        job.id for job in jobs if job.state is JobState.QUEUED
+    )
 
 
 # -- heartbeat ------------------------------------------------------------------
