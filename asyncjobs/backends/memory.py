@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import uuid
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 
 import anyio
@@ -262,7 +262,7 @@ class MemoryBackend:
     def _lease(self, entry: _Entry, now: float, worker_id: str, lease: float) -> Job:
         entry.state = JobState.RUNNING
         entry.attempts += 1
-        entry.lease_token = uuid.uuid4().hex
+        entry.lease_token = secrets.token_hex(16)
         entry.lease_expires_at = now + lease
         entry.worker_id = worker_id
         entry.started_at = now
