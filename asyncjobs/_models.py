@@ -87,6 +87,24 @@ class NewJob:
     schedule: str | None = None
     fire_at: float | None = None
 
+    def queued(self) -> Job:
+        """The record a store holds right after inserting this job: queued, never attempted."""
+        return Job(
+            id=self.id,
+            name=self.name,
+            queue=self.queue,
+            payload=self.payload,
+            state=JobState.QUEUED,
+            due_at=self.due_at,
+            enqueued_at=self.enqueued_at,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            key=self.key,
+            schedule=self.schedule,
+            fire_at=self.fire_at,
+        )
+
 
 @attrs.frozen(kw_only=True)
 class Handoff:

@@ -184,25 +184,6 @@ def _outcome_args(outcome: Outcome) -> list[str | bytes]:
     return args
 
 
-def _queued_job(new: NewJob) -> Job:
-    """The record of a job just inserted: what the store holds, without reading it back."""
-    return Job(
-        id=new.id,
-        name=new.name,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.QUEUED,
-        due_at=new.due_at,
-        enqueued_at=new.enqueued_at,
-        priority=new.priority,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        key=new.key,
-        schedule=new.schedule,
-        fire_at=new.fire_at,
-    )
-
-
 def _pairs(raw: Any) -> dict[bytes, bytes]:
     if isinstance(raw, dict):
         return raw
@@ -717,7 +698,7 @@ class RedisBackend:
 
     def _decode_enqueued(self, news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]:
         # The script lists only the jobs it did not insert, as (index, packed job).
-        jobs = [_queued_job(new) for new in news]
+        jobs = [new.queued() for new in news]
         for i in range(0, len(replies), 2):
             jobs[int(replies[i])] = _decode_packed(replies[i + 1])
         return jobs

@@ -480,25 +480,6 @@ def _insert_row(new: NewJob) -> tuple[Any, ...]:
     )
 
 
-def _queued_job(new: NewJob) -> Job:
-    """The record of *new* as stored: queued, never attempted."""
-    return Job(
-        id=new.id,
-        name=new.name,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.QUEUED,
-        due_at=new.due_at,
-        enqueued_at=new.enqueued_at,
-        priority=new.priority,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        key=new.key,
-        schedule=new.schedule,
-        fire_at=new.fire_at,
-    )
-
-
 def _error_columns(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
     if error is None:
         return None, None, None
@@ -1038,7 +1019,7 @@ class SQLiteBackend:
                 if existing is not None:
                     stored.append(existing)
                     continue
-            job = _queued_job(new)
+            job = new.queued()
             if new.key is not None:
                 by_key[new.key] = job
             stored.append(job)
@@ -1078,7 +1059,7 @@ class SQLiteBackend:
             sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(jobs))
             parameters = itertools.chain.from_iterable(map(_insert_row, jobs))
             await self._write_one("enqueue", sql, parameters)
-            stored = [_queued_job(new) for new in jobs]
+            stored = [new.queued() for new in jobs]
         else:
 
             async def body(conn: aiosqlite.Connection) -> list[Job]:
@@ -1102,7 +1083,7 @@ class SQLiteBackend:
             now,
         )
         [(state, token)] = await self._write_one("enqueue", _INSERT_CLAIMED_SQL, parameters)
-        job = _queued_job(new)
+        job = new.queued()
         if state != JobState.RUNNING:
             return job
         return attrs.evolve(
