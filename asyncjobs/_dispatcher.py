@@ -1,11 +1,17 @@
 """Claim -> run -> settle: the worker loop.
 
 One claim loop per queue takes as many due jobs as the queue has free slots
-(one store round trip per batch), starts each handler in its own task under
-its cancel scope and timeout, and passes the outcome to a single settle loop
-that writes every outcome that piled up meanwhile in one batch (group
-commit). A heartbeat loop extends the leases of running jobs, notices
-cancellations and lost leases, and recovers jobs whose worker died.
+(one store round trip per batch) and feeds them to long-lived worker tasks,
+which run each handler under its cancel scope and timeout and pass the
+outcome to the settle loop (:mod:`asyncjobs._settler`). A heartbeat loop
+extends the leases of held jobs, notices cancellations and lost leases, and
+recovers jobs whose worker died.
+
+Every loop here survives the store being away (:mod:`asyncjobs._resilience`):
+it backs off and resumes. While the store cannot be reached no new handler
+starts; a claim whose lease can no longer be trusted is stopped and left to
+crash recovery. No handler is entered once shutdown, a cancel or a lost lease
+has been decided for its claim.
 """
 
 from __future__ import annotations
@@ -19,57 +25,32 @@ from functools import partial
 from typing import Any
 
 import anyio
-import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock
 from ._context import JobContext, reset_current, set_current
-from ._events import (
-    EventBus,
-    JobCompleted,
-    JobDied,
-    JobLeaseLost,
-    JobProgress,
-    JobReleased,
-    JobRetrying,
-    JobStarted,
-    JobWasCancelled,
-)
+from ._events import EventBus, JobLeaseLost, JobProgress, JobStarted
 from ._exceptions import AsyncJobsError
+from ._held import Claim, ClaimBook, StopReason
 from ._limits import Slots
 from ._models import ErrorInfo, Handoff, Job, JobState, Outcome, OutcomeKind
 from ._registry import JobDefinition
+from ._resilience import Backoff, StoreGuard, pause
 from ._retry import Permanent, Retry
 from ._serialization import Codec
+from ._settler import Settlement, Settler
 from .backends import Backend
 
-__all__ = ["Dispatcher"]
+__all__ = ["SHUTDOWN_BOUND", "Dispatcher"]
 
 logger = logging.getLogger("asyncjobs")
 
 _MAX_TRACEBACK = 20_000
 
-
-class _StopReason:
-    CANCEL = "cancel"
-    SHUTDOWN = "shutdown"
-    LEASE_LOST = "lease lost"
-
-
-@attrs.define(eq=False)
-class _Running:
-    """A job this worker is running."""
-
-    job: Job
-    definition: JobDefinition | None
-    scope: anyio.CancelScope
-    context: JobContext
-    stop_reason: str | None = None
-
-    @property
-    def token(self) -> str:
-        assert self.job.lease_token is not None
-        return self.job.lease_token
+#: Seconds past ``shutdown_grace`` that shutdown may take: cancelled handlers get
+#: ``_UNWIND`` of them to return, the rest goes to writing the last outcomes.
+SHUTDOWN_BOUND = 5.0
+_UNWIND = 2.0
 
 
 class _Feed:
@@ -82,15 +63,21 @@ class _Feed:
     """
 
     def __init__(self) -> None:
-        self._jobs: deque[Job] = deque()
+        self._claims: deque[Claim] = deque()
         self._idle_workers: deque[anyio.Event] = deque()
         self._closed = False
 
-    def put(self, job: Job) -> None:
-        """Add a job and wake one idle worker."""
-        self._jobs.append(job)
+    def put(self, claim: Claim) -> None:
+        """Add a claim and wake one idle worker."""
+        self._claims.append(claim)
         if self._idle_workers:
             self._idle_workers.popleft().set()
+
+    def drain(self) -> list[Claim]:
+        """Take every claim no worker has started yet."""
+        claims = list(self._claims)
+        self._claims.clear()
+        return claims
 
     def close(self) -> None:
         """Let workers finish the jobs already here, then stop."""
@@ -98,9 +85,9 @@ class _Feed:
         while self._idle_workers:
             self._idle_workers.popleft().set()
 
-    async def get(self) -> Job | None:
+    async def get(self) -> Claim | None:
         """Take the next job, waiting for one; ``None`` once closed and empty."""
-        while not self._jobs:
+        while not self._claims:
             if self._closed:
                 return None
             wake = anyio.Event()
@@ -111,14 +98,7 @@ class _Feed:
                 if not wake.is_set():
                     # Cancelled while idle: a later put() must wake a live worker.
                     self._idle_workers.remove(wake)
-        return self._jobs.popleft()
-
-
-@attrs.frozen
-class _Settlement:
-    outcome: Outcome
-    job: Job
-    duration: float
+        return self._claims.popleft()
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -151,6 +131,7 @@ class Dispatcher:
         lease: float,
         worker_id: str,
         shutdown_grace: float,
+        guard: StoreGuard | None = None,
         maintenance: Callable[[], Any] | None = None,
     ) -> None:
         self._backend = backend
@@ -167,12 +148,11 @@ class Dispatcher:
         self.worker_id = worker_id
         self._shutdown_grace = shutdown_grace
         self._maintenance = maintenance
-        self._running: dict[str, _Running] = {}
-        # Every job claimed and not yet settled (running or buffered): its lease is
-        # heartbeated. Buffered jobs whose lease was lost or that were cancelled are
-        # noted here, so the worker that takes them skips the handler.
-        self._held: dict[str, Job] = {}
-        self._skip: dict[str, str] = {}
+        self.guard = guard if guard is not None else StoreGuard(clock)
+        # Every claim held (buffered, running, or waiting for its outcome to be
+        # written): its lease is heartbeated until the outcome is recorded.
+        self._claims = ClaimBook()
+        self._running: dict[str, Claim] = {}  # by lease token
         self._global_limiter = (
             anyio.CapacityLimiter(slots.max_concurrency) if slots.global_cap_binds else None
         )
@@ -184,21 +164,42 @@ class Dispatcher:
         self._stop_event = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
-        self._heartbeats_done = anyio.Event()
-        self._outcomes: MemoryObjectSendStream[_Settlement] | None = None
+        self._heartbeats_done = False
+        self._beat_wake = anyio.Event()
+        self._settler = Settler(
+            backend=backend, guard=self.guard, clock=clock, bus=bus, forget=self._claims.forget
+        )
+        self._outcomes: MemoryObjectSendStream[Settlement] | None = None
 
     @property
     def running_jobs(self) -> Mapping[str, Job]:
         """The jobs this worker is running now, by id."""
-        return {job_id: running.job for job_id, running in self._running.items()}
+        return {claim.job.id: claim.job for claim in self._running.values()}
 
     # -- control --------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop claiming; running jobs get the shutdown grace period to finish."""
+        """Stop claiming; running jobs get the shutdown grace period to finish.
+
+        Jobs claimed ahead that no worker has started are handed back at once,
+        unstarted, so another worker can take them during the grace period.
+        """
+        if self._stopping:
+            return
         self._stopping = True
         self._stop_event.set()
+        for feed in self._feeds.values():
+            for claim in feed.drain():
+                self.slots.buffered[claim.job.queue] -= 1
+                self._finish_unstarted(claim, StopReason.SHUTDOWN)
         self.slots.wake_all()
+
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping
+
+    def _heartbeats_finished(self) -> bool:
+        return self._heartbeats_done
 
     def kick(self, queue: str) -> None:
         """Tell *queue*'s claim loop that work arrived (an in-process enqueue)."""
@@ -213,8 +214,10 @@ class Dispatcher:
         offer with :meth:`accept`, also when the enqueue fails.
         """
         limits: dict[str, int] = {}
+        if self._stopping or not self.guard.reachable:
+            return None
         for queue, count in counts.items():
-            if queue in self._waiting and not self._stopping:
+            if queue in self._waiting:
                 take = min(count, self.slots.free(queue))
                 if take > 0:
                     self.slots.take(queue, take)
@@ -223,47 +226,64 @@ class Dispatcher:
             return None
         return Handoff(worker_id=self.worker_id, lease=self._lease, limits=limits)
 
-    def accept(self, handoff: Handoff, jobs: list[Job]) -> None:
-        """Run the new *jobs* the store handed over; give back the unused reserved slots."""
+    def accept(self, handoff: Handoff, jobs: list[Job], offered_at: float) -> None:
+        """Run the new *jobs* the store handed over; give back the unused reserved slots.
+
+        :param offered_at: when the enqueue that carried the offer began: the
+            handed-over leases surely hold until then plus the lease.
+        """
         used = dict.fromkeys(handoff.limits, 0)
         for job in jobs:
             if job.state is JobState.RUNNING and job.worker_id == self.worker_id:
                 used[job.queue] += 1
-                self._take_claimed(job)
+                self._take_claimed(job, offered_at + self._lease)
         for queue, limit in handoff.limits.items():
             self.slots.give_back(queue, limit - used[queue])
         if self.slots.total == 0:
             self._idle.set()
 
-    def _take_claimed(self, job: Job) -> None:
+    def _take_claimed(self, job: Job, valid_until: float) -> None:
         """Hold a job claimed for this worker and queue it for a worker task."""
         if self._idle.is_set():
             self._idle = anyio.Event()
         self.slots.buffered[job.queue] += 1
-        self._held[job.id] = job
-        self._feeds[job.queue].put(job)
+        claim = Claim(job=job, valid_until=valid_until)
+        stale = self._claims.add(claim)
+        if stale is not None:
+            # The store gave this job out again, so the older claim's lease is gone
+            # (this worker stalled past it): stop that attempt, keep the new one.
+            logger.warning(
+                "job %s was claimed again by this worker after its earlier lease "
+                "expired; stopping the stale attempt",
+                job.id,
+            )
+            stale.stop(StopReason.LEASE_LOST)
+        self._feeds[job.queue].put(claim)
 
     def cancel_local(self, job_id: str) -> bool:
-        """Cancel a job running here; ``False`` when this worker does not run it."""
-        running = self._running.get(job_id)
-        if running is not None:
-            self._stop_job(running, _StopReason.CANCEL)
-            return True
-        if job_id in self._held:
-            self._skip[job_id] = _StopReason.CANCEL
-            return True
-        return False
+        """Cancel a job held here; ``False`` when this worker does not hold it."""
+        claim = self._claims.newest(job_id)
+        if claim is None:
+            return False
+        claim.stop(StopReason.CANCEL)
+        return True
 
     # -- the loops --------------------------------------------------------------
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Claim and run jobs until stopped, then shut down gracefully."""
-        send, receive = anyio.create_memory_object_stream[_Settlement](math.inf)
+        """Claim and run jobs until stopped, then shut down gracefully.
+
+        Shutdown takes at most ``shutdown_grace`` plus :data:`SHUTDOWN_BOUND`
+        seconds, unless a handler ignores its cancellation: such a job is left
+        to crash recovery (its lease is no longer renewed) and logged, but its
+        task can only end when its handler returns.
+        """
+        send, receive = anyio.create_memory_object_stream[Settlement](math.inf)
         self._outcomes = send
         async with anyio.create_task_group() as services:
-            services.start_soon(self._settle_loop, receive)
+            services.start_soon(self._settler.run, receive)
             services.start_soon(self._heartbeat_loop)
             async with anyio.create_task_group() as workers:
                 # Long-lived workers fed through a buffer: no task is spawned per job.
@@ -277,19 +297,39 @@ class Dispatcher:
                     for queue in self.slots.limits:
                         claims.start_soon(self._claim_loop, queue)
                     task_status.started()
-                # Claiming has stopped: give running jobs the grace period, then hand
-                # the rest back (each settles as released, its attempt not counted).
-                for feed in feeds:
-                    feed.close()
-                with anyio.move_on_after(self._shutdown_grace):
-                    await self._idle.wait()
-                for running in list(self._running.values()):
-                    self._stop_job(running, _StopReason.SHUTDOWN)
+                services.start_soon(self._shutdown_deadlines, feeds)
             send.close()
-            self._heartbeats_done.set()
+            self._heartbeats_done = True
+            self._beat_wake.set()
+
+    async def _shutdown_deadlines(self, feeds: list[_Feed]) -> None:
+        """Claiming has stopped: grace for running jobs, then cancel, then give up."""
+        for feed in feeds:
+            feed.close()
+        with anyio.move_on_after(self._shutdown_grace):
+            await self._idle.wait()
+        # Hand the rest back: each settles as released, its attempt not counted.
+        for claim in list(self._running.values()):
+            claim.stop(StopReason.SHUTDOWN)
+        with anyio.move_on_after(_UNWIND):
+            await self._idle.wait()
+        stuck = list(self._running.values())
+        for claim in stuck:
+            claim.abandoned = True
+            logger.error(
+                "job %s (%s) ignored its cancellation at shutdown; its lease is no longer "
+                "renewed, so another worker runs it again once the lease expires",
+                claim.job.id,
+                claim.job.name,
+            )
+        with anyio.move_on_after(SHUTDOWN_BOUND - _UNWIND):
+            while self._settler.pending or len(self._claims) > len(stuck):
+                await anyio.sleep(0.01)
+        self._settler.give_up()
 
     async def _claim_loop(self, queue: str) -> None:
         slots = self.slots
+        backoff = Backoff()
         while not self._stopping:
             wake = slots.event(queue)
             free = slots.free(queue)
@@ -300,55 +340,97 @@ class Dispatcher:
             # cannot take the same global slots meanwhile; unused ones go back after.
             slots.take(queue, free)
             jobs: list[Job] = []
+            failure: Exception | None = None
+            started = self._clock.now()
             try:
                 jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
+            except Exception as exc:
+                failure = exc
             finally:
                 slots.give_back(queue, free - len(jobs))
                 if slots.total == 0:
                     # The last job may have finished while this claim was in flight.
                     self._idle.set()
+            if failure is not None:
+                self.guard.failed(f"claim ({queue})", failure)
+                await pause(backoff.next_delay(), self._stop_event)
+                continue
+            self.guard.succeeded()
+            backoff.reset()
             if jobs:
                 for job in jobs:
-                    self._take_claimed(job)
+                    self._take_claimed(job, started + self._lease)
+                if self.stopping():
+                    # Claimed while shutdown began: hand them back unstarted.
+                    for claim in self._feeds[queue].drain():
+                        slots.buffered[queue] -= 1
+                        self._finish_unstarted(claim, StopReason.SHUTDOWN)
                 # Let the woken workers start these before this loop's next round
                 # trip (an in-memory claim never yields on its own).
                 await anyio.lowlevel.checkpoint()
                 continue
             if wake.is_set() or self._stopping:
                 continue
-            deadline = await self._backend.next_due_at([queue])
-            if wake.is_set() or self._stopping:
-                continue
-            if deadline is not None and deadline <= self._clock.now():
-                # Due but not claimable (a race with another worker): claim again.
-                await anyio.lowlevel.checkpoint()
-                continue
-            # The store wait ends on the queue's own wake-up too (a slot freed, an
-            # in-process enqueue): one waiting task, no helper task to cancel.
-            self._waiting.add(queue)
             try:
-                await self._backend.wait_for_work([queue], deadline, wake)
-            finally:
-                self._waiting.discard(queue)
+                deadline = await self._backend.next_due_at([queue])
+                if wake.is_set() or self._stopping:
+                    continue
+                if deadline is not None and deadline <= self._clock.now():
+                    # Due but not claimable (a race with another worker): claim again.
+                    await anyio.lowlevel.checkpoint()
+                    continue
+                # The store wait ends on the queue's own wake-up too (a slot freed, an
+                # in-process enqueue): one waiting task, no helper task to cancel.
+                self._waiting.add(queue)
+                try:
+                    await self._backend.wait_for_work([queue], deadline, wake)
+                finally:
+                    self._waiting.discard(queue)
+            except Exception as exc:
+                self.guard.failed(f"wait ({queue})", exc)
+                await pause(backoff.next_delay(), self._stop_event)
 
     async def _worker(self, feed: _Feed) -> None:
         limiter = self._global_limiter
-        while (job := await feed.get()) is not None:
+        while (claim := await feed.get()) is not None:
             if limiter is None:
-                await self._run_job(job)
+                await self._run_claim(claim)
             else:
                 async with limiter:
-                    await self._run_job(job)
+                    await self._run_claim(claim)
 
-    def _stop_job(self, running: _Running, reason: str) -> None:
-        if running.stop_reason is None:
-            running.stop_reason = reason
-        if reason == _StopReason.CANCEL:
-            running.context.request_cancel()
-        running.scope.cancel()
+    async def _may_start(self, claim: Claim) -> str | None:
+        """Wait while the store is away; return why *claim* must not start, or ``None``."""
+        while not self.guard.reachable and claim.stop_reason is None and not self._stopping:
+            left = claim.valid_until - self._clock.now()
+            if left <= 0:
+                # The lease may be another worker's by now: leave the job to recovery.
+                return StopReason.LEASE_EXPIRED
+            with anyio.move_on_after(min(left, 0.5)):
+                await self.guard.wait_reachable()
+        if claim.stop_reason is not None:
+            return claim.stop_reason
+        return StopReason.SHUTDOWN if self._stopping else None
 
-    async def _run_job(self, job: Job) -> None:
+    def _finish_unstarted(self, claim: Claim, reason: str) -> None:
+        """Settle a claim whose handler never started (no ``JobStarted`` for it)."""
+        claim.stop_reason = claim.stop_reason or reason
+        outcome = self._stopped_outcome(claim)
+        self.slots.release(claim.job.queue)
+        if self.slots.total == 0:
+            self._idle.set()
+        if outcome is None:
+            self._claims.forget(claim)
+        elif self._outcomes is not None:
+            self._outcomes.send_nowait(Settlement(outcome, claim, 0.0))
+
+    async def _run_claim(self, claim: Claim) -> None:
+        job = claim.job
         self.slots.buffered[job.queue] -= 1
+        reason = await self._may_start(claim)
+        if reason is not None:
+            self._finish_unstarted(claim, reason)
+            return
         try:
             definition = self._definitions[job.name]
         except KeyError:
@@ -357,18 +439,11 @@ class Dispatcher:
             except AsyncJobsError:
                 # Not cached: a registry included later may still bring the name.
                 definition = None
-        context = JobContext(job, partial(self._report_progress, job))
-        running = _Running(
-            job=job, definition=definition, scope=anyio.CancelScope(), context=context
-        )
-        skip = self._skip.pop(job.id, None)
-        if skip is None and self._stopping:
-            # Claimed ahead but not started when claiming stopped: hand it back.
-            skip = _StopReason.SHUTDOWN
-        if skip is not None:
-            running.stop_reason = skip
-            running.scope.cancel()
-        self._running[job.id] = running
+        claim.definition = definition
+        context = claim.context = JobContext(job, partial(self._report_progress, job))
+        scope = claim.scope = anyio.CancelScope()
+        token = claim.token
+        self._running[token] = claim
         reset = set_current(context)
         if self._bus.has_subscribers:
             self._bus.publish(
@@ -383,48 +458,50 @@ class Dispatcher:
         started = self._clock.now()
         outcome: Outcome | None = None
         try:
-            with running.scope:
-                outcome = await self._call_handler(running)
-            if running.scope.cancelled_caught or outcome is None:
-                outcome = self._stopped_outcome(running)
+            with scope:
+                outcome = await self._call_handler(claim)
+            if scope.cancelled_caught or outcome is None:
+                outcome = self._stopped_outcome(claim)
         except anyio.get_cancelled_exc_class():
             # The whole runtime is being torn down: the lease will expire and
             # another worker will run the job again.
             raise
         except BaseException as exc:  # a handler's BaseException fails the job, not the runtime
-            outcome = self._failure_outcome(running, exc)
+            outcome = self._failure_outcome(claim, exc)
         finally:
-            if (
+            if claim.stop_reason == StopReason.LEASE_LOST and outcome is not None:
+                # The claim was superseded or its lease lapsed while it ran: the store
+                # would refuse the outcome, and must never apply it.
+                outcome = self._stopped_outcome(claim)
+            elif (
                 outcome is not None
-                and running.context.cancel_requested
+                and context.cancel_requested
                 and outcome.kind in (OutcomeKind.RETRY, OutcomeKind.RELEASE)
             ):
                 # Cancelled while it ran, and the attempt then failed: a retry
                 # would silently undo the cancel.
-                running.stop_reason = _StopReason.CANCEL
-                outcome = self._stopped_outcome(running)
+                claim.stop_reason = StopReason.CANCEL
+                outcome = self._stopped_outcome(claim)
             reset_current(reset)
-            del self._running[job.id]
+            del self._running[token]
             if outcome is None:
-                self._forget(job.id)
+                self._claims.forget(claim)
             # Otherwise the job stays held (and heartbeated) until its outcome is
             # written: a slow store must not let the lease lapse in between.
             self.slots.release(job.queue)
             if self.slots.total == 0:
                 self._idle.set()
             if outcome is not None and self._outcomes is not None:
-                self._outcomes.send_nowait(_Settlement(outcome, job, self._clock.now() - started))
+                self._outcomes.send_nowait(Settlement(outcome, claim, self._clock.now() - started))
 
-    def _forget(self, job_id: str) -> None:
-        self._held.pop(job_id, None)
-        self._skip.pop(job_id, None)
-
-    async def _call_handler(self, running: _Running) -> Outcome | None:
-        definition = running.definition
-        job = running.job
+    async def _call_handler(self, claim: Claim) -> Outcome | None:
+        definition = claim.definition
+        job = claim.job
+        assert claim.scope is not None
+        assert claim.context is not None
         if definition is None:
             return self._failure_outcome(
-                running,
+                claim,
                 AsyncJobsError(f"no job is registered as {job.name!r} in this worker"),
             )
         try:
@@ -432,31 +509,31 @@ class Dispatcher:
             args, kwargs = payload["a"], payload["k"]
         except Exception as exc:
             # A payload that cannot be read will not be readable on the next attempt either.
-            return self._dead(running, exc)
+            return self._dead(claim, exc)
         position = definition.context_position
         if position is not None and len(args) >= position:
-            args.insert(position, running.context)
+            args.insert(position, claim.context)
         elif definition.context_parameter is not None:
-            kwargs[definition.context_parameter] = running.context
+            kwargs[definition.context_parameter] = claim.context
         timeout = job.timeout if job.timeout is not None else definition.timeout
         if timeout is None:
             value = await self._invoke(definition, args, kwargs)
         else:
             with anyio.move_on_after(timeout) as deadline:
                 value = await self._invoke(definition, args, kwargs)
-            if deadline.cancelled_caught and not running.scope.cancel_called:
+            if deadline.cancelled_caught and not claim.scope.cancel_called:
                 return self._failure_outcome(
-                    running,
+                    claim,
                     TimeoutError(f"job {job.name!r} ran longer than its timeout of {timeout} s"),
                 )
-        if running.scope.cancel_called:
+        if claim.scope.cancel_called:
             return None
         try:
             result = self._encoded_none if value is None else self._codec.encode(value)
         except Exception as exc:
-            return self._dead(running, exc)
+            return self._dead(claim, exc)
         return Outcome(
-            job_id=job.id, lease_token=running.token, kind=OutcomeKind.COMPLETE, result=result
+            job_id=job.id, lease_token=claim.token, kind=OutcomeKind.COMPLETE, result=result
         )
 
     @staticmethod
@@ -467,23 +544,24 @@ class Dispatcher:
             partial(definition.function, *args, **kwargs), abandon_on_cancel=True
         )
 
-    def _stopped_outcome(self, running: _Running) -> Outcome | None:
-        job = running.job
-        if running.stop_reason == _StopReason.CANCEL:
+    def _stopped_outcome(self, claim: Claim) -> Outcome | None:
+        job = claim.job
+        if claim.stop_reason == StopReason.CANCEL:
             return Outcome(
                 job_id=job.id,
-                lease_token=running.token,
+                lease_token=claim.token,
                 kind=OutcomeKind.CANCELLED,
                 error=ErrorInfo(type="JobCancelled", message="cancelled while running"),
             )
-        if running.stop_reason == _StopReason.SHUTDOWN:
+        if claim.stop_reason == StopReason.SHUTDOWN:
             return Outcome(
                 job_id=job.id,
-                lease_token=running.token,
+                lease_token=claim.token,
                 kind=OutcomeKind.RELEASE,
                 due_at=self._clock.now(),
             )
-        # Lease lost: another worker owns the job now; reporting would be refused.
+        # Lease lost (another worker owns the job now; reporting would be refused) or
+        # expired while the store was away (crash recovery runs the job again).
         if self._bus.has_subscribers:
             self._bus.publish(
                 JobLeaseLost(
@@ -492,39 +570,39 @@ class Dispatcher:
             )
         return None
 
-    def _dead(self, running: _Running, exc: BaseException) -> Outcome:
+    def _dead(self, claim: Claim, exc: BaseException) -> Outcome:
         return Outcome(
-            job_id=running.job.id,
-            lease_token=running.token,
+            job_id=claim.job.id,
+            lease_token=claim.token,
             kind=OutcomeKind.DEAD,
             error=error_info(exc),
         )
 
-    def _failure_outcome(self, running: _Running, exc: BaseException) -> Outcome:
+    def _failure_outcome(self, claim: Claim, exc: BaseException) -> Outcome:
         """Decide what a failed attempt leads to: retry later, hand back, or dead."""
-        job = running.job
+        job = claim.job
         if isinstance(exc, Permanent):
-            return self._dead(running, exc)
+            return self._dead(claim, exc)
         out_of_attempts = job.attempts >= job.max_attempts
         if isinstance(exc, Retry):
             delay = exc.delay
             if exc.snooze:
                 return Outcome(
                     job_id=job.id,
-                    lease_token=running.token,
+                    lease_token=claim.token,
                     kind=OutcomeKind.RELEASE,
                     due_at=self._clock.now() + (delay or 0.0),
                 )
         else:
             delay = None
         if out_of_attempts:
-            return self._dead(running, exc)
+            return self._dead(claim, exc)
         if delay is None:
-            backoff = running.definition.backoff if running.definition is not None else None
+            backoff = claim.definition.backoff if claim.definition is not None else None
             delay = backoff.delay_for(job.attempts) if backoff is not None else 1.0
         return Outcome(
             job_id=job.id,
-            lease_token=running.token,
+            lease_token=claim.token,
             kind=OutcomeKind.RETRY,
             due_at=self._clock.now() + delay,
             error=error_info(exc),
@@ -532,7 +610,13 @@ class Dispatcher:
 
     async def _report_progress(self, job: Job, progress: float, message: str | None) -> None:
         assert job.lease_token is not None
-        await self._backend.set_progress(job.id, job.lease_token, progress, message)
+        try:
+            await self._backend.set_progress(job.id, job.lease_token, progress, message)
+        except Exception as exc:
+            # Progress is advice: a store that is away must not fail the job.
+            self.guard.failed("progress", exc)
+            return
+        self.guard.succeeded()
         if self._bus.has_subscribers:
             self._bus.publish(
                 JobProgress(
@@ -545,130 +629,88 @@ class Dispatcher:
                 )
             )
 
-    # -- settling -----------------------------------------------------------------
-
-    async def _settle_loop(self, receive: MemoryObjectReceiveStream[_Settlement]) -> None:
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                refused = await self._settle_with_retries(batch)
-                for settlement in batch:
-                    self._forget(settlement.job.id)
-                self._publish_outcomes(batch, refused)
-
-    async def _settle_with_retries(self, batch: list[_Settlement]) -> set[str]:
-        """Write outcomes, retrying while the store is unreachable, up to one lease.
-
-        After a lease the jobs are another worker's anyway: the outcomes would
-        be refused, and at-least-once delivery runs them again.
-        """
-        outcomes = [settlement.outcome for settlement in batch]
-        delay = 0.05
-        waited = 0.0
-        while True:
-            try:
-                return set(await self._backend.settle(outcomes))
-            except Exception:
-                if waited >= self._lease:
-                    logger.exception(
-                        "could not record %d job outcomes; their leases have expired and "
-                        "the jobs will run again",
-                        len(outcomes),
-                    )
-                    return {outcome.job_id for outcome in outcomes}
-                logger.warning(
-                    "recording job outcomes failed; retrying in %.2f s", delay, exc_info=True
-                )
-                await anyio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0)
-
-    def _publish_outcomes(self, batch: list[_Settlement], refused: set[str]) -> None:
-        now = self._clock.now()
-        for settlement in batch:
-            outcome, job = settlement.outcome, settlement.job
-            common: dict[str, Any] = {
-                "timestamp": now,
-                "job_id": job.id,
-                "job_name": job.name,
-                "queue": job.queue,
-            }
-            if job.id in refused:
-                logger.warning(
-                    "lease lost for job %s (%s): another worker took it over; its outcome "
-                    "(%s) was not recorded",
-                    job.id,
-                    job.name,
-                    outcome.kind.value,
-                )
-                self._bus.publish(JobLeaseLost(**common))
-                continue
-            if not self._bus.has_subscribers:
-                continue
-            kind = outcome.kind
-            if kind is OutcomeKind.COMPLETE:
-                self._bus.publish(
-                    JobCompleted(**common, attempt=job.attempts, duration=settlement.duration)
-                )
-            elif kind is OutcomeKind.RETRY:
-                assert outcome.due_at is not None
-                assert outcome.error is not None
-                self._bus.publish(
-                    JobRetrying(
-                        **common, attempt=job.attempts, due_at=outcome.due_at, error=outcome.error
-                    )
-                )
-            elif kind is OutcomeKind.RELEASE:
-                assert outcome.due_at is not None
-                self._bus.publish(
-                    JobReleased(**common, attempt=job.attempts, due_at=outcome.due_at)
-                )
-            elif kind is OutcomeKind.DEAD:
-                assert outcome.error is not None
-                self._bus.publish(JobDied(**common, attempt=job.attempts, error=outcome.error))
-            else:
-                self._bus.publish(JobWasCancelled(**common))
-
     # -- heartbeats -----------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        """Extend leases every third of a lease; recover jobs of dead workers."""
-        interval = self._lease / 3
-        while not self._heartbeats_done.is_set():
-            await self._clock.wait(self._heartbeats_done, self._clock.now() + interval)
-            if self._heartbeats_done.is_set():
-                return
-            try:
-                await self._beat()
-            except Exception:
-                logger.warning("heartbeat failed; will try again", exc_info=True)
+        """Extend leases every third of a lease; recover jobs of dead workers.
 
-    async def _beat(self) -> None:
-        leases = {job_id: job.lease_token for job_id, job in self._held.items()}
+        After a failed round the next one comes sooner (backoff, capped at the
+        interval), so leases are renewed as soon as the store is back.
+        """
+        interval = self._lease / 3
+        backoff = Backoff(cap=interval)
+        delay = interval
+        while not self._heartbeats_done:
+            # A fresh event each round: a clock may set a waiter's event as its timer.
+            self._beat_wake = anyio.Event()
+            if delay >= interval:
+                await self._clock.wait(self._beat_wake, self._clock.now() + interval)
+            else:
+                await pause(delay, self._beat_wake)
+            if self._heartbeats_finished():
+                return
+            if await self._beat():
+                backoff.reset()
+                delay = interval
+            else:
+                delay = backoff.next_delay()
+
+    async def _beat(self) -> bool:
+        """One heartbeat round; ``False`` when the store could not be reached."""
+        leases = self._claims.leases()
         if leases:
-            reply = await self._backend.heartbeat(
-                {job_id: token for job_id, token in leases.items() if token is not None},
-                self._lease,
-            )
-            for job_id, reason in [(i, _StopReason.LEASE_LOST) for i in reply.lost] + [
-                (i, _StopReason.CANCEL) for i in reply.cancel_requested
-            ]:
-                running = self._running.get(job_id)
-                if running is not None:
-                    if reason == _StopReason.LEASE_LOST:
+            started = self._clock.now()
+            try:
+                reply = await self._backend.heartbeat(leases, self._lease)
+            except Exception as exc:
+                self.guard.failed("heartbeat", exc)
+                self._expire_untrusted(self._clock.now())
+                return False
+            self.guard.succeeded()
+            lost, cancels = reply.lost, reply.cancel_requested
+            for job_id, token in leases.items():
+                claim = self._claims.get(token)
+                if claim is None:
+                    continue
+                if job_id in lost:
+                    if claim.scope is not None:
                         logger.warning("lease lost for running job %s; cancelling it here", job_id)
-                    self._stop_job(running, reason)
-                elif job_id in self._held:
-                    self._skip.setdefault(job_id, reason)
-        if not self._stopping:
+                    claim.stop(StopReason.LEASE_LOST)
+                else:
+                    claim.valid_until = max(claim.valid_until, started + self._lease)
+                    if job_id in cancels:
+                        claim.stop(StopReason.CANCEL)
+        if self._stopping:
+            return True
+        try:
             recovered = await self._backend.recover_expired()
-            if recovered:
-                logger.info("recovered %d jobs whose worker stopped heartbeating", recovered)
-                self.slots.wake_all()
-            if self._maintenance is not None:
+        except Exception as exc:
+            self.guard.failed("recovery", exc)
+            return False
+        self.guard.succeeded()
+        if recovered:
+            logger.info("recovered %d jobs whose worker stopped heartbeating", recovered)
+            self.slots.wake_all()
+        if self._maintenance is not None:
+            try:
                 await self._maintenance()
+            except Exception as exc:
+                self.guard.failed("maintenance", exc)
+                return False
+        return True
+
+    def _expire_untrusted(self, now: float) -> None:
+        """Stop the claims whose lease may have run out while the store was away.
+
+        Their jobs go back to the store's crash recovery; an outcome already
+        waiting to be written is left to the store's token check.
+        """
+        for claim in self._claims:
+            if claim.valid_until <= now and claim.stop_reason is None:
+                if claim.token in self._running:
+                    logger.warning(
+                        "the lease of running job %s may have expired while the store was "
+                        "unreachable; stopping it here (it runs again after recovery)",
+                        claim.job.id,
+                    )
+                claim.stop(StopReason.LEASE_EXPIRED)

@@ -33,6 +33,7 @@ from ._handle import JobHandle
 from ._limits import Slots
 from ._models import FINISHED_STATES, Job, JobState, NewJob, QueueStats, new_job_id
 from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDecorator
+from ._resilience import StoreGuard, StoreStatus
 from ._retry import BackoffLike, seconds
 from ._scheduler import Scheduler
 from ._schedules import ScheduleBook, ScheduleSettings, _ScheduleDecorator, make_trigger
@@ -192,6 +193,7 @@ class JobRuntime:
         self.schedules = ScheduleBook(self)
         self._scheduler_loop: Scheduler | None = None
         self._dispatcher: Dispatcher | None = None
+        self._guard = StoreGuard(self.clock)
         self._exit_stack: AsyncExitStack | None = None
         self._last_prune = float("-inf")
 
@@ -395,6 +397,7 @@ class JobRuntime:
                     lease=self.lease,
                     worker_id=self.worker_id,
                     shutdown_grace=self.shutdown_grace,
+                    guard=self._guard,
                     maintenance=self._maintenance,
                 )
                 await tasks.start(_shielded, self._dispatcher.run)
@@ -404,6 +407,7 @@ class JobRuntime:
                     bus=self.events,
                     declared=self.schedules.declared,
                     on_enqueued=self._after_enqueue,
+                    guard=self._guard,
                 )
                 await tasks.start(self._scheduler_loop.run)
         except BaseException:
@@ -502,6 +506,7 @@ class JobRuntime:
             due = Counter(new.queue for new in new_jobs if new.due_at <= now)
             handoff = dispatcher.offer(due) if due else None
         handed: list[Job] = []
+        offered_at = self.clock.now()
         try:
             stored = await self.backend.enqueue(new_jobs, handoff)
             # A new job that comes back running was claimed for this worker's idle
@@ -514,7 +519,7 @@ class JobRuntime:
         finally:
             if handoff is not None:
                 assert dispatcher is not None
-                dispatcher.accept(handoff, handed)
+                dispatcher.accept(handoff, handed, offered_at)
         self._after_enqueue(
             [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
         )
@@ -678,6 +683,15 @@ class JobRuntime:
         await self.backend.pause_queue(queue, False)
         if self._dispatcher is not None:
             self._dispatcher.kick(queue)
+
+    @property
+    def store_status(self) -> StoreStatus:
+        """Whether the store answered this runtime's loops, and since when it has not.
+
+        Every loop that talks to the store reports here; an enqueue-only
+        runtime runs no loops, so its status stays reachable.
+        """
+        return self._guard.status
 
     @property
     def running_jobs(self) -> Mapping[str, Job]:

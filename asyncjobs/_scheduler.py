@@ -23,6 +23,7 @@ from ._clock import Clock, to_datetime
 from ._events import EventBus, ScheduleFired
 from ._misfire import misfire_fire_times
 from ._models import Job, NewJob, Schedule, new_job_id
+from ._resilience import Backoff, StoreGuard, pause
 from ._triggers import Trigger, trigger_from_json
 from .backends import Backend
 
@@ -82,6 +83,7 @@ class Scheduler:
         declared: Callable[[float], list[Schedule]],
         on_enqueued: Callable[[list[Job]], None],
         refresh: float = 5.0,
+        guard: StoreGuard | None = None,
     ) -> None:
         self._backend = backend
         self._clock = clock
@@ -89,6 +91,8 @@ class Scheduler:
         self._declared = declared
         self._on_enqueued = on_enqueued
         self._refresh = refresh
+        self._guard = guard if guard is not None else StoreGuard(clock)
+        self._stop_event = anyio.Event()
         self._cache: dict[str, Schedule] = {}
         self._stale = True
         self._stopping = False
@@ -115,6 +119,7 @@ class Scheduler:
     def stop(self) -> None:
         """End the loop after the current turn."""
         self._stopping = True
+        self._stop_event.set()
         self._wake.set()
         self._fell_asleep.set()
 
@@ -126,26 +131,34 @@ class Scheduler:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Store the declared schedules, then fire due schedules until stopped."""
-        for schedule in self._declared(self._clock.now()):
-            await self._backend.put_schedule(schedule)
+        """Store the declared schedules, then fire due schedules until stopped.
+
+        A store that fails is retried with backoff (the declared schedules too,
+        when storing them at start failed); the loop never ends on its own.
+        """
+        declared: list[Schedule] | None = self._declared(self._clock.now())
+        try:
+            await self._put_all(declared or [])
+            declared = None
+        except Exception as exc:
+            self._guard.failed("scheduler", exc)
         task_status.started()
+        backoff = Backoff()
         last_refresh = -math.inf
         while not self._stopping:
-            now = self._clock.now()
-            if self._stale or now - last_refresh >= self._refresh:
-                self._stale = False
-                self._cache = {s.name: s for s in await self._backend.list_schedules()}
-                last_refresh = now
-            for schedule in list(self._cache.values()):
-                if self._is_due(schedule, now):
-                    try:
-                        await self._fire(schedule, now)
-                    except Exception:
-                        logger.exception(
-                            "schedule %r could not fire; will try again", schedule.name
-                        )
-                        self._stale = True
+            try:
+                if declared is not None:
+                    await self._put_all(declared)
+                    declared = None
+                last_refresh, fired_all = await self._turn(last_refresh)
+            except Exception as exc:
+                self._guard.failed("scheduler", exc)
+                fired_all = False
+            if not fired_all:
+                self._stale = True
+                await pause(backoff.next_delay(), self._stop_event)
+                continue
+            backoff.reset()
             if self._wake.is_set():
                 self._wake = anyio.Event()
                 continue
@@ -157,6 +170,34 @@ class Scheduler:
                 await self._clock.wait(self._wake, deadline)
             finally:
                 self._sleeping_until = None
+
+    async def _put_all(self, schedules: list[Schedule]) -> None:
+        for schedule in schedules:
+            await self._backend.put_schedule(schedule)
+
+    async def _turn(self, last_refresh: float) -> tuple[float, bool]:
+        """Re-read the schedules when due and fire each one that is due.
+
+        :returns: the time of the last refresh, and whether every due schedule fired.
+        """
+        now = self._clock.now()
+        if self._stale or now - last_refresh >= self._refresh:
+            self._stale = False
+            self._cache = {s.name: s for s in await self._backend.list_schedules()}
+            last_refresh = now
+            self._guard.succeeded()
+        fired_all = True
+        for schedule in list(self._cache.values()):
+            if self._is_due(schedule, now):
+                try:
+                    await self._fire(schedule, now)
+                except Exception as exc:
+                    # One schedule's failure must not hold back the others this turn.
+                    self._guard.failed(f"scheduler ({schedule.name})", exc)
+                    fired_all = False
+                else:
+                    self._guard.succeeded()
+        return last_refresh, fired_all
 
     @staticmethod
     def _is_due(schedule: Schedule, now: float) -> bool:

@@ -1,0 +1,178 @@
+"""Writing outcomes: every outcome that piled up is written in one batch (group commit).
+
+While the store is away, outcomes are kept and written once it answers
+again: the store's lease-token check decides whether each still counts, so an
+outcome of a lease that was lost meanwhile is refused and never applied (it
+becomes a :class:`~asyncjobs.JobLeaseLost` event). Only at shutdown is there a
+deadline: outcomes still unwritten then are dropped, and their jobs run again
+once their leases expire.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._clock import Clock
+from ._events import (
+    EventBus,
+    JobCompleted,
+    JobDied,
+    JobLeaseLost,
+    JobReleased,
+    JobRetrying,
+    JobWasCancelled,
+)
+from ._held import Claim
+from ._models import Outcome, OutcomeKind
+from ._resilience import Backoff, StoreGuard, pause
+from .backends import Backend
+
+__all__ = ["Settlement", "Settler"]
+
+logger = logging.getLogger("asyncjobs")
+
+
+@attrs.frozen
+class Settlement:
+    """An outcome to write, with the claim it ends and how long the attempt ran."""
+
+    outcome: Outcome
+    claim: Claim
+    duration: float
+
+
+class Settler:
+    """The settle loop: receives settlements and writes them in batches."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        guard: StoreGuard,
+        clock: Clock,
+        bus: EventBus,
+        forget: Callable[[Claim], None],
+    ) -> None:
+        self._backend = backend
+        self._guard = guard
+        self._clock = clock
+        self._bus = bus
+        self._forget = forget
+        self._give_up = anyio.Event()
+        self.pending = 0
+
+    def give_up(self) -> None:
+        """Stop retrying: outcomes not written by now are dropped (shutdown's deadline)."""
+        self._give_up.set()
+
+    async def run(self, receive: MemoryObjectReceiveStream[Settlement]) -> None:
+        """Write everything *receive* brings until it is closed and drained."""
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                self.pending = len(batch)
+                for part in _one_outcome_per_job(batch):
+                    refused = await self._write(part)
+                    for settlement in part:
+                        self._forget(settlement.claim)
+                    self._publish(part, refused)
+                self.pending = 0
+
+    async def _write(self, batch: list[Settlement]) -> set[str]:
+        """Write *batch*, retrying while the store is away; return the refused tokens."""
+        outcomes = [settlement.outcome for settlement in batch]
+        backoff = Backoff()
+        while True:
+            try:
+                refused_ids = set(await self._backend.settle(outcomes))
+            except Exception as exc:
+                self._guard.failed("settle", exc)
+                if self._give_up.is_set():
+                    logger.error(
+                        "shutting down with %d job outcome(s) not recorded (the store is "
+                        "unreachable); those jobs run again once their leases expire",
+                        len(outcomes),
+                    )
+                    return {outcome.lease_token for outcome in outcomes}
+                await pause(backoff.next_delay(), self._give_up)
+                continue
+            self._guard.succeeded()
+            return {o.lease_token for o in outcomes if o.job_id in refused_ids}
+
+    def _publish(self, batch: list[Settlement], refused: set[str]) -> None:
+        now = self._clock.now()
+        for settlement in batch:
+            outcome, job = settlement.outcome, settlement.claim.job
+            common: dict[str, Any] = {
+                "timestamp": now,
+                "job_id": job.id,
+                "job_name": job.name,
+                "queue": job.queue,
+            }
+            if outcome.lease_token in refused:
+                logger.warning(
+                    "lease lost for job %s (%s): another worker took it over; its outcome "
+                    "(%s) was not recorded",
+                    job.id,
+                    job.name,
+                    outcome.kind.value,
+                )
+                self._bus.publish(JobLeaseLost(**common))
+                continue
+            if not self._bus.has_subscribers:
+                continue
+            kind = outcome.kind
+            if kind is OutcomeKind.COMPLETE:
+                self._bus.publish(
+                    JobCompleted(**common, attempt=job.attempts, duration=settlement.duration)
+                )
+            elif kind is OutcomeKind.RETRY:
+                assert outcome.due_at is not None
+                assert outcome.error is not None
+                self._bus.publish(
+                    JobRetrying(
+                        **common, attempt=job.attempts, due_at=outcome.due_at, error=outcome.error
+                    )
+                )
+            elif kind is OutcomeKind.RELEASE:
+                assert outcome.due_at is not None
+                self._bus.publish(
+                    JobReleased(**common, attempt=job.attempts, due_at=outcome.due_at)
+                )
+            elif kind is OutcomeKind.DEAD:
+                assert outcome.error is not None
+                self._bus.publish(JobDied(**common, attempt=job.attempts, error=outcome.error))
+            else:
+                self._bus.publish(JobWasCancelled(**common))
+
+
+def _one_outcome_per_job(batch: list[Settlement]) -> list[list[Settlement]]:
+    """Split *batch* so no part holds two outcomes of one job.
+
+    A store answers refusals by job id; a stale claim's outcome and the new
+    claim's outcome of the same job must not share a batch.
+    """
+    parts: list[list[Settlement]] = []
+    seen: list[set[str]] = []
+    for settlement in batch:
+        job_id = settlement.claim.job.id
+        for part, ids in zip(parts, seen, strict=True):
+            if job_id not in ids:
+                part.append(settlement)
+                ids.add(job_id)
+                break
+        else:
+            parts.append([settlement])
+            seen.append({job_id})
+    return parts
