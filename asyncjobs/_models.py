@@ -2,6 +2,8 @@
 
 Every record is a frozen attrs class; a state change makes a new record.
 Times are float seconds since the Unix epoch (see :mod:`asyncjobs._clock`).
+Reprs (and so ``str()``) show payloads and results by size only, as
+``payload=<31 bytes>``: they may hold secrets, and reprs end up in logs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "QueueStats",
     "Schedule",
     "new_job_id",
+    "size_repr",
 ]
 
 
@@ -32,6 +35,18 @@ def new_job_id(now: float) -> str:
     """A fresh job id: millisecond time first, so ids sort roughly by enqueue time,
     then 80 random bits."""
     return f"{int(now * 1000):012x}{secrets.token_hex(10)}"
+
+
+def size_repr(value: bytes | None) -> str:
+    """Format encoded data for a repr by its size only, e.g. ``<31 bytes>``.
+
+    Payloads and results may hold secrets (passwords, tokens), and reprs end up
+    in logs, tracebacks and debuggers: a record shows how big they are, never
+    what they say.
+    """
+    if value is None:
+        return "None"
+    return f"<{len(value)} byte{'' if len(value) == 1 else 's'}>"
 
 
 class JobState(enum.StrEnum):
@@ -77,7 +92,7 @@ class NewJob:
     id: str
     name: str
     queue: str
-    payload: bytes
+    payload: bytes = attrs.field(repr=size_repr)
     due_at: float
     enqueued_at: float
     priority: int = 0
@@ -141,7 +156,7 @@ class Job:
     id: str
     name: str
     queue: str
-    payload: bytes
+    payload: bytes = attrs.field(repr=size_repr)
     state: JobState
     due_at: float
     enqueued_at: float
@@ -157,7 +172,7 @@ class Job:
     worker_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    result: bytes | None = None
+    result: bytes | None = attrs.field(default=None, repr=size_repr)
     error: ErrorInfo | None = None
     progress: float | None = None
     progress_message: str | None = None
@@ -187,7 +202,7 @@ class Outcome:
     job_id: str
     lease_token: str
     kind: OutcomeKind
-    result: bytes | None = None
+    result: bytes | None = attrs.field(default=None, repr=size_repr)
     due_at: float | None = None
     error: ErrorInfo | None = None
 
@@ -222,7 +237,7 @@ class Schedule:
     job_name: str
     queue: str
     trigger: str
-    payload: bytes
+    payload: bytes = attrs.field(repr=size_repr)
     next_fire_at: float | None
     last_fire_at: float | None = None
     misfire: str = "once"

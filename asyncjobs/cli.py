@@ -374,7 +374,20 @@ def _serve_only(runtime: JobRuntime, queues: Sequence[str]) -> None:
     runtime.slots = Slots({name: limits[name] for name in queues}, runtime.slots.max_concurrency)
 
 
+#: The name of the handler the worker installs, so a second set-up in one process
+#: (tests call main() many times) replaces it instead of printing every line twice.
+_HANDLER_NAME = "asyncjobs.cli"
+
+
 def _configure_logging(level: str, console: Console | None) -> None:
+    """Print the ``asyncjobs`` logger's records at *level* and above.
+
+    Only the ``asyncjobs`` logger gets *level*: the root logger keeps its own
+    (WARNING unless the app set one), so ``--log-level DEBUG`` does not turn on
+    other libraries' debug output. That matters beyond noise: aiosqlite's
+    debug lines quote every SQL statement with its parameters, job payloads
+    and results included.
+    """
     handler: logging.Handler
     if console is not None:
         # Through the live console's own Console, so log lines print above the view.
@@ -383,9 +396,26 @@ def _configure_logging(level: str, console: Console | None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(_HANDLER_NAME)
+    package = logging.getLogger("asyncjobs")
+    _replace_handler(package, handler)
+    package.setLevel(level)
+    # The handler above prints these records; passing them on to a root handler
+    # as well would print each of them twice.
+    package.propagate = False
     root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level)
+    if not [existing for existing in root.handlers if existing.get_name() != _HANDLER_NAME]:
+        # An app that set up no logging of its own still sees other libraries'
+        # warnings, in the same format; their level stays the root's (or the one
+        # the app gives a logger, e.g. logging.getLogger("aiosqlite").setLevel(...)).
+        _replace_handler(root, handler)
+
+
+def _replace_handler(logger: logging.Logger, handler: logging.Handler) -> None:
+    for existing in list(logger.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            logger.removeHandler(existing)
+    logger.addHandler(handler)
 
 
 async def _status(args: argparse.Namespace) -> int:
