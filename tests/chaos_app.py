@@ -18,6 +18,10 @@ writing a module per test:
     when set, also declare the schedule ``tick`` every that many seconds.
 ``CHAOS_TICK_HOLD``
     how long the ``tick`` job stays in flight after recording its run (default 0).
+``CHAOS_STUBBORN``
+    how long the ``stubborn`` jobs ignore being cancelled (default 0: they
+    return at once), so one process of a test can get a handler that will not
+    stop and the next one a handler that finishes.
 
 Run records are plain ``write(2)`` calls on a file opened with ``O_APPEND``:
 once ``write`` returns, the line is in the kernel's page cache and survives a
@@ -48,6 +52,7 @@ __all__ = [
     "ENV_LEASE",
     "ENV_PREFIX",
     "ENV_RESULTS",
+    "ENV_STUBBORN",
     "ENV_TICK",
     "ENV_TICK_HOLD",
     "ENV_URL",
@@ -55,10 +60,13 @@ __all__ = [
     "build_runtime",
     "crash",
     "hold",
+    "hold_attempt",
     "jobs",
     "make_backend",
     "record",
     "record_run",
+    "stubborn",
+    "stubborn_in_thread",
     "tick",
 ]
 
@@ -70,6 +78,7 @@ ENV_CONCURRENCY = "CHAOS_CONCURRENCY"
 ENV_RESULTS = "CHAOS_RESULTS"
 ENV_TICK = "CHAOS_TICK"
 ENV_TICK_HOLD = "CHAOS_TICK_HOLD"
+ENV_STUBBORN = "CHAOS_STUBBORN"
 
 #: The one queue every chaos job runs on.
 QUEUE = "default"
@@ -128,6 +137,52 @@ async def hold(ctx: JobContext, first: float, later: float) -> int:
     record_run(ctx, "start")
     with anyio.CancelScope(shield=True):
         await anyio.sleep(first if ctx.attempt == 1 else later)
+    record_run(ctx, "done")
+    return os.getpid()
+
+
+@jobs.job(name="hold_attempt")
+async def hold_attempt(ctx: JobContext, first: float, later: float) -> list[int]:
+    """Like :func:`hold`, but return ``[pid, attempt]``: which run's outcome the store kept."""
+    record_run(ctx, "start")
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep(first if ctx.attempt == 1 else later)
+    record_run(ctx, "done")
+    return [os.getpid(), ctx.attempt]
+
+
+def _stubborn_for() -> float:
+    return float(os.environ.get(ENV_STUBBORN, "0"))
+
+
+@jobs.job(name="stubborn")
+async def stubborn(ctx: JobContext) -> int:
+    """Swallow every cancellation for ``CHAOS_STUBBORN`` seconds, then return the pid.
+
+    The handler a graceful shutdown cannot end: it catches the cancellation
+    (``BaseException``) around each await and keeps going.
+    """
+    record_run(ctx, "start")
+    until = time.monotonic() + _stubborn_for()
+    while time.monotonic() < until:
+        try:
+            await anyio.sleep(0.1)
+        except BaseException:  # ignoring the cancellation is the point
+            continue
+    record_run(ctx, "done")
+    return os.getpid()
+
+
+@jobs.job(name="stubborn_in_thread")
+def stubborn_in_thread(ctx: JobContext) -> int:
+    """Block a worker thread in ``time.sleep`` for ``CHAOS_STUBBORN`` seconds; return the pid.
+
+    A synchronous handler runs in a thread, which no cancellation reaches.
+    """
+    record_run(ctx, "start")
+    until = time.monotonic() + _stubborn_for()
+    while time.monotonic() < until:
+        time.sleep(0.1)
     record_run(ctx, "done")
     return os.getpid()
 
