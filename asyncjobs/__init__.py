@@ -50,6 +50,7 @@ from ._handle import JobHandle
 from ._misfire import MisfireDecision, misfire_fire_times
 from ._models import ErrorInfo, Job, JobState, QueueStats, Schedule
 from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegistry
+from ._resilience import StoreStatus
 from ._retry import Backoff, ExponentialBackoff, FixedBackoff, Permanent, Retry
 from ._runtime import JobRuntime
 from ._schedules import ScheduleBook
@@ -116,6 +117,7 @@ __all__ = [
     "ScheduleNotFound",
     "SchemaVersionError",
     "SerializationError",
+    "StoreStatus",
     "SystemClock",
     "UnknownJobError",
     "UnknownQueueError",

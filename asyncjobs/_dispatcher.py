@@ -35,7 +35,7 @@ from ._held import Claim, ClaimBook, StopReason
 from ._limits import Slots
 from ._models import ErrorInfo, Handoff, Job, JobState, Outcome, OutcomeKind
 from ._registry import JobDefinition
-from ._resilience import Backoff, StoreGuard, pause
+from ._resilience import LoopBackoff, StoreGuard, pause
 from ._retry import Permanent, Retry
 from ._serialization import Codec
 from ._settler import Settlement, Settler
@@ -329,7 +329,7 @@ class Dispatcher:
 
     async def _claim_loop(self, queue: str) -> None:
         slots = self.slots
-        backoff = Backoff()
+        backoff = LoopBackoff()
         while not self._stopping:
             wake = slots.event(queue)
             free = slots.free(queue)
@@ -638,7 +638,7 @@ class Dispatcher:
         interval), so leases are renewed as soon as the store is back.
         """
         interval = self._lease / 3
-        backoff = Backoff(cap=interval)
+        backoff = LoopBackoff(cap=interval)
         delay = interval
         while not self._heartbeats_done:
             # A fresh event each round: a clock may set a waiter's event as its timer.

@@ -188,8 +188,13 @@ class JobCall(Generic[R_co]):
     """
 
     definition: JobDefinition
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
+    # Arguments may hold secrets: a repr names how many there are, never what they say.
+    args: tuple[Any, ...] = attrs.field(
+        repr=lambda args: f"<{len(args)} value{'' if len(args) == 1 else 's'}>"
+    )
+    kwargs: Mapping[str, Any] = attrs.field(
+        repr=lambda kwargs: f"<{', '.join(sorted(kwargs)) or 'no keywords'}>"
+    )
     options: JobOptions
 
 

@@ -21,7 +21,7 @@ import attrs
 
 from ._clock import Clock
 
-__all__ = ["Backoff", "StoreGuard", "StoreStatus"]
+__all__ = ["LoopBackoff", "StoreGuard", "StoreStatus"]
 
 logger = logging.getLogger("asyncjobs")
 
@@ -50,7 +50,7 @@ class StoreStatus:
     outages: int = 0
 
 
-class Backoff:
+class LoopBackoff:
     """Full-jitter exponential backoff for one loop: the *n*-th pause is up to ``first * 2**n``."""
 
     def __init__(self, first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> None:
@@ -140,14 +140,14 @@ class StoreGuard:
         operation: Callable[[], Awaitable[T]],
         *,
         stop: anyio.Event | None = None,
-        backoff: Backoff | None = None,
+        backoff: LoopBackoff | None = None,
     ) -> T | None:
         """Await *operation* until it succeeds; ``None`` when *stop* is set first.
 
         Each failure is reported through :meth:`failed` and followed by a
         jittered pause (cut short by *stop*).
         """
-        backoff = backoff if backoff is not None else Backoff()
+        backoff = backoff if backoff is not None else LoopBackoff()
         while stop is None or not stop.is_set():
             try:
                 result = await operation()
@@ -164,7 +164,7 @@ class StoreGuard:
 async def pause(delay: float, stop: anyio.Event | None) -> None:
     """Sleep *delay* seconds of real time, or until *stop* is set.
 
-    Backoff waits for a real store to come back, so it runs on the event loop's
+    LoopBackoff waits for a real store to come back, so it runs on the event loop's
     time, not the injected clock (a test's manual clock would never move it).
     """
     with anyio.move_on_after(delay):

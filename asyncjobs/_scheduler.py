@@ -23,7 +23,7 @@ from ._clock import Clock, to_datetime
 from ._events import EventBus, ScheduleFired
 from ._misfire import misfire_fire_times
 from ._models import Job, NewJob, Schedule, new_job_id
-from ._resilience import Backoff, StoreGuard, pause
+from ._resilience import LoopBackoff, StoreGuard, pause
 from ._triggers import Trigger, trigger_from_json
 from .backends import Backend
 
@@ -143,7 +143,7 @@ class Scheduler:
         except Exception as exc:
             self._guard.failed("scheduler", exc)
         task_status.started()
-        backoff = Backoff()
+        backoff = LoopBackoff()
         last_refresh = -math.inf
         while not self._stopping:
             try:

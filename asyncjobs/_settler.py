@@ -30,7 +30,7 @@ from ._events import (
 )
 from ._held import Claim
 from ._models import Outcome, OutcomeKind
-from ._resilience import Backoff, StoreGuard, pause
+from ._resilience import LoopBackoff, StoreGuard, pause
 from .backends import Backend
 
 __all__ = ["Settlement", "Settler"]
@@ -92,7 +92,7 @@ class Settler:
     async def _write(self, batch: list[Settlement]) -> set[str]:
         """Write *batch*, retrying while the store is away; return the refused tokens."""
         outcomes = [settlement.outcome for settlement in batch]
-        backoff = Backoff()
+        backoff = LoopBackoff()
         while True:
             try:
                 refused_ids = set(await self._backend.settle(outcomes))

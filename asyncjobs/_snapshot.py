@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._models import Job, JobState, Schedule
+from ._resilience import StoreStatus
 
 if TYPE_CHECKING:
     from ._runtime import JobRuntime
@@ -33,6 +34,7 @@ __all__ = [
     "Snapshot",
     "describe_trigger",
     "format_duration",
+    "store_unreachable",
     "take_snapshot",
 ]
 
@@ -156,6 +158,8 @@ class Snapshot:
         may hold fewer (it is capped).
     :ivar rates: ``None`` until a :class:`RateTracker` has seen two snapshots.
     :ivar latency: ``None`` when no recently completed job has timings.
+    :ivar store: whether the store answers (see :attr:`JobRuntime.store_status`);
+        while it does not, the figures are those of the last snapshot read.
     """
 
     taken_at: float
@@ -168,6 +172,7 @@ class Snapshot:
     schedules: tuple[ScheduleSnapshot, ...]
     rates: Rates | None = None
     latency: Latency | None = None
+    store: StoreStatus = attrs.field(factory=StoreStatus)
 
     def queue(self, name: str) -> QueueSnapshot | None:
         """Return the queue called *name*, or ``None``."""
@@ -335,7 +340,41 @@ async def take_snapshot(
         schedules=tuple(_schedule(schedule) for schedule in schedules),
         rates=_rates(rates, now, queues) if rates is not None else None,
         latency=_latency(completed),
+        store=runtime.store_status,
     )
+
+
+def store_unreachable(
+    runtime: JobRuntime, error: BaseException, previous: Snapshot | None
+) -> Snapshot:
+    """The snapshot to show when reading the store failed with *error*.
+
+    The figures are *previous*'s (or empty), marked with the store's status:
+    the runtime's own when its loops already saw the outage, else one made
+    from *error*.
+    """
+    now = runtime.clock.now()
+    status = runtime.store_status
+    if status.reachable:
+        status = StoreStatus(
+            reachable=False,
+            unreachable_since=previous.taken_at if previous is not None else now,
+            last_error=f"{type(error).__name__}: {error}",
+            outages=status.outages + 1,
+        )
+    if previous is None:
+        return Snapshot(
+            taken_at=now,
+            backend=repr(runtime.backend),
+            worker_id=runtime.worker_id if runtime.role != "enqueue" else None,
+            queues=(),
+            running=(),
+            running_total=0,
+            dead=(),
+            schedules=(),
+            store=status,
+        )
+    return attrs.evolve(previous, store=status)
 
 
 async def _split_queued(

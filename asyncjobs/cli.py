@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from ._cli_format import _JOB_COLUMNS, _job_row, _jobs_table
+from ._dispatcher import SHUTDOWN_BOUND
 from ._exceptions import AsyncJobsError, JobNotFound, JobStateError, UnknownQueueError
 from ._limits import Slots
 from ._models import FINISHED_STATES, JobState
@@ -40,6 +41,8 @@ logger = logging.getLogger("asyncjobs")
 EXIT_OK = 0
 EXIT_ERROR = 2
 _EXIT_INTERRUPTED = 130
+#: The exit status when shutdown overran its deadline (a handler ignored cancellation).
+_EXIT_SHUTDOWN_OVERRAN = 70
 _DEMO_URL = "sqlite:///asyncjobs-demo.db"
 
 
@@ -257,11 +260,17 @@ async def _serve(runtime: JobRuntime, body: Callable[[], Awaitable[None]]) -> No
     async with anyio.create_task_group() as watchers:
         # Signal handlers can only be installed from the main thread; elsewhere
         # (main() called from a thread) the caller stops the body its own way.
-        if threading.current_thread() is threading.main_thread():
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
             watchers.start_soon(_watch_signals, stop, runtime.shutdown_grace)
-        async with runtime:
-            with stop:
-                await body()
+        try:
+            async with runtime:
+                with stop:
+                    await body()
+        finally:
+            if in_main_thread:
+                # Shutdown ended in time: disarm its deadline (main() may be called again).
+                signal.setitimer(signal.ITIMER_REAL, 0)
         watchers.cancel_scope.cancel()
 
 
@@ -277,6 +286,7 @@ async def _watch_signals(stop: anyio.CancelScope, grace: float) -> None:
                     format_duration(grace),
                 )
                 stop.cancel()
+                _arm_shutdown_deadline(grace + SHUTDOWN_BOUND)
                 continue
             logger.warning("received %s again: exiting without waiting for running jobs", name)
             sys.stdout.flush()
@@ -284,6 +294,27 @@ async def _watch_signals(stop: anyio.CancelScope, grace: float) -> None:
             # Waiting on is what was refused, and unwinding would wait on the store's
             # connection threads: leave now, like a crash the leases recover from.
             os._exit(_EXIT_INTERRUPTED)
+
+
+def _arm_shutdown_deadline(seconds: float) -> None:
+    """Exit the process *seconds* from now if shutdown has not ended by then.
+
+    A handler that swallows its cancellation would otherwise keep the worker
+    alive forever. SIGALRM, not a task or a thread: it also fires while such a
+    handler blocks the event loop. The job it held runs again once its lease
+    expires, as after a crash.
+    """
+
+    def overran(signum: int, frame: object) -> None:
+        os.write(
+            2,
+            b"asyncjobs: shutdown overran shutdown_grace plus its bound (a handler ignores "
+            b"cancellation); exiting now, its job runs again after its lease expires\n",
+        )
+        os._exit(_EXIT_SHUTDOWN_OVERRAN)
+
+    signal.signal(signal.SIGALRM, overran)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 def _stdout() -> Console:

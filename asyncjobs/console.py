@@ -36,6 +36,7 @@ from ._snapshot import (
     ScheduleSnapshot,
     Snapshot,
     format_duration,
+    store_unreachable,
     take_snapshot,
 )
 
@@ -90,8 +91,13 @@ async def live(
         # auto_refresh=False: every frame is drawn right after its snapshot, so no
         # background thread redraws a stale frame.
         with Live(console=console, auto_refresh=False) as view, deadline:
+            snapshot: Snapshot | None = None
             while True:
-                snapshot = await take_snapshot(runtime, rates=tracker)
+                try:
+                    snapshot = await take_snapshot(runtime, rates=tracker)
+                except Exception as exc:
+                    # The store is away: keep showing the last figures, marked as such.
+                    snapshot = store_unreachable(runtime, exc, snapshot)
                 view.update(render(snapshot), refresh=True)
                 await anyio.sleep(refresh)
     finally:
@@ -122,6 +128,15 @@ def _summary(snapshot: Snapshot) -> Panel:
     else:
         rates.append("rates: measuring…", style="dim")
     lines: list[RenderableType] = [counts, rates]
+    store = snapshot.store
+    if not store.reachable:
+        warning = Text("store unreachable", style="bold red")
+        if store.unreachable_since is not None:
+            warning.append(f" since {_clock_time(store.unreachable_since)} UTC", style="red")
+        if store.last_error:
+            warning.append(f" ({store.last_error})", style="dim")
+        warning.append(" · figures from the last read; workers retry", style="dim")
+        lines.append(warning)
     if snapshot.latency is not None:
         latency = snapshot.latency
         lines.append(

@@ -70,6 +70,7 @@ PUBLIC_NAMES = [
     "ScheduleNotFound",
     "SchemaVersionError",
     "SerializationError",
+    "StoreStatus",
     "SystemClock",
     "UnknownJobError",
     "UnknownQueueError",

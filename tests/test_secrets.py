@@ -379,3 +379,15 @@ async def test_worker_at_debug_prints_no_secret(tmp_path: Path) -> None:
     assert int(package) == logging.DEBUG
     assert int(root) == int(aiosqlite) == logging.WARNING
     assert "started on SQLiteBackend(" in log  # the asyncjobs logger still prints
+
+
+def test_job_call_repr_shows_no_arguments() -> None:
+    runtime = JobRuntime(MemoryBackend())
+
+    @runtime.job(name="login")
+    async def login(user: str, password: str) -> None: ...
+
+    call = login.call("ada", password=SECRET)
+    assert_hidden(call)
+    assert "<1 value>" in repr(call)
+    assert "password" in repr(call)  # the keyword's name, not its value
