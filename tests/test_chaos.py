@@ -137,18 +137,20 @@ async def test_sigkill_while_draining_loses_nothing_and_reruns_only_jobs_in_flig
         # by a live process is ever repeated.
         for earlier in tries[:-1]:
             assert earlier.pid in kills, (job_id, tries, kills)
-            assert earlier.claimed_at <= kills[earlier.pid] + 0.05
+            assert earlier.claimed_at <= kills[earlier.pid]
             (unrecorded if earlier.attempt in finished else in_handler)[earlier.pid] += 1
         # A job held by a killed worker came back only once its lease had run out.
         for before, after in itertools.pairwise(tries):
             assert after.claimed_at >= before.claimed_at + LEASE - 1e-3, (before, after)
     # At most a worker's slots were running handlers when it died...
     assert all(count <= CHAOS_CONCURRENCY for count in in_handler.values()), in_handler
-    # ...and few jobs ran twice in all: per kill, its slots' worth plus the outcomes
-    # still waiting to be written (a loose bound: 10-90 jobs in all is typical here,
-    # the most on SQLite, where outcomes wait longer for the file's write lock).
+    # ...and the only other claims that came to nothing are jobs a killed worker had
+    # claimed ahead and not started: at most its slots' worth each (prefetch 1). How
+    # many finished-but-unrecorded outcomes a kill loses depends on how slow the
+    # store is at that moment, so it has no bound here; each was checked above.
+    unstarted = sum(job.attempts - len(starts[job.id]) for job in stored.values())
+    assert unstarted <= KILLS * CHAOS_CONCURRENCY, unstarted
     run_again = [job for job in stored.values() if job.attempts > 1]
-    assert len(run_again) <= KILLS * 3 * CHAOS_CONCURRENCY, (in_handler, unrecorded)
     # The kills did catch jobs in flight (each victim held claimed jobs when it died).
     assert run_again
     assert statuses == [0] * CHAOS_WORKERS, cluster.log_tails()
@@ -201,13 +203,17 @@ async def test_a_stopped_worker_past_its_lease_cannot_overwrite_the_new_owner(
         assert handle.id in log
         refused = "its outcome (complete) was not recorded" in log  # the store said no
         assert refused or "cancelling it here" in log, log  # A's heartbeat saw it first
-        # A's late outcome changed nothing: the job still runs under B's lease.
+        # A's late outcome changed nothing: the job still runs under B's lease (B's
+        # attempt runs 3 s, far longer than the steps above, but whether it still runs
+        # is judged by B's own record, not by that margin)...
         current = await handle.refresh()
-        assert current.state is JobState.RUNNING
-        assert current.lease_token == second.lease_token
-        assert pid_of(current) == b.pid
+        if not any(r.pid == b.pid and r.event == "done" for r in cluster.runs()):
+            assert current.state is JobState.RUNNING
+            assert current.lease_token == second.lease_token
+            assert pid_of(current) == b.pid
         assert a.poll() is None, "a lost lease must never be fatal to the worker"
 
+        # ...and the outcome the store keeps is B's: A's (its pid) was refused.
         assert await handle.result(timeout=WAIT) == b.pid
         done = await handle.refresh()
         assert done.attempts == 2
@@ -317,15 +323,21 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
         await cluster.poll(fired, "the first tick")
         await anyio.sleep(CRON_PHASE)  # let the cluster tick for a while
         victim = await cluster.poll(running_a_tick, "a worker running a tick job")
-        killed_at = cluster.kill(victim)
+        killed_at = cluster.kill(victim)  # certainly dead from here on
         killed_pid = victim.pid
         replacement = cluster.start_worker(**settings)
         workers[workers.index(victim)] = replacement
         # Started means its schedule is declared: removing it later cannot race that.
-        await cluster.poll_log(replacement, "started on")
+        await cluster.wait_started(replacement)
         await anyio.sleep(CRON_PHASE)  # and tick a while longer
+
+        def ran_after_the_kill(runs: list[Run]) -> bool | None:
+            # However late a loaded machine fires and runs ticks, one that came due
+            # after the kill has run before the schedule goes.
+            return any(run.fire_at is not None and run.fire_at > killed_at for run in runs) or None
+
+        await cluster.poll_runs(ran_after_the_kill, "a tick after the kill to run")
         await runtime.schedules.remove("tick")
-        removed_at = time.time()
 
         async def settled() -> list[Job] | None:
             jobs = await runtime.list_jobs(schedule="tick", limit=1000)
@@ -334,8 +346,10 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
         jobs = await cluster.poll(settled, "every fired tick to run")
         statuses = await cluster.stop(*workers)
 
+    # The promise is judged by ticks and attempts, never by how late a tick fired or
+    # ran: on a loaded machine a tick may fire and run well after its time.
     # Every job keeps the fire time of its tick in fire_at, a job recovered from
-    # the killed process too (recovery queued it again due "now").
+    # the killed process too.
     fire_times = sorted(job.fire_at for job in jobs if job.fire_at is not None)
     assert len(fire_times) == len(jobs), [job for job in jobs if job.fire_at is None]
     assert all(on_grid(moment) for moment in fire_times), fire_times
@@ -343,30 +357,35 @@ async def test_cron_ticks_once_each_with_no_gap_while_a_process_is_killed(
     ticks_fired = Counter(round(moment / TICK) for moment in fire_times)
     assert max(ticks_fired.values()) == 1, ticks_fired.most_common(3)
     # ...and none was skipped, the kill included: every tick from the first to the last
-    # has a job, on time or recovered.
+    # has a job, on time or recovered; and the ticks span the kill.
     first, last = min(ticks_fired), max(ticks_fired)
     missing = [tick * TICK for tick in range(first, last + 1) if tick not in ticks_fired]
     assert missing == [], (missing, killed_at)
-    recovered = [job for job in jobs if job.due_at != job.fire_at]
-    for job in recovered:
-        # Fired at (or after) its tick and before the kill, requeued by recovery after it.
-        assert job.fire_at is not None
-        assert job.fire_at - 1e-3 <= job.enqueued_at <= killed_at, (job, killed_at)
-        assert job.due_at >= killed_at
-        assert job.attempts >= 2
     assert fire_times[0] < killed_at < fire_times[-1]
-    assert fire_times[-1] > removed_at - 1.0, "the schedule went on firing to the end"
-    # Each tick's job ran; a run repeated only if the killed process had it in flight.
+    # Each tick's job ran, and ran again only if the killed process held it: every
+    # earlier run is the killed process's, and a job it held (running, or claimed
+    # ahead and not started) was claimed once more by a survivor, no more.
     ticks = runs_by_job(cluster.runs(), "tick")
     by_id = {job.id: job for job in jobs}
     assert set(ticks) == set(by_id)
+    recovered = []
     for job_id, tries in ticks.items():
+        job = by_id[job_id]
         # Every run of a job, the one the kill cut short included, saw its tick.
-        assert all(run.fire_at == by_id[job_id].fire_at for run in tries), tries
+        assert all(run.fire_at == job.fire_at for run in tries), tries
+        assert len({run.attempt for run in tries}) == len(tries), tries
+        assert tries[-1].attempt == job.attempts, (tries, job)
+        assert tries[-1].pid == pid_of(job), (tries, job)
         assert all(run.pid == killed_pid for run in tries[:-1]), tries
+        if job.attempts > 1:
+            recovered.append(job)
+            assert job.attempts == 2, (tries, job)
+            assert tries[-1].pid != killed_pid, tries
+            # The killed process claimed it, so it was enqueued before the kill.
+            assert job.enqueued_at <= killed_at, (job, killed_at)
     assert statuses == [0] * CRON_PROCESSES, cluster.log_tails()
     print(
-        f"\n{cluster.url.split(':')[0]}: {len(jobs)} ticks fired once each, no gap "
+        f"\n{cluster.kind}: {len(jobs)} ticks fired once each, no gap "
         f"({len(recovered)} recovered from the killed process)"
     )
 
