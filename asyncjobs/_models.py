@@ -80,7 +80,7 @@ class ErrorInfo:
 
 @attrs.frozen(kw_only=True)
 class NewJob:
-    """A job as the runtime hands it to :meth:`Backend.enqueue`: validated and encoded.
+    """A job as the runtime hands it to :meth:`~asyncjobs.backends.JobLifecycle.enqueue`: validated and encoded.
 
     :ivar id: chosen by the runtime (a random hex string), kept unless a dedup
         ``key`` matches an active job, in which case that job is returned instead.
@@ -127,7 +127,7 @@ class Handoff:
 
     When the enqueueing process has idle workers, a new job that is due now,
     in an unpaused queue, with no queued job ahead of it in claim order, is
-    stored already claimed by ``worker_id`` (as :meth:`Backend.claim` would
+    stored already claimed by ``worker_id`` (as :meth:`~asyncjobs.backends.JobLifecycle.claim` would
     have claimed it a moment later), saving the claim's round trip.
 
     :ivar limits: per queue, the most new jobs the worker takes this way.

@@ -28,9 +28,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "HeartbeatReply",
+    "Inspection",
+    "JobLifecycle",
     "MemoryBackend",
+    "QueueControl",
     "RedisBackend",
     "SQLiteBackend",
+    "ScheduleStore",
+    "StoreConnection",
+    "WorkSignals",
     "from_url",
 ]
 
@@ -41,7 +47,7 @@ class HeartbeatReply:
 
     :ivar lost: jobs whose lease this worker no longer holds (not extended).
     :ivar cancel_requested: jobs still held whose cancellation was requested
-        (by :meth:`Backend.cancel`, possibly from another process).
+        (by :meth:`QueueControl.cancel`, possibly from another process).
     """
 
     lost: frozenset[str] = frozenset()
@@ -49,13 +55,8 @@ class HeartbeatReply:
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """The storage contract. ``tests/backends/test_contract.py`` is its executable spec.
-
-    Time: a backend reads the time from the clock given to :meth:`open`
-    (a Redis backend given the system clock reads the server's ``TIME``
-    instead, so every host judges leases by one clock).
-    """
+class StoreConnection(Protocol):
+    """Opening and closing a store."""
 
     async def open(self, clock: Clock) -> None:
         """Connect, create or migrate the schema, and check the store is safe to use.
@@ -68,7 +69,14 @@ class Backend(Protocol):
         """Release connections; the backend may be opened again afterwards."""
         ...
 
-    # -- writing jobs ---------------------------------------------------------
+
+@runtime_checkable
+class JobLifecycle(Protocol):
+    """A job from enqueue to outcome: the hot path, and the worker's side of leases.
+
+    Every lease carries a token; a heartbeat, progress report or outcome with a
+    token that is no longer the job's current one is refused and changes nothing.
+    """
 
     async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
         """Insert *jobs* in one atomic step and wake waiting workers.
@@ -94,7 +102,12 @@ class Backend(Protocol):
         ...
 
     async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
-        """Extend the leases in *leases* (job id -> lease token) to ``now + lease``."""
+        """Extend the leases in *leases* (job id -> lease token) to ``now + lease``.
+
+        ``now`` is the time once the store can apply the write (after any wait
+        for a lock), so a heartbeat that waited never hands out a lease that is
+        already partly spent.
+        """
         ...
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
@@ -119,6 +132,36 @@ class Backend(Protocol):
     ) -> bool:
         """Store a running job's progress; ``False`` when the lease is no longer held."""
         ...
+
+
+@runtime_checkable
+class WorkSignals(Protocol):
+    """When to claim next: the earliest due time, and a wait that ends when work arrives."""
+
+    async def next_due_at(self, queues: Collection[str]) -> float | None:
+        """Return the earliest ``due_at`` of queued jobs in unpaused *queues*."""
+        ...
+
+    async def wait_for_work(
+        self,
+        queues: Collection[str],
+        deadline: float | None,
+        wakeup: anyio.Event | None = None,
+    ) -> None:
+        """Return when work may have arrived for *queues*, or at *deadline*.
+
+        Early returns are allowed; callers claim and wait again. Jobs enqueued
+        through this backend object wake waiters at once. A caller that has
+        other reasons to wake up passes its own *wakeup* event: the wait also
+        ends when that is set, and the backend sets it when work arrives, so
+        the caller needs no second task to watch it.
+        """
+        ...
+
+
+@runtime_checkable
+class QueueControl(Protocol):
+    """Operator actions on jobs and queues, seen by every process sharing the store."""
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a job: a queued one at once, a running one by flagging it.
@@ -148,50 +191,10 @@ class Backend(Protocol):
         """
         ...
 
-    # -- reading --------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> Job | None:
-        """Return one job, or ``None`` when it does not exist."""
-        ...
-
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        state: JobState | None = None,
-        name: str | None = None,
-        schedule: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Job]:
-        """Return a page of jobs matching every given filter, newest enqueued first."""
-        ...
-
-    async def queue_stats(self) -> list[QueueStats]:
-        """Return job counts by state for every queue that has jobs or is paused."""
-        ...
-
-    async def next_due_at(self, queues: Collection[str]) -> float | None:
-        """Return the earliest ``due_at`` of queued jobs in unpaused *queues*."""
-        ...
-
-    async def wait_for_work(
-        self,
-        queues: Collection[str],
-        deadline: float | None,
-        wakeup: anyio.Event | None = None,
-    ) -> None:
-        """Return when work may have arrived for *queues*, or at *deadline*.
-
-        Early returns are allowed; callers claim and wait again. Jobs enqueued
-        through this backend object wake waiters at once. A caller that has
-        other reasons to wake up passes its own *wakeup* event: the wait also
-        ends when that is set, and the backend sets it when work arrives, so
-        the caller needs no second task to watch it.
-        """
-        ...
-
-    # -- schedules ------------------------------------------------------------
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Stored schedules, and the compare-and-set that makes each tick fire once."""
 
     async def put_schedule(self, schedule: Schedule) -> Schedule:
         """Insert or replace a schedule's definition.
@@ -234,6 +237,48 @@ class Backend(Protocol):
         process fired that tick first (nothing is written).
         """
         ...
+
+
+@runtime_checkable
+class Inspection(Protocol):
+    """Reads for the console, the CLI and tools: never on the hot path."""
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Return one job, or ``None`` when it does not exist."""
+        ...
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        schedule: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return a page of jobs matching every given filter, newest enqueued first."""
+        ...
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Return job counts by state for every queue that has jobs or is paused."""
+        ...
+
+
+@runtime_checkable
+class Backend(
+    StoreConnection, JobLifecycle, WorkSignals, QueueControl, ScheduleStore, Inspection, Protocol
+):
+    """The storage contract: one object the runtime holds, in six groups of operations.
+
+    ``tests/backends/test_contract.py`` is its executable spec, organised in
+    the same groups. No inheritance is needed: a class with these methods is
+    a backend.
+
+    Time: a backend reads the time from the clock given to :meth:`open`
+    (a Redis backend given the system clock reads the server's ``TIME``
+    instead, so every host judges leases by one clock).
+    """
 
 
 _SCHEMES = {
