@@ -60,8 +60,15 @@ Start-up checks, each with a message that says what to do:
   databases and on some network filesystems): :class:`SQLiteJournalModeError`.
 - A missing or read-only directory, a file that is not a database, and a
   file written by a newer asyncjobs fail at :meth:`SQLiteBackend.open`
-  without writing anything; a full disk (or ``max_size``) fails the write
-  that hit it with :class:`SQLiteFullError`, rolled back as a whole.
+  without writing anything. A write-protected file (permissions, another
+  user's file, ``chattr +i``, a read-only mount) opens for reading without a
+  word from SQLite, so ``open`` makes a real write that changes nothing (it
+  stores the schema version again) and fails with :class:`SQLitePathError`;
+  the ``-wal`` and ``-shm`` files that open created are removed again.
+- A full disk (or ``max_size``) fails the write that hit it with
+  :class:`SQLiteFullError`, rolled back as a whole (also when SQLite could not
+  grow its ``-shm`` file); the same backend object works again once space is
+  freed.
 
 Not supported: trio (aiosqlite needs asyncio), network filesystems.
 """
@@ -420,6 +427,7 @@ _SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
 _SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
+_SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
 
 _BUSY_RETRIES = 8
 _BUSY_BACKOFF = (0.005, 0.2)
@@ -608,6 +616,16 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return _primary_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
+def _is_full(exc: sqlite3.Error) -> bool:
+    """Whether *exc* means the disk (or ``max_size``) is full.
+
+    SQLite reports a failed append to the WAL as ``SQLITE_FULL``, but a
+    ``-shm`` file it cannot grow as ``SQLITE_IOERR_SHMSIZE``.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return _primary_code(exc) == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE
+
+
 async def _fetchall(
     conn: aiosqlite.Connection, sql: str, parameters: Iterable[Any] = ()
 ) -> list[_Row]:
@@ -695,14 +713,17 @@ class SQLiteBackend:
     async def open(self, clock: Clock) -> None:
         """Open the file, create or migrate its schema, and check it is safe to use.
 
-        Nothing is written to a file that fails a check.
+        A file that fails a check is left as it was (a probe write that
+        changes nothing shows that the file is writable).
 
         :param clock: where every due time and lease expiry comes from.
         :raises SQLiteVersionError: when the SQLite library is older than 3.35.
-        :raises SQLitePathError: when the directory is missing or read-only.
+        :raises SQLitePathError: when the directory is missing or read-only, or
+            the file is write-protected.
         :raises SQLiteNotADatabaseError: when the file is not a SQLite database.
         :raises SchemaVersionError: when a newer asyncjobs wrote the file.
         :raises SQLiteJournalModeError: when the file cannot use WAL.
+        :raises SQLiteFullError: when the disk is full.
         :raises BackendError: for any other reason SQLite refuses the file.
         """
         self._clock = clock
@@ -715,6 +736,7 @@ class SQLiteBackend:
                 "or newer, for RETURNING): run Python linked against a newer SQLite"
             )
         shared = self._check_path()
+        existed = self._side_files()
         writer: aiosqlite.Connection | None = None
         reader: aiosqlite.Connection | None = None
         try:
@@ -734,6 +756,7 @@ class SQLiteBackend:
                 for conn in (reader, writer):
                     if conn is not None:
                         await conn.close()
+            self._remove_strays(existed)
             if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc, "open") from exc
             raise
@@ -790,6 +813,26 @@ class SQLiteBackend:
         # A -wal file means another connection has the file open right now (or one
         # did not close cleanly): the multi-connection case the WAL-reset bug needs.
         return Path(self._path + "-wal").exists()
+
+    def _side_files(self) -> dict[str, bool]:
+        """Which of the ``-wal`` and ``-shm`` files exist now."""
+        return {suffix: Path(self._path + suffix).exists() for suffix in ("-wal", "-shm")}
+
+    def _remove_strays(self, existed: Mapping[str, bool]) -> None:
+        """After a refused open, remove the side files this open created.
+
+        SQLite keeps an empty ``-wal`` and a ``-shm`` beside a file it could not
+        write.
+        """
+        if self._path == ":memory:":
+            return
+        wal = Path(self._path + "-wal")
+        if not existed["-wal"] and wal.exists() and wal.stat().st_size > 0:
+            return  # frames another connection wrote meanwhile: leave everything
+        for suffix in ("-wal", "-shm"):
+            if not existed[suffix]:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path + suffix)
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: the sqlite3 module must not open transactions on
@@ -848,8 +891,11 @@ class SQLiteBackend:
             for step in _MIGRATIONS[current:]:
                 for statement in step:
                     await conn.execute(statement)
+            # Always a real write, even when nothing migrates: a write-protected file
+            # (a read-only mount, chattr +i, another user's file) opens for reading and
+            # would otherwise fail at the first claim. It stores the same version.
+            await conn.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION,))
             if current < SCHEMA_VERSION:
-                await conn.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION,))
                 logger.info(
                     "SQLite job store %s migrated from schema %d to %d",
                     self._path,
@@ -916,7 +962,7 @@ class SQLiteBackend:
             except sqlite3.Error as exc:
                 raise self._translate(exc, action) from exc
 
-    async def _write_one(self, action: str, sql: str, parameters: Iterable[Any]) -> list[_Row]:
+    async def _write_one(self, action: str, sql: str, parameters: Sequence[Any]) -> list[_Row]:
         """Run a write that is one statement, in autocommit; return its rows.
 
         One statement is atomic on its own, and SQLite takes its write lock
@@ -956,7 +1002,7 @@ class SQLiteBackend:
         """Turn a sqlite3 error into a :class:`BackendError` that says what to fix."""
         code = _primary_code(exc)
         where = f"{action} on {self._path}"
-        if code == _SQLITE_FULL:
+        if _is_full(exc):
             return SQLiteFullError(
                 f"{where} failed: the database is full (the disk is out of space"
                 + (
@@ -986,9 +1032,11 @@ class SQLiteBackend:
         if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
             directory = Path(self._path).parent
             return SQLitePathError(
-                f"{where} failed ({exc}): SQLite cannot write {self._path} or create its "
-                f"-wal and -shm files in {directory}; make the file and the directory "
-                "writable for this user, or choose another path"
+                f"{where} failed ({exc}): {self._path} is write-protected for this process "
+                "(file permissions, another user's file, chattr +i, or a read-only mount), "
+                f"or SQLite cannot create its -wal and -shm files in {directory}; make the "
+                "file, its -wal and -shm files and the directory writable for this user, or "
+                "choose another path"
             )
         return BackendError(f"{where} failed: {exc}")
 
@@ -1057,7 +1105,8 @@ class SQLiteBackend:
         if len(jobs) <= _MAX_INSERT_ROWS and all(new.key is None for new in jobs):
             # Nothing to look up first: one INSERT statement, atomic on its own.
             sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(jobs))
-            parameters = itertools.chain.from_iterable(map(_insert_row, jobs))
+            # A tuple, never an iterator: a busy retry runs the statement again.
+            parameters = tuple(itertools.chain.from_iterable(map(_insert_row, jobs)))
             await self._write_one("enqueue", sql, parameters)
             stored = [new.queued() for new in jobs]
         else:

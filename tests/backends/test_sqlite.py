@@ -113,6 +113,40 @@ def read_only(directory: Path) -> Iterator[None]:
         subprocess.run([chattr, "-i", str(directory)], check=True)
 
 
+@contextlib.contextmanager
+def write_protected(path: Path, how: str) -> Iterator[None]:
+    """Make the file *path* unwritable while its directory stays writable."""
+    root = os.geteuid() == 0
+    if how == "chmod":
+        if root:
+            pytest.skip("root writes files whatever their mode")
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    if not root:
+        pytest.skip(f"{how} needs root")
+    if how == "chattr":
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(path)]).returncode != 0:
+            pytest.skip("no working chattr here")
+        try:
+            yield
+        finally:
+            subprocess.run([chattr, "-i", str(path)], check=True)
+        return
+    assert how == "read-only-mount"
+    if subprocess.run(["mount", "--bind", str(path), str(path)]).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
 def sqlite_files(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 
@@ -420,6 +454,34 @@ async def test_a_read_only_directory_is_refused(
     assert f"the directory {directory} is read-only" in message
     assert "-wal and -shm" in message
     assert sqlite_files(directory) == before
+
+
+@pytest.mark.parametrize("how", ["chmod", "chattr", "read-only-mount"])
+async def test_a_write_protected_database_file_is_refused_at_open_untouched(
+    tmp_path: Path, clock: ManualClock, how: str
+) -> None:
+    # SQLite opens a file it cannot write read-only, without a word, and creates
+    # its -wal and -shm next to it: only a real write shows the problem.
+    path = tmp_path / "jobs.db"
+    backend = await open_backend(path, clock)
+    [job] = await backend.enqueue([new_job(clock)])
+    await backend.aclose()
+    before = sqlite_files(tmp_path)
+
+    with write_protected(path, how):
+        with pytest.raises(SQLitePathError) as caught:
+            await SQLiteBackend(path).open(clock)
+        assert sqlite_files(tmp_path) == before  # no stray -wal/-shm, the file unchanged
+
+    message = str(caught.value)
+    assert f"open on {path} failed" in message
+    assert "is write-protected for this process" in message
+    assert "make the file, its -wal and -shm files and the directory writable" in message
+    reopened = await open_backend(path, clock)  # writable again: all there
+    try:
+        assert await reopened.get_job(job.id) == job
+    finally:
+        await reopened.aclose()
 
 
 async def test_a_directory_as_path_is_refused(tmp_path: Path, clock: ManualClock) -> None:
