@@ -41,7 +41,9 @@ __all__ = [
     "Run",
     "all_jobs",
     "counts",
+    "lease_lost_jobs",
     "make_cluster",
+    "named_jobs",
     "pid_of",
     "problems",
     "runs_by_job",
@@ -63,6 +65,8 @@ POLL = 0.05
 _PROBLEM = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:WARNING|ERROR|CRITICAL) .*$", re.MULTILINE
 )
+_JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
+_LEASE_LOST = re.compile(r"lease lost for (?:running )?job ([0-9a-f]{32})\b")
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +92,16 @@ def pid_of(job: Job) -> int:
 def problems(log: str) -> list[str]:
     """The first line of every WARNING, ERROR or CRITICAL record in a worker's *log*."""
     return _PROBLEM.findall(log)
+
+
+def named_jobs(line: str) -> set[str]:
+    """The job ids (32 hex digits) a log line names."""
+    return set(_JOB_ID.findall(line))
+
+
+def lease_lost_jobs(log: str) -> set[str]:
+    """The jobs a worker's *log* says it lost the lease of."""
+    return set(_LEASE_LOST.findall(log))
 
 
 class Cluster:

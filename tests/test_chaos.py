@@ -37,6 +37,7 @@ from tests.chaos_cluster import (
     Run,
     all_jobs,
     counts,
+    lease_lost_jobs,
     make_cluster,
     pid_of,
     runs_by_job,
@@ -153,6 +154,10 @@ async def test_sigkill_while_draining_loses_nothing_and_reruns_only_jobs_in_flig
     run_again = [job for job in stored.values() if job.attempts > 1]
     # The kills did catch jobs in flight (each victim held claimed jobs when it died).
     assert run_again
+    # A worker says it lost a lease only when it did: the job was claimed again.
+    for worker in cluster.processes:
+        wrongly = lease_lost_jobs(cluster.log(worker)) - {job.id for job in run_again}
+        assert not wrongly, (worker.pid, sorted(wrongly), cluster.log(worker)[-3000:])
     assert statuses == [0] * CHAOS_WORKERS, cluster.log_tails()
     print(
         f"\n{cluster.url.split(':')[0]}: {CHAOS_JOBS} jobs, {len(kills)} kills, "
