@@ -1,0 +1,305 @@
+"""Records <-> Redis: script arguments from new jobs and outcomes, Job and Schedule from replies.
+
+Floats travel as strings: Python's ``repr`` in, Lua's ``'%.17g'`` out, both
+exact, so a time written by a test's clock reads back equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..._exceptions import BackendError
+from ..._models import ErrorInfo, Job, JobState, NewJob, Outcome, OutcomeKind, Schedule
+
+__all__ = [
+    "JOB_FIELDS",
+    "decode_enqueued",
+    "decode_job",
+    "decode_packed",
+    "decode_schedule",
+    "job_args",
+    "num",
+    "outcome_args",
+    "schedule_fields",
+]
+
+#: The order in which the scripts pack a job's hash fields (``pack_job``) and
+#: in which :func:`decode_job` reads them back.
+JOB_FIELDS = (
+    "id",
+    "name",
+    "queue",
+    "payload",
+    "state",
+    "due_at",
+    "enqueued_at",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "timeout",
+    "key",
+    "schedule",
+    "lease_token",
+    "lease_expires_at",
+    "worker_id",
+    "started_at",
+    "finished_at",
+    "result",
+    "error_type",
+    "error_message",
+    "error_traceback",
+    "progress",
+    "progress_message",
+    "cancel_requested",
+    "fire_at",
+)
+
+
+def num(value: float) -> str:
+    """A float as exact text (repr round-trips; Lua's tonumber reads it back exactly)."""
+    return repr(float(value))
+
+
+# -- new jobs and outcomes -> script arguments ----------------------------------------
+
+
+def job_args(new: NewJob) -> list[str | bytes]:
+    """The script arguments of one new job (see ``insert_jobs`` in the Lua prelude)."""
+    flags = (
+        ("k" if new.key is not None else "")
+        + ("s" if new.schedule is not None else "")
+        + ("f" if new.fire_at is not None else "")
+    )
+    head = (
+        f"{flags}|{num(new.due_at)}|{num(new.enqueued_at)}|{int(new.priority)}|"
+        f"{int(new.max_attempts)}|{'' if new.timeout is None else num(new.timeout)}"
+    )
+    args: list[str | bytes] = [new.id, new.name, new.queue, new.payload, head]
+    if new.key is not None:
+        args.append(new.key)
+    if new.schedule is not None:
+        args.append(new.schedule)
+    if new.fire_at is not None:
+        args.append(num(new.fire_at))
+    return args
+
+
+_KIND_CODES = {
+    OutcomeKind.COMPLETE: "c",
+    OutcomeKind.RETRY: "r",
+    OutcomeKind.RELEASE: "l",
+    OutcomeKind.DEAD: "d",
+    OutcomeKind.CANCELLED: "x",
+}
+
+
+def outcome_args(outcome: Outcome) -> list[str | bytes]:
+    """The script arguments of one outcome (see the settle script): only the values it has."""
+    code = _KIND_CODES[OutcomeKind(outcome.kind)]
+    args: list[str | bytes] = [outcome.job_id, outcome.lease_token, ""]
+    if outcome.result is not None:
+        code += "R"
+        args.append(outcome.result)
+    if outcome.due_at is not None:
+        code += "D"
+        args.append(num(outcome.due_at))
+    error = outcome.error
+    if error is not None:
+        code += "E"
+        args += [error.type, error.message]
+        if error.traceback is not None:
+            code += "T"
+            args.append(error.traceback)
+    args[2] = code
+    return args
+
+
+# -- replies -> jobs ----------------------------------------------------------------
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _float(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _unpack(packed: bytes) -> list[bytes | None]:
+    """Split a job packed by the scripts' ``pack_job`` into its field values."""
+    values: list[bytes | None] = []
+    pos, end = 0, len(packed)
+    while pos < end:
+        if packed[pos] == 45:  # "-": the field is absent
+            values.append(None)
+            pos += 1
+            continue
+        colon = packed.index(b":", pos)
+        start = colon + 1
+        pos = start + int(packed[pos:colon])
+        values.append(packed[start:pos])
+    return values
+
+
+def decode_job(values: Sequence[bytes | None]) -> Job:
+    """Turn a job's field values, in :data:`JOB_FIELDS` order, into a :class:`Job`."""
+    (
+        job_id,
+        name,
+        queue,
+        payload,
+        state,
+        due_at,
+        enqueued_at,
+        priority,
+        attempts,
+        max_attempts,
+        timeout,
+        key,
+        schedule,
+        lease_token,
+        lease_expires_at,
+        worker_id,
+        started_at,
+        finished_at,
+        result,
+        error_type,
+        error_message,
+        error_traceback,
+        progress,
+        progress_message,
+        cancel_requested,
+        fire_at,
+    ) = values
+    if (
+        job_id is None
+        or name is None
+        or queue is None
+        or payload is None
+        or state is None
+        or due_at is None
+        or enqueued_at is None
+        or priority is None
+        or attempts is None
+        or max_attempts is None
+    ):
+        raise BackendError(f"a job hash in Redis is incomplete: {values[0]!r}")
+    error = None
+    if error_type is not None:
+        error = ErrorInfo(
+            type=error_type.decode(),
+            message=(error_message or b"").decode(),
+            traceback=_text(error_traceback),
+        )
+    return Job(
+        id=job_id.decode(),
+        name=name.decode(),
+        queue=queue.decode(),
+        payload=payload,
+        state=JobState(state.decode()),
+        due_at=float(due_at),
+        enqueued_at=float(enqueued_at),
+        priority=int(priority),
+        attempts=int(attempts),
+        max_attempts=int(max_attempts),
+        timeout=_float(timeout),
+        key=_text(key),
+        schedule=_text(schedule),
+        fire_at=_float(fire_at),
+        lease_token=_text(lease_token),
+        lease_expires_at=_float(lease_expires_at),
+        worker_id=_text(worker_id),
+        started_at=_float(started_at),
+        finished_at=_float(finished_at),
+        result=result,
+        error=error,
+        progress=_float(progress),
+        progress_message=_text(progress_message),
+        cancel_requested=cancel_requested == b"1",
+    )
+
+
+def decode_packed(packed: bytes) -> Job:
+    """A job packed by the scripts' ``pack_job``."""
+    return decode_job(_unpack(packed))
+
+
+def decode_enqueued(news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]:
+    """The stored jobs of an insert, from its reply, in the order of *news*.
+
+    The script lists only the jobs it did not insert, as (index, packed job)
+    pairs: every other new job was stored exactly as given.
+    """
+    jobs = [new.queued() for new in news]
+    for i in range(0, len(replies), 2):
+        jobs[int(replies[i])] = decode_packed(replies[i + 1])
+    return jobs
+
+
+# -- schedules ------------------------------------------------------------------------
+
+
+def schedule_fields(schedule: Schedule) -> list[str | bytes]:
+    """A schedule as hash field/value pairs; ``None`` fields are left out."""
+    fields: list[str | bytes] = [
+        "name",
+        schedule.name,
+        "job_name",
+        schedule.job_name,
+        "queue",
+        schedule.queue,
+        "trigger",
+        schedule.trigger,
+        "payload",
+        schedule.payload,
+        "misfire",
+        schedule.misfire,
+        "grace",
+        num(schedule.grace),
+        "overlap",
+        "1" if schedule.overlap else "0",
+        "paused",
+        "1" if schedule.paused else "0",
+        "priority",
+        str(int(schedule.priority)),
+        "max_attempts",
+        str(int(schedule.max_attempts)),
+    ]
+    optional = {
+        "next_fire_at": schedule.next_fire_at,
+        "last_fire_at": schedule.last_fire_at,
+        "timeout": schedule.timeout,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            fields += [name, num(value)]
+    return fields
+
+
+def _pairs(raw: Any) -> dict[bytes, bytes]:
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
+
+
+def decode_schedule(raw: Any) -> Schedule:
+    """A schedule from its hash (a dict from HGETALL, or a flat list from a script)."""
+    fields = _pairs(raw)
+    get = fields.get
+    return Schedule(
+        name=fields[b"name"].decode(),
+        job_name=fields[b"job_name"].decode(),
+        queue=fields[b"queue"].decode(),
+        trigger=fields[b"trigger"].decode(),
+        payload=fields[b"payload"],
+        next_fire_at=_float(get(b"next_fire_at")),
+        last_fire_at=_float(get(b"last_fire_at")),
+        misfire=fields[b"misfire"].decode(),
+        grace=float(fields[b"grace"]),
+        overlap=get(b"overlap") == b"1",
+        paused=get(b"paused") == b"1",
+        priority=int(fields[b"priority"]),
+        max_attempts=int(fields[b"max_attempts"]),
+        timeout=_float(get(b"timeout")),
+    )

@@ -1,0 +1,160 @@
+"""Operator actions on jobs and queues: cancel, retry a dead job, pause a queue, prune.
+
+Each is one script, seen at once by every process sharing the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..._models import FINISHED_STATES, Job, JobState
+from ._codec import decode_packed, num
+from ._connection import Connection
+from ._prelude import script
+from ._wakeups import Wakeups
+
+__all__ = ["SCRIPTS", "cancel", "pause_queue", "prune", "retry_dead"]
+
+# Bounds on the work one script call does, so no call blocks the server for long.
+_PRUNE_CHUNK = 1_000
+
+# ARGV: id. Returns the packed job after the change, or nil.
+CANCEL = script(
+    "cancel",
+    """
+local id = ARGV[5]
+local jk = job_key(id)
+local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key')
+if not f[1] then return false end
+if f[1] == 'queued' then
+  unqueue(id, f[2], f[3], f[4])
+  finish(id, f[2], f[5], 'cancelled', {}, {})
+elseif f[1] == 'running' then
+  redis.call('HSET', jk, 'cancel_requested', '1')
+end
+return pack_job(jk)
+""",
+    "pack",
+    "finish",
+)
+
+
+async def cancel(conn: Connection, job_id: str) -> Job | None:
+    """Cancel a queued job, or flag a running one; a finished job stays as it is."""
+    reply = await conn.run(CANCEL, [job_id])
+    return None if reply is None else decode_packed(reply)
+
+
+# ARGV: id, due_at. Returns the packed job after the change, or nil.
+RETRY_DEAD = script(
+    "retry_dead",
+    """
+local id = ARGV[5]
+local jk = job_key(id)
+local f = redis.call('HMGET', jk, 'state', 'queue', 'key', 'seq', 'priority')
+if not f[1] then return false end
+if f[1] == 'dead' then
+  if f[3] then
+    local dk = dedup_key(f[3])
+    local holder = redis.call('GET', dk)
+    if holder and holder ~= id then
+      local state = redis.call('HGET', job_key(holder), 'state')
+      -- An active job took the key meanwhile: reviving this one would break dedup.
+      if state == 'queued' or state == 'running' then return pack_job(jk) end
+    end
+    redis.call('SET', dk, id)
+  end
+  redis.call('PERSIST', jk)
+  redis.call('ZREM', qkey(f[2], 'dead'), id)
+  redis.call('ZREM', EXPIRY, expiry_member('dead', f[2], id))
+  requeue(id, f[2], ARGV[6], f[4], f[5], {'attempts', 0}, {'finished_at'})
+  publish_wakes()
+end
+return pack_job(jk)
+""",
+    "pack",
+    "finish",
+)
+
+
+async def retry_dead(conn: Connection, wakeups: Wakeups, job_id: str, due_at: float) -> Job | None:
+    """Queue a dead job again at *due_at* with its attempts reset."""
+    reply = await conn.run(RETRY_DEAD, [job_id, num(due_at)])
+    if reply is None:
+        return None
+    job = decode_packed(reply)
+    if job.state is JobState.QUEUED:
+        wakeups.notify([job.queue])
+    return job
+
+
+# ARGV: queue, paused ('1'/'0').
+PAUSE_QUEUE = script(
+    "pause_queue",
+    """
+if ARGV[6] == '1' then redis.call('SADD', PAUSED, ARGV[5])
+else
+  redis.call('SREM', PAUSED, ARGV[5])
+  woken[ARGV[5]] = true
+  publish_wakes()
+end
+return 1
+""",
+    "wake",
+)
+
+
+async def pause_queue(conn: Connection, wakeups: Wakeups, queue: str, paused: bool) -> None:
+    """Pause or resume *queue* for every process; resuming wakes the waiting workers."""
+    await conn.run(PAUSE_QUEUE, [queue, "1" if paused else "0"])
+    if not paused:
+        wakeups.notify([queue])
+
+
+# ARGV: limit, then (state, cutoff) pairs. Returns how many jobs were deleted.
+PRUNE = script(
+    "prune",
+    """
+sweep(__SWEEP_LIMIT__)
+local limit, count = tonumber(ARGV[5]), 0
+local queues = redis.call('SMEMBERS', QUEUES)
+for i = 6, #ARGV, 2 do
+  local state, cutoff = ARGV[i], ARGV[i + 1]
+  for _, queue in ipairs(queues) do
+    if count >= limit then return count end
+    local zk = qkey(queue, state)
+    local ids = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. cutoff, 'LIMIT', 0, limit - count)
+    for _, id in ipairs(ids) do
+      redis.call('DEL', job_key(id))
+      redis.call('ZREM', JOBS, id)
+      redis.call('ZREM', EXPIRY, expiry_member(state, queue, id))
+    end
+    if #ids > 0 then redis.call('ZREM', zk, unpack(ids)) end
+    count = count + #ids
+  end
+end
+return count
+""",
+    "finish",
+    "sweep",
+)
+
+
+async def prune(conn: Connection, cutoffs: Mapping[JobState, float]) -> int:
+    """Delete finished jobs whose ``finished_at`` is before their state's cutoff.
+
+    Runs in chunks of a thousand jobs, each one atomic.
+    """
+    args: list[str | bytes] = []
+    for state, cutoff in cutoffs.items():
+        if JobState(state) in FINISHED_STATES:
+            args += [JobState(state).value, num(cutoff)]
+    total = 0
+    while True:
+        deleted = int(await conn.run(PRUNE, [str(_PRUNE_CHUNK), *args]))
+        total += deleted
+        if deleted < _PRUNE_CHUNK or not args:
+            return total
+
+
+SCRIPTS = (CANCEL, RETRY_DEAD, PAUSE_QUEUE, PRUNE)

@@ -1,0 +1,95 @@
+"""The key layout: every key and channel the backend uses, under one prefix.
+
+Key layout under the prefix ``P`` (default ``asyncjobs``)::
+
+    P:job:<id>              hash    one job; its fields are named after Job's attributes
+                                    (error as error_type/error_message/error_traceback,
+                                    plus seq, the enqueue order); finished jobs expire
+                                    (finished_ttl, dead_ttl)
+    P:jobs                  zset    every job id by seq (listing, newest first)
+    P:seq                   string  the enqueue-order counter
+    P:key:<key>             string  dedup key -> id of the queued or running job holding it
+    P:queues                set     every queue name ever enqueued to
+    P:paused                set     paused queue names
+    P:q:<queue>:ready       zset    due jobs in claim order: score = priority, member =
+                                    due_at (%018.6f) + seq (%016d) + id, so equal
+                                    priorities sort by due time, then enqueue order
+    P:q:<queue>:delayed     zset    queued jobs not yet due, by due_at (moved to ready
+                                    by the claim that finds them due)
+    P:q:<queue>:running     zset    running jobs by lease expiry (crash recovery)
+    P:q:<queue>:complete    zset    finished jobs by finished_at (prune), one per
+    P:q:<queue>:dead                final state
+    P:q:<queue>:cancelled
+    P:expiry                zset    finished jobs by the server time their hash expires,
+                                    member = state:len(queue):queue+id; scripts sweep it to
+                                    drop expired jobs from the indexes above
+    P:schedule:<name>       hash    one schedule; fields named after Schedule's attributes
+    P:schedules             set     schedule names
+    P:wake:<queue>          channel published when a queue gets work (enqueue, retry,
+                                    release, recovery, resume)
+
+Every key is bounded: a job's keys live while it is active, and for
+``finished_ttl`` (``dead_ttl`` for dead jobs) after it finished, or until
+``prune`` deletes it. The scripts build their keys from the prefix (no key is
+passed in ``KEYS``), so Redis Cluster is not supported; a restricted ACL user
+needs ``~P:*`` keys and ``&P:*`` channels.
+
+Both sides of the layout live here: :class:`Keys` for the Python side, and
+:data:`LUA_KEYS`, the helpers every script uses for the same names.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["LUA_KEYS", "Keys"]
+
+
+@attrs.frozen
+class Keys:
+    """The names of the keys and channels under one prefix, for the Python side."""
+
+    prefix: str
+
+    @property
+    def jobs(self) -> str:
+        """Every job id by enqueue order."""
+        return f"{self.prefix}:jobs"
+
+    @property
+    def seq(self) -> str:
+        """The enqueue-order counter."""
+        return f"{self.prefix}:seq"
+
+    @property
+    def schedules(self) -> str:
+        """The set of schedule names."""
+        return f"{self.prefix}:schedules"
+
+    def job(self, job_id: str) -> str:
+        """One job's hash."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def schedule(self, name: str) -> str:
+        """One schedule's hash."""
+        return f"{self.prefix}:schedule:{name}"
+
+    def wake(self, queue: str) -> str:
+        """The channel published when *queue* gets work."""
+        return f"{self.prefix}:wake:{queue}"
+
+
+# The Lua side: P is the prefix (the scripts' first argument).
+LUA_KEYS = r"""
+local JOBS = P .. ':jobs'
+local SEQ = P .. ':seq'
+local QUEUES = P .. ':queues'
+local PAUSED = P .. ':paused'
+local EXPIRY = P .. ':expiry'
+local SCHEDULES = P .. ':schedules'
+local function job_key(id) return P .. ':job:' .. id end
+local function qkey(queue, part) return P .. ':q:' .. queue .. ':' .. part end
+local function dedup_key(key) return P .. ':key:' .. key end
+local function schedule_key(name) return P .. ':schedule:' .. name end
+local function wake_channel(queue) return P .. ':wake:' .. queue end
+"""

@@ -1,0 +1,290 @@
+"""The Lua every script shares, and how one script's source is put together.
+
+Every script is the sections of the prelude it needs followed by its body,
+and takes the same four leading arguments: ARGV[1] prefix, ARGV[2] now ('' =
+read the server's TIME), ARGV[3] finished_ttl and ARGV[4] dead_ttl in ms (0 =
+keep until pruned); its own arguments start at ARGV[5]. No key is passed in
+KEYS: the scripts build them from the prefix (see :mod:`._keys`). The scripts
+themselves live beside the code that calls them (``_lifecycle.py``,
+``_control.py``, ``_schedules.py``, ``_inspection.py``, ``_wakeups.py``).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._codec import JOB_FIELDS
+from ._keys import LUA_KEYS
+
+__all__ = ["Script", "script"]
+
+# Bounds on the work one script call does, so no call blocks the server for long.
+PROMOTE_LIMIT = 1_000
+SWEEP_LIMIT = 500
+
+
+@attrs.frozen
+class Script:
+    """One Lua script: the operation's name and its full source."""
+
+    name: str
+    source: str = attrs.field(repr=False)
+
+
+_PRELUDE = (
+    (
+        r"""
+--@section base
+local P = ARGV[1]
+local FIN_TTL = tonumber(ARGV[3])
+local DEAD_TTL = tonumber(ARGV[4])
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+
+local function fmt(x) return string.format('%.17g', x) end
+
+local server_time = nil
+local function server_now()
+  if server_time == nil then
+    local t = redis.call('TIME')
+    server_time = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return server_time
+end
+
+local NOW, NOW_S
+if ARGV[2] == '' then NOW = server_now(); NOW_S = fmt(NOW)
+else NOW_S = ARGV[2]; NOW = tonumber(NOW_S) end
+"""
+        + LUA_KEYS
+        + r"""
+local function has(flags, c) return string.find(flags, c, 1, true) ~= nil end
+local function add(list, ...) for _, v in ipairs({...}) do list[#list + 1] = v end end
+
+--@section pack
+-- A job travels back as one string: each value of JOB_FIELDS as <len>:<bytes>,
+-- or '-' when absent. One bulk reply per job parses far faster client-side
+-- than HGETALL's fifty.
+local JOB_FIELDS = {__JOB_FIELDS__}
+local F_STATE, F_ATTEMPTS, F_TOKEN, F_EXPIRES, F_WORKER, F_STARTED = 5, 9, 14, 15, 16, 17
+local F_PROGRESS, F_PROGRESS_MESSAGE = 23, 24
+local function pack_values(values)
+  local parts = {}
+  for k = 1, #JOB_FIELDS do
+    local v = values[k]
+    if v then parts[k] = #v .. ':' .. v else parts[k] = '-' end
+  end
+  return table.concat(parts)
+end
+local function pack_job(jk) return pack_values(redis.call('HMGET', jk, unpack(JOB_FIELDS))) end
+
+--@section wake
+-- Queues that got work in this call: each gets one message on its wake channel,
+-- and publish_wakes returns their names (so the caller wakes its own waiters).
+local woken = {}
+local function publish_wakes()
+  local names = {}
+  for queue, _ in pairs(woken) do
+    redis.call('PUBLISH', wake_channel(queue), '')
+    names[#names + 1] = queue
+  end
+  return names
+end
+
+--@section ready
+-- The ready zset orders equal priorities by this member: due time, then seq.
+local ID_AT = 35
+local function ready_member(due, seq, id)
+  local d = tonumber(due)
+  if d < 0 then d = 0 elseif d > 99999999999 then d = 99999999999 end
+  return string.format('%018.6f%016d', d, tonumber(seq)) .. id
+end
+
+local function push(id, queue, due, seq, priority)
+  if tonumber(due) <= NOW then
+    redis.call('ZADD', qkey(queue, 'ready'), priority, ready_member(due, seq, id))
+  else
+    redis.call('ZADD', qkey(queue, 'delayed'), due, id)
+  end
+  -- Wake on delayed jobs too: a sleeping worker may need an earlier deadline.
+  woken[queue] = true
+end
+
+local function unqueue(id, queue, due, seq)
+  redis.call('ZREM', qkey(queue, 'ready'), ready_member(due, seq, id))
+  redis.call('ZREM', qkey(queue, 'delayed'), id)
+end
+
+local function promote(queue)
+  local dk = qkey(queue, 'delayed')
+  local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOW_S, 'LIMIT', 0, __PROMOTE_LIMIT__)
+  if #due == 0 then return end
+  local rk = qkey(queue, 'ready')
+  for _, id in ipairs(due) do
+    local f = redis.call('HMGET', job_key(id), 'due_at', 'seq', 'priority')
+    if f[1] then redis.call('ZADD', rk, f[3], ready_member(f[1], f[2], id)) end
+  end
+  redis.call('ZREM', dk, unpack(due))
+end
+
+--@section finish
+local function expiry_member(state, queue, id)
+  return state .. ':' .. #queue .. ':' .. queue .. id
+end
+
+-- Add the HSET / HDEL arguments that record an error (or its absence).
+local function error_fields(set, del, present, etype, emsg, etb)
+  if present then
+    add(set, 'error_type', etype, 'error_message', emsg)
+    if etb then add(set, 'error_traceback', etb) else add(del, 'error_traceback') end
+  else
+    add(del, 'error_type', 'error_message', 'error_traceback')
+  end
+end
+
+-- A job leaves queued/running for good. set/del: more fields to write or delete.
+local function finish(id, queue, key, state, set, del)
+  local jk = job_key(id)
+  add(set, 'state', state, 'finished_at', NOW_S)
+  add(del, 'lease_token', 'lease_expires_at')
+  redis.call('HSET', jk, unpack(set))
+  redis.call('HDEL', jk, unpack(del))
+  redis.call('ZREM', qkey(queue, 'running'), id)
+  redis.call('ZADD', qkey(queue, state), NOW_S, id)
+  if key then
+    local dk = dedup_key(key)
+    if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+  end
+  local ttl = FIN_TTL
+  if state == 'dead' then ttl = DEAD_TTL end
+  if ttl > 0 then
+    -- The hash expires by itself; its sweep entry drops it from the indexes then.
+    redis.call('PEXPIRE', jk, ttl)
+    redis.call('ZADD', EXPIRY, fmt(server_now() + ttl / 1000), expiry_member(state, queue, id))
+  end
+end
+
+-- A job goes (back) to queued at due. set/del: more fields to write or delete.
+local function requeue(id, queue, due, seq, priority, set, del)
+  local jk = job_key(id)
+  add(set, 'state', 'queued', 'due_at', due)
+  add(del, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested')
+  redis.call('HSET', jk, unpack(set))
+  redis.call('HDEL', jk, unpack(del))
+  redis.call('ZREM', qkey(queue, 'running'), id)
+  push(id, queue, due, seq, priority)
+end
+
+--@section sweep
+local function sweep(limit)
+  local doomed = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', fmt(server_now()), 'LIMIT', 0, limit)
+  for _, m in ipairs(doomed) do
+    local c1 = string.find(m, ':', 1, true)
+    local c2 = string.find(m, ':', c1 + 1, true)
+    local n = tonumber(string.sub(m, c1 + 1, c2 - 1))
+    local state = string.sub(m, 1, c1 - 1)
+    local queue = string.sub(m, c2 + 1, c2 + n)
+    local id = string.sub(m, c2 + n + 1)
+    redis.call('ZREM', qkey(queue, state), id)
+    redis.call('ZREM', JOBS, id)
+    redis.call('DEL', job_key(id))
+  end
+  if #doomed > 0 then redis.call('ZREM', EXPIRY, unpack(doomed)) end
+end
+
+--@section insert
+-- Insert n jobs whose arguments start at ARGV[pos]. Each job is: id, name,
+-- queue, payload, 'flags|due_at|enqueued_at|priority|max_attempts|timeout',
+-- then key if flags has 'k', schedule if it has 's' and fire_at if it has 'f'
+-- (see _codec.job_args). Nothing but this insert writes fire_at. Returns
+-- (index from 0, packed job) pairs for the jobs not inserted, whose existing
+-- job (same id, or same active key) stands in for them.
+-- The jobs this call inserted, per queue (for a handoff): id -> true, and counts.
+local inserted, inserted_in = {}, {}
+local function insert_jobs(pos, n)
+  local out = {}
+  if n == 0 then return out end
+  local last = redis.call('INCRBY', SEQ, n)
+  local queues = {}
+  for j = 0, n - 1 do
+    local id, name, queue, payload = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+    local flags, due, enq, priority, max_attempts, timeout =
+      string.match(ARGV[pos + 4], '^(%l*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    pos = pos + 5
+    local key, schedule = nil, nil
+    if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
+    if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
+    local fire_at = nil
+    if has(flags, 'f') then fire_at = ARGV[pos]; pos = pos + 1 end
+    local jk = job_key(id)
+    local existing = nil
+    if redis.call('EXISTS', jk) == 1 then
+      -- The same id again: a client's retry of an enqueue whose reply was lost.
+      existing = jk
+    elseif key then
+      local dk = dedup_key(key)
+      local holder = redis.call('GET', dk)
+      if holder then
+        local state = redis.call('HGET', job_key(holder), 'state')
+        if state == 'queued' or state == 'running' then existing = job_key(holder) end
+      end
+      if not existing then redis.call('SET', dk, id) end
+    end
+    if existing then
+      add(out, j, pack_job(existing))
+    else
+      local seq = last - n + j + 1
+      local f = {'id', id, 'name', name, 'queue', queue, 'payload', payload,
+                 'state', 'queued', 'due_at', due, 'enqueued_at', enq, 'seq', seq,
+                 'priority', priority, 'attempts', 0, 'max_attempts', max_attempts}
+      if timeout ~= '' then add(f, 'timeout', timeout) end
+      if key then add(f, 'key', key) end
+      if schedule then add(f, 'schedule', schedule) end
+      if fire_at then add(f, 'fire_at', fire_at) end
+      redis.call('HSET', jk, unpack(f))
+      redis.call('ZADD', JOBS, seq, id)
+      push(id, queue, due, seq, priority)
+      queues[queue] = true
+      inserted[id] = true
+      inserted_in[queue] = (inserted_in[queue] or 0) + 1
+    end
+  end
+  for queue, _ in pairs(queues) do redis.call('SADD', QUEUES, queue) end
+  return out
+end
+"""
+    )
+    .replace("__PROMOTE_LIMIT__", str(PROMOTE_LIMIT))
+    .replace("__JOB_FIELDS__", ", ".join(f"'{name}'" for name in JOB_FIELDS))
+)
+
+# The prelude's sections, and the sections each one uses. A script includes
+# only what it needs: the whole prelude on every call costs measurable server time.
+_SECTION_NEEDS: dict[str, tuple[str, ...]] = {
+    "base": (),
+    "pack": ("base",),
+    "wake": ("base",),
+    "ready": ("wake",),
+    "finish": ("ready",),
+    "sweep": ("base",),
+    "insert": ("pack", "ready"),
+}
+_SECTIONS: dict[str, str] = {
+    chunk.split("\n", 1)[0].strip(): chunk.split("\n", 1)[1]
+    for chunk in _PRELUDE.split("--@section ")[1:]
+}
+
+
+def script(name: str, body: str, *needs: str) -> Script:
+    """The script *name*: the prelude sections it *needs* (in order), then *body*."""
+    wanted: set[str] = set()
+
+    def want(section: str) -> None:
+        if section not in wanted:
+            wanted.add(section)
+            for need in _SECTION_NEEDS[section]:
+                want(need)
+
+    for need in ("base", *needs):
+        want(need)
+    prelude = "".join(_SECTIONS[section] for section in _SECTION_NEEDS if section in wanted)
+    return Script(name=name, source=prelude + body.replace("__SWEEP_LIMIT__", str(SWEEP_LIMIT)))
