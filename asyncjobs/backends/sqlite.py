@@ -3,15 +3,16 @@
 Design (see ``DESIGN.md`` section 3):
 
 - **WAL**, ``synchronous=FULL`` by default (``NORMAL`` and ``EXTRA`` allowed). One
-  writer connection per backend object, its writes serialized in the process by
-  an :class:`anyio.Lock`; a second, ``query_only`` connection serves reads so
-  they never queue behind writes.
-- **Write transactions**: a write of several statements is ``BEGIN IMMEDIATE``
-  ... ``COMMIT``. A write that is one statement (a claim, a batch of finished
-  outcomes, a heartbeat, progress, pausing) runs in autocommit: one statement
-  is atomic on its own, and SQLite takes its write lock *before* reading, with
-  the busy handler, exactly as ``BEGIN IMMEDIATE`` does; it saves two of the
-  three trips to the database thread, which cost more than the SQL itself.
+  writer connection per backend object, used by one thread of its own; a
+  second, ``query_only`` connection (aiosqlite) serves reads so they never
+  queue behind writes.
+- **Writes**: every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction
+  that the writer thread runs whole, in one trip from the event loop: take
+  the host's writer queue (below), begin, read the clock, run the statements,
+  commit, let go of the queue. The event loop waits for the result only, so
+  a busy loop never keeps the lock from other processes. A cancelled write
+  that has begun still lands (or rolls back) before the cancellation reaches
+  its caller; one still waiting for the lock is dropped at once.
 - **Claims** are one ``UPDATE ... WHERE seq IN (SELECT ... ORDER BY priority,
   due_at, seq LIMIT ?) RETURNING ...`` (the pause check included), all rows
   read before the statement ends. Partial covering indexes keep the cost of a
@@ -24,12 +25,6 @@ Design (see ``DESIGN.md`` section 3):
   many processes race one key, one job is created.
 - **Leases** carry a random 128-bit token; heartbeats, progress and outcomes
   are applied only with the current one.
-- **Contention**: ``busy_timeout`` (default 5 s) makes SQLite wait for the
-  write lock; a ``SQLITE_BUSY`` that still escapes is retried up to
-  8 times with jittered exponential backoff (5 ms doubling to 200 ms) before
-  :class:`SQLiteBusyError` reaches the caller. One enqueue call is one
-  transaction, so a huge batch holds the write lock for its whole insert
-  (about 1 s per 50,000 jobs on a slow disk).
 - **Wake-ups**: an enqueue or requeue through this object wakes its waiters at
   once (an in-process event). Work added by other processes is seen by
   polling a per-queue wake counter (``asyncjobs_queues.wake_seq``, bumped in the
@@ -44,6 +39,49 @@ Design (see ``DESIGN.md`` section 3):
   (one ``executemany`` transaction); claim + settle of no-op jobs 9,000-9,500
   jobs/s in batches of 100, about 4,000 jobs/s in batches of 10 (two commits
   per batch), 7,700 with ``synchronous=NORMAL``.
+
+Contention (several processes writing one file):
+
+- **A fair queue for the write lock.** SQLite's busy handler sleeps and polls,
+  so a writer that has just committed beats one that has slept: under load
+  some writers used to wait tens of seconds. Every asyncjobs writer on the
+  host therefore first takes an exclusive ``flock`` on ``<database>-lock``
+  (an empty file created beside the database and never removed; do not
+  delete it while processes use the file). The kernel hands that lock to
+  blocked writers in the order they came, at once, so writes take turns and
+  SQLite's write lock is free whenever asyncjobs asks for it. On systems
+  without ``flock`` (Windows) writers rely on the busy handler alone.
+- **Waiting.** A write lock held outside that queue (another program, a
+  process of an older asyncjobs, a long manual transaction) is waited for in
+  SQLite's busy handler, ``busy_timeout`` (default 1 s) at a time, and tried
+  again. The runtime's own loops (claim, heartbeat, settle, lease sweeps,
+  progress, prune, cron ticks) wait as long as it takes, logging a warning
+  every 10 s that names the process holding the lock. The calls an
+  application makes (``enqueue``, ``cancel``, ``retry_dead``, pausing,
+  schedule changes, ``open``) give up after ``write_timeout`` (default 60 s)
+  with :class:`SQLiteBusyError`, which names that process too (from
+  ``/proc/locks`` on Linux), and nothing of the call is stored.
+- One enqueue call is one transaction, so a huge batch holds the write lock
+  for its whole insert (about 1 s per 50,000 jobs on a slow disk).
+
+Leases under contention:
+
+- **A lease runs from when the write lock is held.** Claims, hand-offs and
+  heartbeats read the clock inside their transaction, so a write that waited
+  20 s for the lock still hands out, or extends to, ``now + lease``.
+- **A lease is never lost to a wait alone.** A write whose call waited at
+  least the *stall threshold* (1 s, or a quarter of the shortest lease this
+  backend object handles, if less; measured on the store's clock and on the
+  monotonic clock alike, so a clock step is not a stall) records, in the
+  same transaction and before the queue passes on, that lease sweeps
+  resume at ``now + 1 s + a third of the longest lease`` this object handles
+  (``asyncjobs_lease_sweeps``, schema 4). :meth:`SQLiteBackend.recover_expired`
+  does nothing before that time, and nothing when its own call waited the
+  stall threshold. So after a write lock was held a long time, every worker
+  whose heartbeat was held up with it gets one heartbeat interval to land
+  before any lease is judged; a crashed worker's jobs are recovered that much
+  later. While writes keep waiting longer than the threshold, sweeps stay
+  paused: leases cannot be judged fairly then.
 
 Start-up checks, each with a message that says what to do:
 
@@ -75,16 +113,22 @@ Not supported: trio (aiosqlite needs asyncio), network filesystems.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 import sqlite3
+import sys
+import threading
+import time
 import warnings
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import aiosqlite
 import anyio
@@ -106,6 +150,9 @@ from .._models import (
 )
 from . import HeartbeatReply
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = [
     "SCHEMA_VERSION",
     "SQLiteBackend",
@@ -121,6 +168,7 @@ __all__ = [
 logger = logging.getLogger("asyncjobs")
 
 _T = TypeVar("_T")
+_W = TypeVar("_W")
 _Row = tuple[Any, ...]
 
 
@@ -152,7 +200,10 @@ class SQLiteFullError(BackendError):
 
 
 class SQLiteBusyError(BackendError):
-    """Another connection held the write lock for longer than the retries allow."""
+    """Another process held the write lock for longer than ``write_timeout``.
+
+    The message names the process when the system says which one it is.
+    """
 
 
 # -- schema -----------------------------------------------------------------------
@@ -261,6 +312,17 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1;
         END
         """,
+    ),
+    # 4: lease sweeps pause after a stalled write, until the heartbeats held up
+    # with it have landed (see "Leases under contention" above).
+    (
+        """
+        CREATE TABLE asyncjobs_lease_sweeps (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            resume_at REAL NOT NULL
+        )
+        """,
+        "INSERT INTO asyncjobs_lease_sweeps (id, resume_at) VALUES (1, 0)",
     ),
 )
 
@@ -376,7 +438,9 @@ def _settle_sql(spec: tuple[str, str], count: int) -> str:
 
 _EXPIRED_SQL: Final = """
     SELECT 1 FROM asyncjobs_jobs
-    WHERE state = 'running' AND lease_expires_at <= ? LIMIT 1
+    WHERE state = 'running' AND lease_expires_at <= ?
+    AND NOT EXISTS (SELECT 1 FROM asyncjobs_lease_sweeps WHERE id = 1 AND resume_at > ?)
+    LIMIT 1
 """
 # The earliest due time per queue without an index on (queue, due_at): walk the
 # distinct priorities of the queue's queued jobs (each step one seek in the claim
@@ -429,8 +493,16 @@ _SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
 _SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
 
-_BUSY_RETRIES = 8
-_BUSY_BACKOFF = (0.005, 0.2)
+# Pauses between attempts at a lock that SQLite's busy handler found held for a
+# whole busy_timeout: only a connection outside asyncjobs' queue does that.
+_BUSY_PAUSE = (0.005, 0.2)
+# How often a loop's write that waits for the lock says so in the log.
+_WAIT_LOG_PERIOD = 10.0
+# A write that waited this long for the lock (or a quarter of the shortest lease
+# this object handles, if less) is a stall; after one, lease sweeps pause for
+# _STALL_GRACE plus a third of the longest lease (one heartbeat interval).
+_STALL_AFTER = 1.0
+_STALL_GRACE = 1.0
 # Bound parameters per statement: the smallest limit any SQLite build may have
 # (999; 32766 is the default since 3.32, but builds can lower it).
 _MAX_PARAMS = 999
@@ -612,8 +684,8 @@ def _primary_code(exc: sqlite3.Error) -> int | None:
     return None if code is None else code & 0xFF
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
-    return _primary_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and _primary_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -633,11 +705,302 @@ async def _fetchall(
     return list(rows)
 
 
-async def _fetchone(
-    conn: aiosqlite.Connection, sql: str, parameters: Iterable[Any] = ()
-) -> _Row | None:
-    rows = await _fetchall(conn, sql, parameters)
+def _rows(conn: sqlite3.Connection, sql: str, parameters: Sequence[Any] = ()) -> list[_Row]:
+    """Run one statement on the writer and read every row before it ends."""
+    return conn.execute(sql, parameters).fetchall()
+
+
+def _row(conn: sqlite3.Connection, sql: str, parameters: Sequence[Any] = ()) -> _Row | None:
+    rows = _rows(conn, sql, parameters)
     return rows[0] if rows else None
+
+
+def _lock_holder(path: str, *, flock: bool) -> str | None:
+    """Name the process holding the write lock on *path*, from ``/proc/locks`` (Linux).
+
+    With *flock*, the ``flock`` on the writers' queue file; otherwise SQLite's
+    WAL write lock, a POSIX lock on byte 120 of the ``-shm`` file.
+    """
+    try:
+        stat = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in lines:
+        # "3: POSIX  ADVISORY  WRITE 9810 fe:00:2146739 120 120"; a waiter has "->" after
+        # the number, and is not the holder.
+        fields = line.split()
+        if len(fields) < 8 or fields[1] == "->" or fields[3] != "WRITE" or fields[5] != device:
+            continue
+        if flock != (fields[1] == "FLOCK") or (not flock and fields[6] != "120"):
+            continue
+        pid = fields[4]
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        return f"process {pid} ({name})"
+    return None
+
+
+# -- the writer thread ----------------------------------------------------------------
+
+_QUEUED, _WAITING, _RUNNING, _DONE, _ABANDONED = range(5)
+
+
+@attrs.frozen
+class _Tx:
+    """What a write body knows about its transaction.
+
+    :ivar now: the store's clock, read once the write lock is held.
+    :ivar stalled: the wait for the lock was long (see "Leases under contention").
+    """
+
+    now: float
+    stalled: bool
+
+
+class _Job(Generic[_T]):
+    """One call into the writer thread, and its outcome."""
+
+    __slots__ = (
+        "done",
+        "error",
+        "fn",
+        "loop",
+        "requested",
+        "result",
+        "state",
+        "stop",
+        "transaction",
+    )
+
+    def __init__(
+        self, fn: Callable[..., _T], *, transaction: bool, requested: tuple[float, float]
+    ) -> None:
+        #: ``fn(conn, tx)`` in a write transaction, or ``fn(conn)`` as it is.
+        self.fn = fn
+        self.transaction = transaction
+        #: When the call was made: (the store's clock, monotonic seconds).
+        self.requested = requested
+        # aiosqlite (the reader) ties this backend to asyncio anyway; the writer
+        # thread hands results back through the loop without waiting for it.
+        self.loop = asyncio.get_running_loop()
+        self.done = anyio.Event()
+        #: Set when the caller gives up: a busy lock is not tried again.
+        self.stop = threading.Event()
+        self.state = _QUEUED
+        self.result: _T | None = None
+        self.error: BaseException | None = None
+
+
+class _Writer:
+    """The backend's one writing connection, used by one thread of its own.
+
+    A write runs there whole, in one trip from the event loop: take the host's
+    write queue (an exclusive ``flock`` on ``<database>-lock``), ``BEGIN
+    IMMEDIATE``, read the clock, run the body, ``COMMIT``, release. The queue
+    is released by this thread as soon as the transaction ends, never later
+    because the event loop is busy. Blocked ``flock`` callers are handed the
+    lock in arrival order by the kernel; SQLite's own busy handler sleeps and
+    polls, so a writer that has just committed would beat one that has slept.
+
+    A caller that gives up (cancelled, or past its deadline) while its write
+    still waits for the queue leaves at once: the thread, once it gets the
+    lock, passes it to the next queued write or releases it. A write that has
+    begun is always finished (or rolled back) before its caller returns.
+    """
+
+    def __init__(self, backend: SQLiteBackend, lock_fd: int) -> None:
+        self._backend = backend
+        self._fd = lock_fd
+        self._cond = threading.Condition()
+        self._jobs: collections.deque[_Job[Any]] = collections.deque()
+        self._current: _Job[Any] | None = None
+        self._closing = False
+        self._conn: sqlite3.Connection | None = None
+        self._loop = asyncio.get_running_loop()
+        self.exited = anyio.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"asyncjobs SQLite writer ({backend._path})", daemon=True
+        )
+        self._thread.start()
+
+    # -- the event loop's side -----------------------------------------------------
+
+    def submit(self, job: _Job[Any]) -> bool:
+        """Queue *job*; ``False`` when the writer is closing."""
+        with self._cond:
+            if self._closing:
+                return False
+            self._jobs.append(job)
+            self._cond.notify()
+        return True
+
+    def abandon(self, job: _Job[Any]) -> bool:
+        """Drop *job* if it has not begun; ``False`` when it is running or done."""
+        with self._cond:
+            if job.state in (_QUEUED, _WAITING):
+                job.state = _ABANDONED
+                return True
+            return False
+
+    def close(self) -> None:
+        """Let the queued writes finish, then close the connection and end the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
+    def stuck(self) -> bool:
+        """Whether the thread waits for the host's queue on behalf of no caller."""
+        with self._cond:
+            current = self._current
+            return (
+                current is not None
+                and current.state == _ABANDONED
+                and not any(job.state == _QUEUED for job in self._jobs)
+            )
+
+    def abandon_all(self, error: BaseException) -> None:
+        """Fail every write that has not begun (the writer is stuck behind the queue)."""
+        with self._cond:
+            dropped = [job for job in self._jobs if job.state == _QUEUED]
+            self._jobs.clear()
+            current = self._current
+            if current is not None and current.state == _WAITING:
+                dropped.append(current)
+            for job in dropped:
+                job.state = _ABANDONED
+                job.error = error
+        for job in dropped:
+            job.done.set()
+
+    # -- the thread's side ---------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "the writer thread has no connection"
+        return self._conn
+
+    def _run(self) -> None:
+        failed: BaseException | None = None
+        try:
+            self._conn = self._backend._connect_writer()
+        except Exception as exc:
+            failed = exc
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing:
+                    self._cond.wait()
+                if not self._jobs:
+                    break
+                job = self._jobs.popleft()
+                if job.state == _ABANDONED:
+                    continue
+                job.state = _WAITING if job.transaction else _RUNNING
+                self._current = job
+            if failed is not None:
+                self._finish(job, None, failed)
+                continue
+            taken = self._take_queue(job) if job.transaction else job
+            if taken is None:
+                continue
+            job = taken
+            try:
+                result, error = self._execute(job), None
+            except Exception as exc:
+                result, error = None, exc
+            finally:
+                if job.transaction:
+                    self._release_queue()
+            self._finish(job, result, error)
+        with self._cond:
+            self._current = None
+        if self._conn is not None:
+            self._conn.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+        with contextlib.suppress(RuntimeError):  # the event loop is gone
+            self._loop.call_soon_threadsafe(self.exited.set)
+
+    def _finish(self, job: _Job[Any], result: Any, error: BaseException | None) -> None:
+        with self._cond:
+            job.result, job.error = result, error
+            job.state = _DONE
+            self._current = None
+        with contextlib.suppress(RuntimeError):  # the event loop is gone
+            job.loop.call_soon_threadsafe(job.done.set)
+
+    def _take_queue(self, job: _Job[Any]) -> _Job[Any] | None:
+        """Take the host's write queue for *job*, or for the write after it if it left."""
+        if self._fd < 0:  # no flock on this platform: SQLite's busy handler alone
+            with self._cond:
+                if job.state == _ABANDONED:
+                    return None
+                job.state = _RUNNING
+            return job
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Behind other writers: the kernel wakes us when our turn comes.
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        taken: _Job[Any] | None = job
+        with self._cond:
+            while taken is not None and taken.state == _ABANDONED:
+                # Its caller gave up meanwhile: the next queued write keeps our place.
+                while self._jobs and self._jobs[0].state == _ABANDONED:
+                    self._jobs.popleft()
+                taken = self._jobs.popleft() if self._jobs and self._jobs[0].transaction else None
+            if taken is not None:
+                taken.state = _RUNNING
+            self._current = taken
+        if taken is None:
+            self._release_queue()
+        return taken
+
+    def _release_queue(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _execute(self, job: _Job[Any]) -> Any:
+        conn = self.conn
+        if not job.transaction:
+            return self._until_free(job, lambda: job.fn(conn))
+        backend = self._backend
+        requested = job.requested
+        self._until_free(job, lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            tx = _Tx(now=backend._clock.now(), stalled=backend._stalled(requested))
+            result = job.fn(conn, tx)
+            if tx.stalled or backend._stalled(requested):
+                backend._record_stall(conn, requested)
+            conn.execute("COMMIT")
+        except BaseException:
+            # No transaction stays open, whatever failed (SQLite may have rolled back
+            # already after a full disk).
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _until_free(self, job: _Job[Any], attempt: Callable[[], _T]) -> _T:
+        """Run *attempt* until SQLite's lock is free, or its caller gives up."""
+        pause = _BUSY_PAUSE[0]
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                # The busy handler has waited busy_timeout already; another connection
+                # (not one queued here: another program, or a process of an older
+                # asyncjobs) holds the lock.
+                if not _is_busy(exc) or job.stop.is_set():
+                    raise
+            if job.stop.wait(pause * random.uniform(0.5, 1.5)):
+                continue  # try once more; the caller has gone, so the next busy raises
+            pause = min(pause * 2, _BUSY_PAUSE[1])
 
 
 class SQLiteBackend:
@@ -645,12 +1008,20 @@ class SQLiteBackend:
 
     :param path: the database file; created with its schema on first use. Its
         directory must exist and be writable (SQLite creates ``-wal`` and
-        ``-shm`` files next to it).
+        ``-shm`` files next to it, and asyncjobs a ``-lock`` file).
     :param synchronous: ``"FULL"`` (default: a committed job survives power
         loss), ``"EXTRA"``, or ``"NORMAL"`` (survives a crash of the process,
         not of the machine; faster commits).
-    :param busy_timeout: seconds SQLite waits for another process's write lock
-        before retrying.
+    :param busy_timeout: seconds one attempt waits in SQLite's busy handler
+        for a write lock held outside asyncjobs' queue (another program, a
+        long transaction) before it is tried again. It bounds how long a
+        cancelled write can delay its caller.
+    :param write_timeout: seconds a call an application makes (``enqueue``,
+        ``cancel``, ``retry_dead``, pausing, schedule changes, and ``open``)
+        waits for the write lock before :class:`SQLiteBusyError` names the
+        process holding it. The runtime's own loops (claim, heartbeat, settle,
+        lease sweeps, progress, prune, cron ticks) wait as long as it takes,
+        with a warning in the log every 10 s.
     :param poll_interval: ``(shortest, longest)`` seconds between checks for
         work added by other processes; the interval starts at the shortest
         after activity and doubles while idle.
@@ -664,7 +1035,8 @@ class SQLiteBackend:
         path: str | os.PathLike[str],
         *,
         synchronous: str = "FULL",
-        busy_timeout: float = 5.0,
+        busy_timeout: float = 1.0,
+        write_timeout: float = 60.0,
         poll_interval: tuple[float, float] = (0.005, 0.5),
         max_size: int | None = None,
     ) -> None:
@@ -679,6 +1051,8 @@ class SQLiteBackend:
             )
         if not busy_timeout > 0:
             raise ConfigurationError(f"busy_timeout must be positive seconds, not {busy_timeout}")
+        if not write_timeout > 0:
+            raise ConfigurationError(f"write_timeout must be positive seconds, not {write_timeout}")
         shortest, longest = poll_interval
         if not 0 < shortest <= longest:
             raise ConfigurationError(
@@ -688,15 +1062,17 @@ class SQLiteBackend:
         if max_size is not None and max_size <= 0:
             raise ConfigurationError(f"max_size must be a positive number of bytes, not {max_size}")
         self._busy_timeout = float(busy_timeout)
+        self._write_timeout = float(write_timeout)
         self._poll_bounds = (float(shortest), float(longest))
         self._poll_delay = float(shortest)
         self._max_size = max_size
         self._clock: Clock = SystemClock()
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: _Writer | None = None
         self._reader: aiosqlite.Connection | None = None
-        # Uncontended, the lock is taken without a trip through the event loop: the
-        # write that follows yields anyway.
-        self._write_lock = anyio.Lock(fast_acquire=True)
+        # The leases this object has handed out or extended: they size the stall
+        # threshold and the pause of lease sweeps after a stall.
+        self._shortest_lease: float | None = None
+        self._longest_lease = 0.0
         # One event per waiter: a clock may set a waiter's event as its deadline
         # timer (ManualClock does), which must not wake anyone else.
         self._waiters: set[anyio.Event] = set()
@@ -723,6 +1099,8 @@ class SQLiteBackend:
         :raises SQLiteNotADatabaseError: when the file is not a SQLite database.
         :raises SchemaVersionError: when a newer asyncjobs wrote the file.
         :raises SQLiteJournalModeError: when the file cannot use WAL.
+        :raises SQLiteBusyError: when another process holds the write lock for
+            longer than ``write_timeout``.
         :raises SQLiteFullError: when the disk is full.
         :raises BackendError: for any other reason SQLite refuses the file.
         """
@@ -737,28 +1115,23 @@ class SQLiteBackend:
             )
         shared = self._check_path()
         existed = self._side_files()
-        writer: aiosqlite.Connection | None = None
+        writer: _Writer | None = None
         reader: aiosqlite.Connection | None = None
         try:
-            writer = await self._connect()
-            await self._check_schema_version(writer)
-            await self._enable_wal(writer)
-            await self._migrate(writer)
+            writer = _Writer(self, self._open_queue_file())
+            await self._call(writer, "open", _Job(self._schema_version, **self._raw()))
+            await self._call(writer, "open", _Job(self._enable_wal, **self._raw()))
+            await self._call(writer, "open", self._job(self._migrate), bounded=True)
             if self._max_size is not None:
-                [(page_size,)] = await _fetchall(writer, "PRAGMA page_size")
-                await writer.execute(
-                    f"PRAGMA max_page_count = {max(1, self._max_size // page_size)}"
-                )
-            reader = await self._connect()
-            await reader.execute("PRAGMA query_only = ON")
-        except BaseException as exc:
+                await self._call(writer, "open", _Job(self._cap_size, **self._raw()))
+            reader = await self._connect_reader()
+        except BaseException:
             with anyio.CancelScope(shield=True):
-                for conn in (reader, writer):
-                    if conn is not None:
-                        await conn.close()
+                if reader is not None:
+                    await reader.close()
+                if writer is not None:
+                    await self._close_writer(writer)
             self._remove_strays(existed)
-            if isinstance(exc, sqlite3.Error):
-                raise self._translate(exc, "open") from exc
             raise
         self._writer, self._reader = writer, reader
         self._seen.clear()
@@ -776,17 +1149,35 @@ class SQLiteBackend:
             )
 
     async def aclose(self) -> None:
-        """Close both connections; waiters return, and :meth:`open` may be called again."""
+        """Close both connections; waiters return, and :meth:`open` may be called again.
+
+        Writes already queued are finished first, for at most ``write_timeout``
+        when another process holds the write lock; the rest then fail.
+        """
         reader, self._reader = self._reader, None
         # Close the reader first so it is never the file's last connection: the
         # last one checkpoints, and only the writer should ever checkpoint.
         if reader is not None:
             await reader.close()
-        async with self._write_lock:
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                await writer.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await self._close_writer(writer)
         self._notify()
+
+    async def _close_writer(self, writer: _Writer) -> None:
+        writer.close()
+        if writer.stuck():
+            # Waiting for another process's lock for a write nobody wants any more:
+            # the thread closes the connection when that wait ends.
+            return
+        try:
+            with anyio.move_on_after(self._write_timeout):
+                await writer.exited.wait()
+        finally:
+            if not writer.exited.is_set():
+                # Stuck behind another process's lock, or our caller gave up: the
+                # thread closes the connection when its wait ends.
+                writer.abandon_all(self._not_open())
 
     def _check_path(self) -> bool:
         """Refuse an unusable path; return whether the file looks shared right now."""
@@ -814,53 +1205,87 @@ class SQLiteBackend:
         # did not close cleanly): the multi-connection case the WAL-reset bug needs.
         return Path(self._path + "-wal").exists()
 
+    def _open_queue_file(self) -> int:
+        """Open ``<path>-lock``, whose ``flock`` queues this host's writers; -1 if none."""
+        if sys.platform == "win32" or self._path == ":memory:":
+            return -1
+        name = self._path + "-lock"
+        try:
+            try:
+                return os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except PermissionError:
+                # Another user's file: flock needs no write access.
+                return os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SQLitePathError(
+                f"cannot open {name} ({exc}), the file that queues writers to {self._path}: "
+                "make it readable for this user, or choose another path"
+            ) from exc
+
     def _side_files(self) -> dict[str, bool]:
-        """Which of the ``-wal`` and ``-shm`` files exist now."""
-        return {suffix: Path(self._path + suffix).exists() for suffix in ("-wal", "-shm")}
+        """Which of the ``-wal``, ``-shm`` and ``-lock`` files exist now."""
+        return {suffix: Path(self._path + suffix).exists() for suffix in ("-wal", "-shm", "-lock")}
 
     def _remove_strays(self, existed: Mapping[str, bool]) -> None:
         """After a refused open, remove the side files this open created.
 
         SQLite keeps an empty ``-wal`` and a ``-shm`` beside a file it could not
-        write.
+        write; the ``-lock`` file is only ever removed here, right after this
+        open made it (another process may hold a lock on an older one).
         """
         if self._path == ":memory:":
             return
         wal = Path(self._path + "-wal")
         if not existed["-wal"] and wal.exists() and wal.stat().st_size > 0:
             return  # frames another connection wrote meanwhile: leave everything
-        for suffix in ("-wal", "-shm"):
+        for suffix in ("-wal", "-shm", "-lock"):
             if not existed[suffix]:
                 with contextlib.suppress(OSError):
                     os.unlink(self._path + suffix)
 
-    async def _connect(self) -> aiosqlite.Connection:
+    def _connect_writer(self) -> sqlite3.Connection:
+        """Open the writing connection (in the writer thread)."""
         # isolation_level=None: the sqlite3 module must not open transactions on
-        # its own; every write here is one autocommit statement or an explicit
-        # BEGIN IMMEDIATE transaction.
+        # its own; every write here is an explicit BEGIN IMMEDIATE transaction.
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=self._busy_timeout)
+        try:
+            for pragma in self._pragmas():
+                conn.execute(pragma)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _connect_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self._path, isolation_level=None)
         try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            # Keep the WAL file from staying huge after a burst.
-            await conn.execute("PRAGMA journal_size_limit = 67108864")
-            # 16 MiB of page cache: big batches and index updates stay in memory.
-            await conn.execute("PRAGMA cache_size = -16384")
+            for pragma in (*self._pragmas(), "PRAGMA query_only = ON"):
+                await conn.execute(pragma)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await conn.close()
             raise
         return conn
 
-    async def _check_schema_version(self, conn: aiosqlite.Connection) -> int:
+    def _pragmas(self) -> tuple[str, ...]:
+        return (
+            f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}",
+            f"PRAGMA synchronous = {self._synchronous}",
+            # Keep the WAL file from staying huge after a burst.
+            "PRAGMA journal_size_limit = 67108864",
+            # 16 MiB of page cache: big batches and index updates stay in memory.
+            "PRAGMA cache_size = -16384",
+        )
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
         # The first read of the file: this is also where "not a database" shows.
-        tables = await _fetchall(
+        tables = _rows(
             conn,
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asyncjobs_schema'",
         )
         if not tables:
             return 0
-        row = await _fetchone(conn, "SELECT version FROM asyncjobs_schema")
+        row = _row(conn, "SELECT version FROM asyncjobs_schema")
         found = 0 if row is None else int(row[0])
         if found > SCHEMA_VERSION:
             raise SchemaVersionError(
@@ -870,8 +1295,8 @@ class SQLiteBackend:
             )
         return found
 
-    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
-        row = await self._retry_busy(lambda: _fetchone(conn, "PRAGMA journal_mode = WAL"))
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        row = _row(conn, "PRAGMA journal_mode = WAL")
         mode = "" if row is None else str(row[0]).lower()
         if mode != "wal":
             hint = (
@@ -884,119 +1309,183 @@ class SQLiteBackend:
                 f"asyncjobs needs for safe concurrent access: {hint}"
             )
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async def body(conn: aiosqlite.Connection) -> None:
-            # Re-read under the write lock: another process may have migrated meanwhile.
-            current = await self._check_schema_version(conn)
-            for step in _MIGRATIONS[current:]:
-                for statement in step:
-                    await conn.execute(statement)
-            # Always a real write, even when nothing migrates: a write-protected file
-            # (a read-only mount, chattr +i, another user's file) opens for reading and
-            # would otherwise fail at the first claim. It stores the same version.
-            await conn.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION,))
-            if current < SCHEMA_VERSION:
-                logger.info(
-                    "SQLite job store %s migrated from schema %d to %d",
-                    self._path,
-                    current,
-                    SCHEMA_VERSION,
-                )
-
-        await self._retry_busy(lambda: self._transaction(conn, body))
-
-    # -- transactions ---------------------------------------------------------------
-
-    def _require(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
-        if conn is None:
-            raise BackendError(
-                f"SQLiteBackend({self._path!r}) is not open: call open() first "
-                "(the runtime does this in `async with runtime`)"
+    def _migrate(self, conn: sqlite3.Connection, tx: _Tx) -> None:
+        # Re-read under the write lock: another process may have migrated meanwhile.
+        current = self._schema_version(conn)
+        for step in _MIGRATIONS[current:]:
+            for statement in step:
+                conn.execute(statement)
+        # Always a real write, even when nothing migrates: a write-protected file
+        # (a read-only mount, chattr +i, another user's file) opens for reading and
+        # would otherwise fail at the first claim. It stores the same version.
+        conn.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION,))
+        if current < SCHEMA_VERSION:
+            logger.info(
+                "SQLite job store %s migrated from schema %d to %d",
+                self._path,
+                current,
+                SCHEMA_VERSION,
             )
-        return conn
 
-    async def _transaction(
+    def _cap_size(self, conn: sqlite3.Connection) -> None:
+        assert self._max_size is not None
+        [(page_size,)] = _rows(conn, "PRAGMA page_size")
+        conn.execute(f"PRAGMA max_page_count = {max(1, self._max_size // page_size)}")
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _require(self, writer: _W | None) -> _W:
+        if writer is None:
+            raise self._not_open()
+        return writer
+
+    def _not_open(self) -> BackendError:
+        return BackendError(
+            f"SQLiteBackend({self._path!r}) is not open: call open() first "
+            "(the runtime does this in `async with runtime`)"
+        )
+
+    def _requested(self) -> tuple[float, float]:
+        # Real time of lock waits is measured in the writer thread too, which has no
+        # event loop: both sides read the monotonic clock.
+        return self._clock.now(), time.monotonic()
+
+    def _raw(self) -> dict[str, Any]:
+        return {"transaction": False, "requested": self._requested()}
+
+    def _job(
         self,
-        conn: aiosqlite.Connection,
-        body: Callable[[aiosqlite.Connection], Awaitable[_T]],
-    ) -> _T:
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            # Once the lock is held, finish (or roll back) whatever happens to the
-            # caller: a cancelled enqueue must not leave half a batch behind, nor
-            # the connection inside an open transaction.
-            with anyio.CancelScope(shield=True):
-                result = await body(conn)
-                await conn.execute("COMMIT")
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                # Queued after whatever is still pending on the connection's thread
-                # (a BEGIN whose await was cancelled), so it always ends it; it fails
-                # harmlessly when no transaction was open.
-                with contextlib.suppress(sqlite3.OperationalError):
-                    await conn.execute("ROLLBACK")
-            raise
-        return result
-
-    async def _retry_busy(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
-        delay = _BUSY_BACKOFF[0]
-        for number in itertools.count(1):
-            try:
-                return await attempt()
-            except sqlite3.Error as exc:
-                if not _is_busy(exc) or number >= _BUSY_RETRIES:
-                    raise
-                logger.debug("SQLite store %s is busy (attempt %d): %s", self._path, number, exc)
-            await anyio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, _BUSY_BACKOFF[1])
-        raise AssertionError("unreachable")  # pragma: no cover
+        body: Callable[[sqlite3.Connection, _Tx], _T],
+        requested: tuple[float, float] | None = None,
+    ) -> _Job[_T]:
+        return _Job(body, transaction=True, requested=requested or self._requested())
 
     async def _write(
-        self, action: str, body: Callable[[aiosqlite.Connection], Awaitable[_T]]
+        self,
+        action: str,
+        body: Callable[[sqlite3.Connection, _Tx], _T],
+        *,
+        bounded: bool = False,
+        requested: tuple[float, float] | None = None,
     ) -> _T:
-        """Run *body* in one ``BEGIN IMMEDIATE`` transaction, retrying when busy."""
-        async with self._write_lock:
-            conn = self._require(self._writer)
-            try:
-                return await self._retry_busy(lambda: self._transaction(conn, body))
-            except sqlite3.Error as exc:
-                raise self._translate(exc, action) from exc
+        """Run *body* in one ``BEGIN IMMEDIATE`` transaction in the writer thread.
 
-    async def _write_one(self, action: str, sql: str, parameters: Sequence[Any]) -> list[_Row]:
-        """Run a write that is one statement, in autocommit; return its rows.
-
-        One statement is atomic on its own, and SQLite takes its write lock
-        before it reads, with the busy handler, exactly as for ``BEGIN
-        IMMEDIATE``: so the hot writes cost one trip to the database thread
-        instead of three.
+        With *bounded*, give up after ``write_timeout``; otherwise wait for the
+        lock as long as it takes (the runtime's loops). *requested* is when the
+        call began, if before now: a stall is measured from there.
         """
+        writer = self._require(self._writer)
+        return await self._call(writer, action, self._job(body, requested), bounded)
 
-        async def attempt() -> list[_Row]:
-            # The statement runs on in the database thread whatever happens to the
-            # caller: wait for it, so a cancelled write has landed (or not) by the
-            # time the cancellation arrives, and the next write queues behind it.
-            with anyio.CancelScope(shield=True):
-                rows = await _fetchall(conn, sql, parameters)
-            return rows
-
-        async with self._write_lock:
-            conn = self._require(self._writer)
-            try:
-                return await self._retry_busy(attempt)
-            except sqlite3.Error as exc:
-                raise self._translate(exc, action) from exc
-
-    async def _read(self, action: str, sql: str, parameters: Iterable[Any] = ()) -> list[_Row]:
-        conn = self._require(self._reader)
+    async def _call(self, writer: _Writer, action: str, job: _Job[_T], bounded: bool = True) -> _T:
+        if not writer.submit(job):
+            raise self._not_open()
+        deadline = anyio.current_time() + self._write_timeout if bounded else math.inf
         try:
-            return await self._retry_busy(lambda: _fetchall(conn, sql, parameters))
-        except sqlite3.Error as exc:
-            raise self._translate(exc, action) from exc
-        except ValueError:
-            # aiosqlite's "Connection closed": aclose() ran while this read waited.
-            if self._reader is None:
-                self._require(None)
+            gave_up = await self._wait_for(writer, action, job, deadline)
+        except BaseException:
+            # Cancelled: a write that has begun lands (or not) before the caller
+            # goes on, so it never changes the store behind the caller's back.
+            if not writer.abandon(job):
+                job.stop.set()
+                with anyio.CancelScope(shield=True):
+                    await job.done.wait()
             raise
+        if gave_up:
+            raise self._busy_error(action, job)
+        error = job.error
+        if error is not None:
+            if _is_busy(error):
+                raise self._busy_error(action, job) from error
+            if isinstance(error, sqlite3.Error):
+                raise self._translate(error, action) from error
+            raise error
+        return job.result  # type: ignore[return-value]  # set together with the state
+
+    async def _wait_for(
+        self, writer: _Writer, action: str, job: _Job[Any], deadline: float
+    ) -> bool:
+        """Wait for *job*, logging while it waits; ``True`` if dropped at *deadline*."""
+        while True:
+            with anyio.CancelScope(deadline=min(deadline, anyio.current_time() + _WAIT_LOG_PERIOD)):
+                await job.done.wait()
+            if job.done.is_set():
+                return False
+            if anyio.current_time() >= deadline:
+                if writer.abandon(job):
+                    return True
+                # Begun: it lands, or fails busy at its next attempt.
+                job.stop.set()
+                with anyio.CancelScope(shield=True):
+                    await job.done.wait()
+                return False
+            logger.warning(
+                "%s on %s has waited %.0f s for the write lock, held by %s; still waiting",
+                action,
+                self._path,
+                time.monotonic() - job.requested[1],
+                self._lock_holder(),
+            )
+
+    def _lock_holder(self) -> str:
+        """Who holds the write lock: SQLite's, else asyncjobs' queue (Linux only)."""
+        holder = _lock_holder(self._path + "-shm", flock=False) or _lock_holder(
+            self._path + "-lock", flock=True
+        )
+        if holder is not None:
+            return holder
+        return (
+            "another connection (not found in /proc/locks; `fuser "
+            f"{self._path}` lists the processes that have the file open)"
+        )
+
+    def _busy_error(self, action: str, job: _Job[Any]) -> SQLiteBusyError:
+        waited = time.monotonic() - job.requested[1]
+        return SQLiteBusyError(
+            f"{action} on {self._path} gave up after waiting {waited:.1f} s for the write "
+            f"lock (write_timeout={self._write_timeout:g} s): {self._lock_holder()} holds it. "
+            "Look there for a long transaction or a stopped or hung process, or raise "
+            "write_timeout"
+        )
+
+    # -- leases under contention ------------------------------------------------------
+
+    def _note_lease(self, lease: float) -> None:
+        if self._shortest_lease is None or lease < self._shortest_lease:
+            self._shortest_lease = lease
+        self._longest_lease = max(self._longest_lease, lease)
+
+    def _stall_threshold(self) -> float:
+        if self._shortest_lease is None:
+            return _STALL_AFTER
+        return min(_STALL_AFTER, self._shortest_lease / 4)
+
+    def _stalled(self, requested: tuple[float, float]) -> bool:
+        """Whether a write requested at *requested* has waited long (both clocks)."""
+        threshold = self._stall_threshold()
+        return (
+            self._clock.now() - requested[0] >= threshold
+            and time.monotonic() - requested[1] >= threshold
+        )
+
+    def _record_stall(self, conn: sqlite3.Connection, requested: tuple[float, float]) -> None:
+        """Pause lease sweeps until every heartbeat delayed with this write has landed.
+
+        Runs inside the stalled write's transaction, before the queue passes on.
+        """
+        now = self._clock.now()
+        resume_at = now + _STALL_GRACE + self._longest_lease / 3
+        conn.execute(
+            "UPDATE asyncjobs_lease_sweeps SET resume_at = max(resume_at, ?) WHERE id = 1",
+            (resume_at,),
+        )
+        logger.info(
+            "a write to %s waited %.1f s for the write lock; lease sweeps pause for %.1f s "
+            "so that heartbeats delayed with it land first",
+            self._path,
+            now - requested[0],
+            resume_at - now,
+        )
 
     def _translate(self, exc: sqlite3.Error, action: str) -> BackendError:
         """Turn a sqlite3 error into a :class:`BackendError` that says what to fix."""
@@ -1025,9 +1514,8 @@ class SQLiteBackend:
             )
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
             return SQLiteBusyError(
-                f"{where} failed: the database stayed locked by another connection for "
-                f"{_BUSY_RETRIES} tries of busy_timeout={self._busy_timeout}s; look for a "
-                "process holding a long transaction, or raise busy_timeout"
+                f"{where} failed: the database stayed locked by {self._lock_holder()}; "
+                "look there for a long transaction, or raise write_timeout"
             )
         if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
             directory = Path(self._path).parent
@@ -1044,14 +1532,34 @@ class SQLiteBackend:
         for waiter in self._waiters:
             waiter.set()
 
+    async def _read(self, action: str, sql: str, parameters: Iterable[Any] = ()) -> list[_Row]:
+        conn = self._require(self._reader)
+        deadline = anyio.current_time() + self._write_timeout
+        pause = _BUSY_PAUSE[0]
+        while True:
+            try:
+                return await _fetchall(conn, sql, parameters)
+            except sqlite3.Error as exc:
+                # Readers are only ever busy for a moment (a WAL reset, recovery after
+                # a crash): retry, but not forever.
+                if not _is_busy(exc) or anyio.current_time() >= deadline:
+                    raise self._translate(exc, action) from exc
+            except ValueError:
+                # aiosqlite's "Connection closed": aclose() ran while this read waited.
+                if self._reader is None:
+                    raise self._not_open() from None
+                raise
+            await anyio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, _BUSY_PAUSE[1])
+
     # -- writing jobs -----------------------------------------------------------------
 
-    async def _insert(self, conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+    def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert *jobs* inside the caller's transaction, returning active key matches."""
         by_key: dict[str, Job] = {}
         keys = sorted({new.key for new in jobs if new.key is not None})
         for chunk in _chunks(keys):
-            rows = await _fetchall(
+            rows = _rows(
                 conn,
                 f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs"
                 " WHERE key IS NOT NULL AND state IN ('queued', 'running')"
@@ -1072,19 +1580,25 @@ class SQLiteBackend:
                 by_key[new.key] = job
             stored.append(job)
             rows_to_insert.append(_insert_row(new))
-        if rows_to_insert:
+        if len(rows_to_insert) == 1:
+            conn.execute(_INSERT_SQL, rows_to_insert[0])
+        elif rows_to_insert:
             # The insert trigger bumps the queues' wake counters.
-            await conn.executemany(_INSERT_SQL, rows_to_insert)
+            conn.executemany(_INSERT_SQL, rows_to_insert)
         return stored
 
-    async def _bump(self, conn: aiosqlite.Connection, queues: Iterable[str]) -> None:
+    def _bump(self, conn: sqlite3.Connection, queues: Iterable[str]) -> None:
         """Tell other processes' waiters that *queues* got work (inside a transaction)."""
-        await conn.executemany(_WAKE_SQL, [(queue,) for queue in sorted(queues)])
+        conn.executemany(_WAKE_SQL, [(queue,) for queue in sorted(queues)])
 
     async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
         """Insert *jobs* in one transaction; a matching active ``key`` returns that job.
 
+        Waits at most ``write_timeout`` for the write lock.
+
         :raises SQLiteFullError: when the batch does not fit (nothing is stored).
+        :raises SQLiteBusyError: when another process held the write lock for
+            longer than ``write_timeout`` (nothing is stored).
         """
         if not jobs:
             return []
@@ -1098,97 +1612,110 @@ class SQLiteBackend:
             and first.due_at <= now
             and handoff.limits.get(first.queue, 0) > 0
         ):
-            job = await self._insert_claimed(first, handoff, now)
+            job = await self._insert_claimed(first, handoff)
             if job.state is JobState.QUEUED:
                 self._notify()
             return [job]
         if len(jobs) <= _MAX_INSERT_ROWS and all(new.key is None for new in jobs):
-            # Nothing to look up first: one INSERT statement, atomic on its own.
+            # Nothing to look up first: one INSERT statement. The parameters are a
+            # tuple, never an iterator, so the statement can run again.
             sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(jobs))
-            # A tuple, never an iterator: a busy retry runs the statement again.
             parameters = tuple(itertools.chain.from_iterable(map(_insert_row, jobs)))
-            await self._write_one("enqueue", sql, parameters)
-            stored = [new.queued() for new in jobs]
+
+            def insert(conn: sqlite3.Connection, tx: _Tx) -> list[Job]:
+                conn.execute(sql, parameters)
+                return [new.queued() for new in jobs]
+
+            stored = await self._write("enqueue", insert, bounded=True)
         else:
 
-            async def body(conn: aiosqlite.Connection) -> list[Job]:
-                return await self._insert(conn, jobs)
+            def body(conn: sqlite3.Connection, tx: _Tx) -> list[Job]:
+                return self._insert(conn, jobs)
 
-            stored = await self._write("enqueue", body)
+            stored = await self._write("enqueue", body, bounded=True)
         self._notify()
         return stored
 
-    async def _insert_claimed(self, new: NewJob, handoff: Handoff, now: float) -> Job:
+    async def _insert_claimed(self, new: NewJob, handoff: Handoff) -> Job:
         """Insert *new*, claimed for the handoff's worker when it is next in line."""
-        expires = now + handoff.lease
-        parameters = (
-            new.queue,
-            new.queue,
-            new.priority,
-            now,
-            *_insert_row(new),
-            expires,
-            handoff.worker_id,
-            now,
-        )
-        [(state, token)] = await self._write_one("enqueue", _INSERT_CLAIMED_SQL, parameters)
-        job = new.queued()
-        if state != JobState.RUNNING:
-            return job
-        return attrs.evolve(
-            job,
-            state=JobState.RUNNING,
-            attempts=1,
-            lease_token=token,
-            lease_expires_at=expires,
-            worker_id=handoff.worker_id,
-            started_at=now,
-        )
+        self._note_lease(handoff.lease)
+
+        def body(conn: sqlite3.Connection, tx: _Tx) -> Job:
+            # The lease starts when the lock is held, not when the call was made.
+            now = tx.now
+            parameters = (
+                new.queue,
+                new.queue,
+                new.priority,
+                now,
+                *_insert_row(new),
+                now + handoff.lease,
+                handoff.worker_id,
+                now,
+            )
+            [(state, token)] = _rows(conn, _INSERT_CLAIMED_SQL, parameters)
+            job = new.queued()
+            if state != JobState.RUNNING:
+                return job
+            return attrs.evolve(
+                job,
+                state=JobState.RUNNING,
+                attempts=1,
+                lease_token=token,
+                lease_expires_at=now + handoff.lease,
+                worker_id=handoff.worker_id,
+                started_at=now,
+            )
+
+        return await self._write("enqueue", body, bounded=True)
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
-        """Claim up to *limit* due jobs of *queue* in one ``UPDATE ... RETURNING``."""
+        """Claim up to *limit* due jobs of *queue* in one ``UPDATE ... RETURNING``.
+
+        The lease runs from when the write lock is held, so a claim that waited
+        for the lock hands out a whole lease.
+        """
         if limit <= 0:
             return []
-        now = self._clock.now()
-        rows = await self._write_one(
-            "claim", _CLAIM_SQL, (now + lease, worker_id, now, queue, now, queue, limit)
-        )
-        if rows:
+        self._note_lease(lease)
+
+        def body(conn: sqlite3.Connection, tx: _Tx) -> list[Job]:
+            now = tx.now
+            rows = _rows(conn, _CLAIM_SQL, (now + lease, worker_id, now, queue, now, queue, limit))
+            # RETURNING gives rows in no particular order: restore the claim order.
+            rows.sort(key=lambda row: (row[7], row[5], row[26]))
+            return [_to_job(row) for row in rows]
+
+        claimed = await self._write("claim", body)
+        if claimed:
             self._poll_delay = self._poll_bounds[0]
-        # RETURNING gives rows in no particular order: restore the claim order.
-        rows.sort(key=lambda row: (row[7], row[5], row[26]))
-        return [_to_job(row) for row in rows]
+        return claimed
 
     async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
-        """Extend the leases still held; report the lost ones and requested cancels."""
+        """Extend the leases still held; report the lost ones and requested cancels.
+
+        The new expiry is ``now + lease`` with ``now`` read once the write lock
+        is held: a heartbeat that waited for the lock still extends in full.
+        """
         if not leases:
             return HeartbeatReply()
+        self._note_lease(lease)
         chunks = list(_chunks(list(leases.items()), per_item=2))
 
-        def statement(chunk: Sequence[tuple[str, str]], expires: float) -> tuple[str, list[Any]]:
-            sql = (
-                f"WITH o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
-                " UPDATE asyncjobs_jobs SET lease_expires_at = ? FROM o"
-                " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
-                " AND asyncjobs_jobs.state = 'running'"
-                " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.cancel_requested"
-            )
-            return sql, [*itertools.chain.from_iterable(chunk), expires]
+        def body(conn: sqlite3.Connection, tx: _Tx) -> list[_Row]:
+            rows: list[_Row] = []
+            for chunk in chunks:
+                sql = (
+                    f"WITH o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
+                    " UPDATE asyncjobs_jobs SET lease_expires_at = ? FROM o"
+                    " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
+                    " AND asyncjobs_jobs.state = 'running'"
+                    " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.cancel_requested"
+                )
+                rows += _rows(conn, sql, [*itertools.chain.from_iterable(chunk), tx.now + lease])
+            return rows
 
-        if len(chunks) == 1:
-            held = await self._write_one(
-                "heartbeat", *statement(chunks[0], self._clock.now() + lease)
-            )
-        else:
-
-            async def body(conn: aiosqlite.Connection) -> list[_Row]:
-                expires = self._clock.now() + lease
-                rows: list[_Row] = []
-                for chunk in chunks:
-                    rows += await _fetchall(conn, *statement(chunk, expires))
-                return rows
-
-            held = await self._write("heartbeat", body)
+        held = await self._write("heartbeat", body)
         return HeartbeatReply(
             lost=frozenset(leases.keys() - {job_id for job_id, _ in held}),
             cancel_requested=frozenset(job_id for job_id, flag in held if flag),
@@ -1216,6 +1743,7 @@ class SQLiteBackend:
                 released.append(outcome)
             else:
                 finished.append(outcome)
+        again = {outcome.job_id for outcome in (*retried, *released)}
 
         def statements(now: float) -> Iterable[tuple[str, list[Any]]]:
             for chunk in _chunks(finished, per_item=7):
@@ -1239,26 +1767,17 @@ class SQLiteBackend:
                     values += (outcome.job_id, outcome.lease_token, due_at)
                 yield _settle_sql(_SETTLE_RELEASE, len(chunk)), values
 
-        requeued: set[str] = set()
-        if not retried and not released and len(finished) <= (_MAX_PARAMS - 1) // 7:
-            # The common case, a batch of finished jobs: one statement.
-            [(sql, values)] = statements(self._clock.now())
-            rows = await self._write_one("settle", sql, values)
-        else:
-            again = {outcome.job_id for outcome in (*retried, *released)}
+        def body(conn: sqlite3.Connection, tx: _Tx) -> list[_Row]:
+            rows: list[_Row] = []
+            for sql, values in statements(tx.now):
+                rows += _rows(conn, sql, values)
+            queues = {queue for job_id, queue in rows if job_id in again}
+            if queues:
+                self._bump(conn, queues)
+            return rows
 
-            async def body(conn: aiosqlite.Connection) -> list[_Row]:
-                rows: list[_Row] = []
-                for sql, values in statements(self._clock.now()):
-                    rows += await _fetchall(conn, sql, values)
-                queues = {queue for job_id, queue in rows if job_id in again}
-                if queues:
-                    await self._bump(conn, queues)
-                return rows
-
-            rows = await self._write("settle", body)
-            requeued = {queue for job_id, queue in rows if job_id in again}
-        if requeued:
+        rows = await self._write("settle", body)
+        if any(job_id in again for job_id, _ in rows):
             self._notify()
         accepted = {job_id for job_id, _ in rows}
         return [
@@ -1270,16 +1789,33 @@ class SQLiteBackend:
     async def recover_expired(self) -> int:
         """Requeue running jobs whose lease ran out; kill those out of attempts.
 
+        Does nothing while lease sweeps are paused after a stalled write, or
+        when this sweep itself waited long for the write lock (see the module
+        docstring): heartbeats held up with it have not landed yet.
+
         :returns: how many jobs were requeued or killed.
         """
-        # A cheap read first: most sweeps find nothing and need no write lock.
-        if not await self._read("recover_expired", _EXPIRED_SQL, (self._clock.now(),)):
+        # A cheap read first: most sweeps find nothing and need no write lock. The
+        # sweep judges what it read then, so its wait is counted from then.
+        requested = self._requested()
+        now = requested[0]
+        if not await self._read("recover_expired", _EXPIRED_SQL, (now, now)):
             return 0
 
-        async def body(conn: aiosqlite.Connection) -> tuple[int, set[str]]:
-            now = self._clock.now()
+        def body(conn: sqlite3.Connection, tx: _Tx) -> tuple[int, set[str]]:
+            if tx.stalled:
+                # Heartbeats queued behind this sweep would find their jobs requeued.
+                # (The write records the stall: other sweeps pause as well.)
+                logger.info("lease sweep skipped: it waited long for the write lock")
+                return 0, set()
+            [(resume_at,)] = _rows(
+                conn, "SELECT resume_at FROM asyncjobs_lease_sweeps WHERE id = 1"
+            )
+            now = tx.now
+            if now < resume_at:
+                return 0, set()
             error = _error_columns(_EXPIRED_ERROR)
-            killed = await _fetchall(
+            killed = _rows(
                 conn,
                 "UPDATE asyncjobs_jobs SET state = 'dead', finished_at = ?, error_type = ?,"
                 " error_message = ?, error_traceback = ?, lease_token = NULL,"
@@ -1288,7 +1824,7 @@ class SQLiteBackend:
                 " RETURNING id",
                 (now, *error, now),
             )
-            requeued = await _fetchall(
+            requeued = _rows(
                 conn,
                 "UPDATE asyncjobs_jobs SET state = 'queued', due_at = ?, error_type = ?,"
                 " error_message = ?, error_traceback = ?, lease_token = NULL,"
@@ -1299,10 +1835,10 @@ class SQLiteBackend:
             )
             queues = {queue for (queue,) in requeued}
             if queues:
-                await self._bump(conn, queues)
+                self._bump(conn, queues)
             return len(killed) + len(requeued), queues
 
-        count, queues = await self._write("recover_expired", body)
+        count, queues = await self._write("recover_expired", body, requested=requested)
         if count:
             logger.info("recovered %d job(s) whose lease expired", count)
         if queues:
@@ -1313,21 +1849,24 @@ class SQLiteBackend:
         self, job_id: str, lease_token: str, progress: float, message: str | None
     ) -> bool:
         """Store progress for a job whose lease is still held; ``False`` otherwise."""
-        rows = await self._write_one(
-            "set_progress",
-            "UPDATE asyncjobs_jobs SET progress = ?, progress_message = ?"
-            " WHERE id = ? AND state = 'running' AND lease_token = ? RETURNING id",
-            (progress, message, job_id, lease_token),
-        )
-        return bool(rows)
+
+        def body(conn: sqlite3.Connection, tx: _Tx) -> bool:
+            return bool(
+                _rows(
+                    conn,
+                    "UPDATE asyncjobs_jobs SET progress = ?, progress_message = ?"
+                    " WHERE id = ? AND state = 'running' AND lease_token = ? RETURNING id",
+                    (progress, message, job_id, lease_token),
+                )
+            )
+
+        return await self._write("set_progress", body)
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once, or flag a running one for its worker."""
 
-        async def body(conn: aiosqlite.Connection) -> Job | None:
-            row = await _fetchone(
-                conn, f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,)
-            )
+        def body(conn: sqlite3.Connection, tx: _Tx) -> Job | None:
+            row = _row(conn, f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,))
             if row is None:
                 return None
             job = _to_job(row)
@@ -1337,19 +1876,19 @@ class SQLiteBackend:
                     " lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
                     f" RETURNING {_JOB_COLUMNS}"
                 )
-                row = await _fetchone(conn, sql, (self._clock.now(), job_id))
+                row = _row(conn, sql, (tx.now, job_id))
             elif job.state is JobState.RUNNING:
                 sql = (
                     "UPDATE asyncjobs_jobs SET cancel_requested = 1 WHERE id = ?"
                     f" RETURNING {_JOB_COLUMNS}"
                 )
-                row = await _fetchone(conn, sql, (job_id,))
+                row = _row(conn, sql, (job_id,))
             else:
                 return job
             assert row is not None
             return _to_job(row)
 
-        return await self._write("cancel", body)
+        return await self._write("cancel", body, bounded=True)
 
     async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
         """Queue a dead job again at *due_at* with its attempts reset.
@@ -1358,17 +1897,15 @@ class SQLiteBackend:
         reviving it would make two active jobs share the key.
         """
 
-        async def body(conn: aiosqlite.Connection) -> tuple[Job | None, bool]:
-            row = await _fetchone(
-                conn, f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,)
-            )
+        def body(conn: sqlite3.Connection, tx: _Tx) -> tuple[Job | None, bool]:
+            row = _row(conn, f"SELECT {_JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,))
             if row is None:
                 return None, False
             job = _to_job(row)
             if job.state is not JobState.DEAD:
                 return job, False
             if job.key is not None:
-                taken = await _fetchone(
+                taken = _row(
                     conn,
                     "SELECT 1 FROM asyncjobs_jobs WHERE key IS NOT NULL"
                     " AND state IN ('queued', 'running') AND key = ?",
@@ -1376,7 +1913,7 @@ class SQLiteBackend:
                 )
                 if taken is not None:
                     return job, False
-            row = await _fetchone(
+            row = _row(
                 conn,
                 "UPDATE asyncjobs_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
                 " due_at = ?, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
@@ -1384,10 +1921,10 @@ class SQLiteBackend:
                 (due_at, job_id),
             )
             assert row is not None
-            await self._bump(conn, [job.queue])
+            self._bump(conn, [job.queue])
             return _to_job(row), True
 
-        job, revived = await self._write("retry_dead", body)
+        job, revived = await self._write("retry_dead", body, bounded=True)
         if revived:
             self._notify()
         return job
@@ -1405,7 +1942,11 @@ class SQLiteBackend:
                 "INSERT INTO asyncjobs_queues (name, paused, wake_seq) VALUES (?, 0, 1)"
                 " ON CONFLICT (name) DO UPDATE SET paused = 0, wake_seq = wake_seq + 1"
             )
-        await self._write_one("pause_queue", sql, (queue,))
+
+        def body(conn: sqlite3.Connection, tx: _Tx) -> None:
+            conn.execute(sql, (queue,))
+
+        await self._write("pause_queue", body, bounded=True)
         if not paused:
             self._notify()
 
@@ -1416,19 +1957,30 @@ class SQLiteBackend:
         """
         deleted = 0
         for state in sorted(FINISHED_STATES & cutoffs.keys()):
+
+            def body(
+                conn: sqlite3.Connection,
+                tx: _Tx,
+                state: JobState = state,
+                cutoff: float = cutoffs[state],
+            ) -> int:
+                return len(
+                    _rows(
+                        conn,
+                        "DELETE FROM asyncjobs_jobs WHERE seq IN ("
+                        " SELECT seq FROM asyncjobs_jobs"
+                        " WHERE state IN ('complete', 'dead', 'cancelled')"
+                        " AND state = ? AND finished_at < ? LIMIT ?) RETURNING seq",
+                        (state, cutoff, _PRUNE_BATCH),
+                    )
+                )
+
             while True:
                 # Small batches keep each write short: claims in other processes
                 # never wait long behind a big prune.
-                rows = await self._write_one(
-                    "prune",
-                    "DELETE FROM asyncjobs_jobs WHERE seq IN ("
-                    " SELECT seq FROM asyncjobs_jobs"
-                    " WHERE state IN ('complete', 'dead', 'cancelled')"
-                    " AND state = ? AND finished_at < ? LIMIT ?) RETURNING seq",
-                    (state, cutoffs[state], _PRUNE_BATCH),
-                )
-                deleted += len(rows)
-                if len(rows) < _PRUNE_BATCH:
+                count = await self._write("prune", body)
+                deleted += count
+                if count < _PRUNE_BATCH:
                     break
         return deleted
 
@@ -1563,8 +2115,8 @@ class SQLiteBackend:
     async def put_schedule(self, schedule: Schedule) -> Schedule:
         """Insert or replace a schedule; an unchanged trigger keeps its timing and pause."""
 
-        async def body(conn: aiosqlite.Connection) -> Schedule:
-            row = await _fetchone(
+        def body(conn: sqlite3.Connection, tx: _Tx) -> Schedule:
+            row = _row(
                 conn,
                 "SELECT trigger, next_fire_at, last_fire_at, paused FROM asyncjobs_schedules"
                 " WHERE name = ?",
@@ -1575,14 +2127,14 @@ class SQLiteBackend:
                 stored = attrs.evolve(
                     schedule, next_fire_at=row[1], last_fire_at=row[2], paused=bool(row[3])
                 )
-            await conn.execute(
+            conn.execute(
                 f"INSERT OR REPLACE INTO asyncjobs_schedules ({_SCHEDULE_COLUMNS})"
                 f" VALUES ({_marks(14)})",
                 _schedule_row(stored),
             )
             return stored
 
-        return await self._write("put_schedule", body)
+        return await self._write("put_schedule", body, bounded=True)
 
     async def get_schedule(self, name: str) -> Schedule | None:
         """Return one schedule, or ``None``."""
@@ -1602,22 +2154,31 @@ class SQLiteBackend:
 
     async def remove_schedule(self, name: str) -> bool:
         """Delete a schedule; ``False`` when there was none."""
-        rows = await self._write_one(
-            "remove_schedule",
-            "DELETE FROM asyncjobs_schedules WHERE name = ? RETURNING name",
-            (name,),
-        )
-        return bool(rows)
+
+        def body(conn: sqlite3.Connection, tx: _Tx) -> bool:
+            return bool(
+                _rows(
+                    conn,
+                    "DELETE FROM asyncjobs_schedules WHERE name = ? RETURNING name",
+                    (name,),
+                )
+            )
+
+        return await self._write("remove_schedule", body, bounded=True)
 
     async def pause_schedule(self, name: str, paused: bool) -> Schedule | None:
         """Pause or resume a schedule; ``None`` when there is none."""
-        rows = await self._write_one(
-            "pause_schedule",
-            "UPDATE asyncjobs_schedules SET paused = ? WHERE name = ?"
-            f" RETURNING {_SCHEDULE_COLUMNS}",
-            (int(paused), name),
-        )
-        return _to_schedule(rows[0]) if rows else None
+
+        def body(conn: sqlite3.Connection, tx: _Tx) -> Schedule | None:
+            row = _row(
+                conn,
+                "UPDATE asyncjobs_schedules SET paused = ? WHERE name = ?"
+                f" RETURNING {_SCHEDULE_COLUMNS}",
+                (int(paused), name),
+            )
+            return None if row is None else _to_schedule(row)
+
+        return await self._write("pause_schedule", body, bounded=True)
 
     async def fire_schedule(
         self,
@@ -1632,19 +2193,19 @@ class SQLiteBackend:
             paused, or another process fired this tick first (nothing is written).
         """
 
-        async def body(conn: aiosqlite.Connection) -> list[Job] | None:
-            row = await _fetchone(
+        def body(conn: sqlite3.Connection, tx: _Tx) -> list[Job] | None:
+            row = _row(
                 conn,
                 "SELECT next_fire_at, paused FROM asyncjobs_schedules WHERE name = ?",
                 (name,),
             )
             if row is None or row[1] or row[0] != expected_fire_at:
                 return None
-            await conn.execute(
+            conn.execute(
                 "UPDATE asyncjobs_schedules SET next_fire_at = ?, last_fire_at = ? WHERE name = ?",
                 (next_fire_at, expected_fire_at, name),
             )
-            return await self._insert(conn, jobs)
+            return self._insert(conn, jobs)
 
         fired = await self._write("fire_schedule", body)
         if fired:

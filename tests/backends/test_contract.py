@@ -1196,3 +1196,46 @@ async def test_fire_schedule_dedups_against_an_active_job(
     after = await backend.get_schedule("nightly")
     assert after is not None
     assert after.last_fire_at == tick
+
+
+# -- store faults (sqlite contention) --
+#
+# A store may have to wait before it can apply a write (another process holds a
+# SQLite file's write lock, a Redis server is slow). Whatever the wait, a lease
+# runs from when the write is applied, and a heartbeat that arrives after its
+# lease ran out but before any sweep keeps the job: a worker that is alive and
+# merely waited never loses its lease to the wait alone.
+
+
+async def test_a_late_heartbeat_before_any_sweep_keeps_the_lease(
+    backend: Backend, clock: ManualClock
+) -> None:
+    job = await start(backend, clock)
+    assert job.lease_token is not None
+    clock.advance(LEASE + 5)  # the heartbeat was held up past the lease
+
+    reply = await backend.heartbeat({job.id: job.lease_token}, LEASE)
+
+    assert reply.lost == frozenset()
+    held = await stored(backend, job.id)
+    assert (held.state, held.lease_token) == (JobState.RUNNING, job.lease_token)
+    assert held.lease_expires_at == clock.now() + LEASE
+    assert await backend.recover_expired() == 0
+    clock.advance(LEASE - 1)
+    assert await backend.recover_expired() == 0
+    await settle_ok(backend, outcome(job, OutcomeKind.COMPLETE, result=b"1"))
+
+
+async def test_a_claim_or_handoff_reply_is_what_the_store_holds_with_a_whole_lease(
+    backend: Backend, clock: ManualClock
+) -> None:
+    await enqueue(backend, clock)
+    [claimed] = await backend.claim(QUEUE, 1, WORKER, LEASE)
+    [handed] = await backend.enqueue([new_job(clock, queue="handoff")], handoff(handoff=1))
+
+    for job in (claimed, handed):
+        assert job.state is JobState.RUNNING
+        assert job.started_at is not None
+        assert job.lease_expires_at == job.started_at + LEASE
+        assert job.started_at >= clock.now()
+        assert await stored(backend, job.id) == job

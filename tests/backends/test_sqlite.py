@@ -166,12 +166,17 @@ async def test_a_new_file_gets_the_current_schema_in_wal_mode(
         indexes = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")
         }
+        sweeps = db.execute("SELECT id, resume_at FROM asyncjobs_lease_sweeps").fetchall()
+    db.close()
     assert {
         "asyncjobs_jobs_claim",
         "asyncjobs_jobs_lease",
         "asyncjobs_jobs_active_key",
         "asyncjobs_jobs_finished",
     } <= indexes
+    assert sweeps == [(1, 0)]  # lease sweeps never paused yet
+    # The writers' queue file stays beside the database (see the module docstring).
+    assert (tmp_path / "jobs.db-lock").is_file()
 
 
 async def test_jobs_schedules_and_pauses_survive_reopening(
@@ -328,6 +333,8 @@ async def test_from_url_builds_a_sqlite_backend(tmp_path: Path, clock: ManualClo
     [
         ({"synchronous": "OFF"}, "synchronous='OFF' is not supported"),
         ({"busy_timeout": 0}, "busy_timeout must be positive"),
+        ({"write_timeout": 0}, "write_timeout must be positive"),
+        ({"write_timeout": -1.0}, "write_timeout must be positive"),
         ({"poll_interval": (0.5, 0.1)}, "poll_interval must be"),
         ({"poll_interval": (0, 0.1)}, "poll_interval must be"),
         ({"max_size": 0}, "max_size must be a positive"),
@@ -822,7 +829,7 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
     queries: dict[str, tuple[str, tuple[Any, ...]]] = {
         "claim": (sqlite_module._CLAIM_SQL, (1.0, "w", 1.0, QUEUE, 1.0, QUEUE, 10)),
         "next_due": (sqlite_module._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
-        "expired": (sqlite_module._EXPIRED_SQL, (1.0,)),
+        "expired": (sqlite_module._EXPIRED_SQL, (1.0, 1.0)),
         "dedup": (
             "SELECT id FROM asyncjobs_jobs WHERE key IS NOT NULL"
             " AND state IN ('queued', 'running') AND key IN (?)",
