@@ -308,6 +308,34 @@ async def test_every_write_waits_out_a_lock_held_for_seconds(
         await store.aclose()
 
 
+async def test_writes_queued_together_commit_together_and_fail_alone(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # Writes that queue up in this process while the lock is held run in one
+    # transaction once it is free, each in its own savepoint: the one that does
+    # not fit (max_size) fails alone, the others land.
+    path = tmp_path / "jobs.db"
+    store = await opened(path, clock, busy_timeout=0.05, max_size=256 * 1024)
+    try:
+        first, last = new_job(clock), new_job(clock)
+        too_big = [new_job(clock, payload=os.urandom(20_000)) for _ in range(20)]
+        async with anyio.create_task_group() as tg:
+            tasks = Tasks(tg)
+            async with held(path):
+                tasks.start("first", lambda: store.enqueue([first]))
+                await anyio.wait_all_tasks_blocked()
+                tasks.start("too_big", lambda: store.enqueue(too_big))
+                tasks.start("last", lambda: store.enqueue([last]))
+                await anyio.wait_all_tasks_blocked()
+
+        assert isinstance(tasks.results["too_big"], SQLiteFullError)
+        assert [j.id for j in tasks.results["first"]] == [first.id]
+        assert [j.id for j in tasks.results["last"]] == [last.id]
+        assert {j.id for j in await store.list_jobs()} == {first.id, last.id}
+    finally:
+        await store.aclose()
+
+
 # -- leases run from when the lock is held --------------------------------------------
 
 

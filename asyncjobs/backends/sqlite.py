@@ -10,9 +10,12 @@ Design (see ``DESIGN.md`` section 3):
   that the writer thread runs whole, in one trip from the event loop: take
   the host's writer queue (below), begin, read the clock, run the statements,
   commit, let go of the queue. The event loop waits for the result only, so
-  a busy loop never keeps the lock from other processes. A cancelled write
-  that has begun still lands (or rolls back) before the cancellation reaches
-  its caller; one still waiting for the lock is dropped at once.
+  a busy loop never keeps the lock from other processes. Writes of this
+  object that queue up meanwhile (up to 32) join the transaction once the
+  lock is held, each in a savepoint of its own (one that fails rolls back
+  alone): one commit and one turn of the queue for all of them. A cancelled
+  write that has begun still lands (or rolls back) before the cancellation
+  reaches its caller; one still waiting for the lock is dropped at once.
 - **Claims** are one ``UPDATE ... WHERE seq IN (SELECT ... ORDER BY priority,
   due_at, seq LIMIT ?) RETURNING ...`` (the pause check included), all rows
   read before the statement ends. Partial covering indexes keep the cost of a
@@ -116,6 +119,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -748,6 +752,8 @@ def _lock_holder(path: str, *, flock: bool) -> str | None:
 # -- the writer thread ----------------------------------------------------------------
 
 _QUEUED, _WAITING, _RUNNING, _DONE, _ABANDONED = range(5)
+# The most writes one transaction carries (see _Writer._transact).
+_GROUP_LIMIT = 32
 
 
 @attrs.frozen
@@ -904,18 +910,23 @@ class _Writer:
             if failed is not None:
                 self._finish(job, None, failed)
                 continue
-            taken = self._take_queue(job) if job.transaction else job
+            if not job.transaction:
+                error: BaseException | None = None
+                try:
+                    result = self._until_free(job, functools.partial(job.fn, self.conn))
+                except Exception as exc:
+                    result, error = None, exc
+                self._finish(job, result, error)
+                continue
+            taken = self._take_queue(job)
             if taken is None:
                 continue
-            job = taken
             try:
-                result, error = self._execute(job), None
-            except Exception as exc:
-                result, error = None, exc
+                finished = self._transact(taken)
             finally:
-                if job.transaction:
-                    self._release_queue()
-            self._finish(job, result, error)
+                self._release_queue()
+            for done, result, error in finished:
+                self._finish(done, result, error)
         with self._cond:
             self._current = None
         if self._conn is not None:
@@ -964,27 +975,84 @@ class _Writer:
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _execute(self, job: _Job[Any]) -> Any:
+    def _transact(self, first: _Job[Any]) -> list[tuple[_Job[Any], Any, BaseException | None]]:
+        """Run *first*, and the writes queued behind it, in one transaction.
+
+        Every write queued in this process when the lock is held joins it (up to
+        ``_GROUP_LIMIT``), each in a savepoint of its own: one failing rolls back
+        only itself, and the group costs one commit and one turn of the host's
+        queue instead of one each. Each write's outcome stands once ``COMMIT``
+        has succeeded.
+        """
         conn = self.conn
-        if not job.transaction:
-            return self._until_free(job, lambda: job.fn(conn))
         backend = self._backend
-        requested = job.requested
-        self._until_free(job, lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
-            tx = _Tx(now=backend._clock.now(), stalled=backend._stalled(requested))
-            result = job.fn(conn, tx)
-            if tx.stalled or backend._stalled(requested):
-                backend._record_stall(conn, requested)
-            conn.execute("COMMIT")
-        except BaseException:
+            self._until_free(first, lambda: conn.execute("BEGIN IMMEDIATE"))
+        except Exception as exc:
+            return [(first, None, exc)]
+        group = [first, *self._followers()]
+        single = len(group) == 1
+        finished: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        stalled: tuple[float, float] | None = None
+        for index, job in enumerate(group):
+            if not conn.in_transaction:
+                # A failure ended the transaction (SQLite rolls back on its own after
+                # some I/O errors): the rest wait for the next one.
+                self._requeue(group[index:])
+                break
+            if backend._stalled(job.requested):
+                stalled = min(stalled or job.requested, job.requested)
+            tx = _Tx(now=backend._clock.now(), stalled=backend._stalled(job.requested))
+            try:
+                if not single:
+                    conn.execute("SAVEPOINT asyncjobs_write")
+                result = job.fn(conn, tx)
+                if not single:
+                    conn.execute("RELEASE asyncjobs_write")
+            except Exception as exc:
+                if not single and conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK TO asyncjobs_write")
+                        conn.execute("RELEASE asyncjobs_write")
+                finished.append((job, None, exc))
+            else:
+                finished.append((job, result, None))
+        try:
+            if any(error is None for _, _, error in finished):
+                if stalled is not None or backend._stalled(first.requested):
+                    backend._record_stall(conn, stalled or first.requested)
+                conn.execute("COMMIT")
+        except Exception as exc:
+            finished = [(job, None, exc if error is None else error) for job, _, error in finished]
+        finally:
             # No transaction stays open, whatever failed (SQLite may have rolled back
             # already after a full disk).
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            raise
-        return result
+        return finished
+
+    def _followers(self) -> list[_Job[Any]]:
+        """Take the writes queued behind the one that holds the lock now."""
+        taken: list[_Job[Any]] = []
+        with self._cond:
+            while self._jobs and len(taken) < _GROUP_LIMIT - 1:
+                job = self._jobs[0]
+                if job.state == _ABANDONED:
+                    self._jobs.popleft()
+                    continue
+                if not job.transaction:
+                    break
+                self._jobs.popleft()
+                job.state = _RUNNING
+                taken.append(job)
+        return taken
+
+    def _requeue(self, jobs: Sequence[_Job[Any]]) -> None:
+        with self._cond:
+            for job in reversed(jobs):
+                job.state = _QUEUED
+                self._jobs.appendleft(job)
 
     def _until_free(self, job: _Job[Any], attempt: Callable[[], _T]) -> _T:
         """Run *attempt* until SQLite's lock is free, or its caller gives up."""
