@@ -673,7 +673,9 @@ class Dispatcher:
                 if claim is None:
                     continue
                 if job_id in lost:
-                    if claim.scope is not None:
+                    # Only a running handler is news: a finished one's outcome may have
+                    # been written while this heartbeat was in flight.
+                    if token in self._running:
                         logger.warning("lease lost for running job %s; cancelling it here", job_id)
                     claim.stop(StopReason.LEASE_LOST)
                 else:
