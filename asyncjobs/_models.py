@@ -80,7 +80,7 @@ class ErrorInfo:
 
 @attrs.frozen(kw_only=True)
 class NewJob:
-    """A job as the runtime hands it to :meth:`~asyncjobs.backends.JobLifecycle.enqueue`: validated and encoded.
+    """A job as the runtime hands it to the store's ``enqueue``: validated and encoded.
 
     :ivar id: chosen by the runtime (a random hex string), kept unless a dedup
         ``key`` matches an active job, in which case that job is returned instead.

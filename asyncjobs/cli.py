@@ -18,7 +18,7 @@ import threading
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -80,6 +80,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"asyncjobs: error: {_scrub(str(error), url)}", file=sys.stderr)
             return EXIT_ERROR
+
+
+def run() -> NoReturn:
+    """The process entry point (``asyncjobs``, ``python -m asyncjobs``): :func:`main`, then exit.
+
+    A job handler running in a thread cannot be cancelled; at shutdown its job
+    was handed back, and the thread is abandoned. Python would wait for such a
+    thread before exiting, so the process leaves without joining it.
+    """
+    status = main()
+    abandoned = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and thread.is_alive() and not thread.daemon
+    ]
+    if abandoned:
+        logger.warning(
+            "exiting with %d job handler thread(s) still running (their jobs were handed back)",
+            len(abandoned),
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)
 
 
 def _reportable(exc: BaseException) -> BaseException | None:
