@@ -132,6 +132,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, Final, Generic, TypeVar
 
 import aiosqlite
@@ -349,14 +350,21 @@ _SCHEDULE_COLUMNS = (
 # parameter never matches it. The claim pins its index: on a table without
 # statistics the planner may prefer the due-time index plus a sort of every due
 # job, which makes a claim cost grow with the backlog.
+#
+# The statements that set a lease read the clock through asyncjobs_now(), a
+# function of the writer connection, in a materialized CTE: SQLite calls it once
+# per statement, after it has taken the write lock, so a statement that waited
+# for the lock still hands out a whole lease.
+_NOW_CTE: Final = "t(now) AS MATERIALIZED (SELECT asyncjobs_now())"
 _CLAIM_SQL: Final = f"""
+    WITH {_NOW_CTE}
     UPDATE asyncjobs_jobs
     SET state = 'running', attempts = attempts + 1,
-        lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,
-        worker_id = ?, started_at = ?, progress = NULL, progress_message = NULL
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = (SELECT now FROM t) + ?,
+        worker_id = ?, started_at = (SELECT now FROM t), progress = NULL, progress_message = NULL
     WHERE seq IN (
         SELECT seq FROM asyncjobs_jobs INDEXED BY asyncjobs_jobs_claim
-        WHERE state = 'queued' AND queue = ? AND due_at <= ?
+        WHERE state = 'queued' AND queue = ? AND due_at <= (SELECT now FROM t)
         AND NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = ? AND paused = 1)
         ORDER BY priority, due_at, seq
         LIMIT ?
@@ -374,12 +382,13 @@ _INSERT_SQL: Final = _INSERT_HEAD + _INSERT_ROW
 # claimed when its queue is not paused and holds no due job that a claim would
 # take first (same priority or better: those are also earlier in due time or
 # order), else inserted queued as usual. One statement either way.
-_INSERT_CLAIMED_SQL: Final = """
-    WITH gate(ok) AS (
+_INSERT_CLAIMED_SQL: Final = f"""
+    WITH {_NOW_CTE}, gate(ok) AS (
         SELECT NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = ? AND paused = 1)
         AND NOT EXISTS (
             SELECT 1 FROM asyncjobs_jobs INDEXED BY asyncjobs_jobs_claim
-            WHERE state = 'queued' AND queue = ? AND priority <= ? AND due_at <= ?
+            WHERE state = 'queued' AND queue = ? AND priority <= ?
+            AND due_at <= (SELECT now FROM t)
         )
     )
     INSERT INTO asyncjobs_jobs
@@ -389,9 +398,10 @@ _INSERT_CLAIMED_SQL: Final = """
     SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
         CASE WHEN ok THEN 'running' ELSE 'queued' END, ok,
         CASE WHEN ok THEN lower(hex(randomblob(16))) END,
-        CASE WHEN ok THEN ? END, CASE WHEN ok THEN ? END, CASE WHEN ok THEN ? END
+        CASE WHEN ok THEN (SELECT now FROM t) + ? END, CASE WHEN ok THEN ? END,
+        CASE WHEN ok THEN (SELECT now FROM t) END
     FROM gate
-    RETURNING state, lease_token
+    RETURNING state, lease_token, lease_expires_at, started_at
 """
 #: The most jobs one multi-row INSERT binds (SQLite caps a statement's parameters).
 _MAX_INSERT_ROWS: Final = 500
@@ -772,34 +782,74 @@ class _Job(Generic[_T]):
     """One call into the writer thread, and its outcome."""
 
     __slots__ = (
-        "done",
+        "delivered",
         "error",
         "fn",
         "loop",
         "requested",
         "result",
+        "single",
         "state",
         "stop",
         "transaction",
+        "waker",
     )
 
     def __init__(
-        self, fn: Callable[..., _T], *, transaction: bool, requested: tuple[float, float]
+        self,
+        fn: Callable[..., _T],
+        *,
+        transaction: bool,
+        requested: tuple[float, float],
+        single: bool = False,
     ) -> None:
         #: ``fn(conn, tx)`` in a write transaction, or ``fn(conn)`` as it is.
         self.fn = fn
         self.transaction = transaction
+        #: ``fn`` is one statement: alone, it runs in autocommit.
+        self.single = single
         #: When the call was made: (the store's clock, monotonic seconds).
         self.requested = requested
-        # aiosqlite (the reader) ties this backend to asyncio anyway; the writer
-        # thread hands results back through the loop without waiting for it.
+        # aiosqlite (the reader) ties this backend to asyncio anyway: the writer
+        # thread hands results back with call_soon_threadsafe, as aiosqlite does,
+        # and the caller waits on a bare future (a cancel scope per write costs
+        # more than the rest of the loop's side).
         self.loop = asyncio.get_running_loop()
-        self.done = anyio.Event()
+        #: The outcome has reached the event loop (set there, by _deliver).
+        self.delivered = False
+        self.waker: asyncio.Future[None] | None = None
         #: Set when the caller gives up: a busy lock is not tried again.
-        self.stop = threading.Event()
+        self.stop = False
         self.state = _QUEUED
         self.result: _T | None = None
         self.error: BaseException | None = None
+
+
+def _deliver(job: _Job[Any]) -> None:
+    """In the event loop: *job*'s outcome is in; wake its caller."""
+    job.delivered = True
+    _wake(job.waker)
+
+
+def _wake(waker: asyncio.Future[None] | None) -> None:
+    if waker is not None and not waker.done():
+        waker.set_result(None)
+
+
+async def _delivered(job: _Job[Any], timeout: float) -> bool:
+    """Wait until *job*'s outcome is in, or *timeout* seconds; ``True`` if it is."""
+    if job.delivered:
+        return True
+    loop = job.loop
+    waker: asyncio.Future[None] = loop.create_future()
+    job.waker = waker
+    timer = loop.call_later(max(0.0, timeout), _wake, waker)
+    try:
+        await waker
+    finally:
+        timer.cancel()
+        job.waker = None
+    return job.delivered
 
 
 class _Writer:
@@ -822,7 +872,10 @@ class _Writer:
     def __init__(self, backend: SQLiteBackend, lock_fd: int) -> None:
         self._backend = backend
         self._fd = lock_fd
-        self._cond = threading.Condition()
+        # The state of every job and the queue change under this lock; the bell
+        # (a C queue, far cheaper than a Condition) wakes the thread.
+        self._mutex = threading.Lock()
+        self._bell: SimpleQueue[None] = SimpleQueue()
         self._jobs: collections.deque[_Job[Any]] = collections.deque()
         self._current: _Job[Any] | None = None
         self._closing = False
@@ -838,16 +891,16 @@ class _Writer:
 
     def submit(self, job: _Job[Any]) -> bool:
         """Queue *job*; ``False`` when the writer is closing."""
-        with self._cond:
+        with self._mutex:
             if self._closing:
                 return False
             self._jobs.append(job)
-            self._cond.notify()
+        self._bell.put(None)
         return True
 
     def abandon(self, job: _Job[Any]) -> bool:
         """Drop *job* if it has not begun; ``False`` when it is running or done."""
-        with self._cond:
+        with self._mutex:
             if job.state in (_QUEUED, _WAITING):
                 job.state = _ABANDONED
                 return True
@@ -855,13 +908,13 @@ class _Writer:
 
     def close(self) -> None:
         """Let the queued writes finish, then close the connection and end the thread."""
-        with self._cond:
+        with self._mutex:
             self._closing = True
-            self._cond.notify()
+        self._bell.put(None)
 
     def stuck(self) -> bool:
         """Whether the thread waits for the host's queue on behalf of no caller."""
-        with self._cond:
+        with self._mutex:
             current = self._current
             return (
                 current is not None
@@ -871,7 +924,7 @@ class _Writer:
 
     def abandon_all(self, error: BaseException) -> None:
         """Fail every write that has not begun (the writer is stuck behind the queue)."""
-        with self._cond:
+        with self._mutex:
             dropped = [job for job in self._jobs if job.state == _QUEUED]
             self._jobs.clear()
             current = self._current
@@ -881,7 +934,7 @@ class _Writer:
                 job.state = _ABANDONED
                 job.error = error
         for job in dropped:
-            job.done.set()
+            _deliver(job)
 
     # -- the thread's side ---------------------------------------------------------------
 
@@ -897,16 +950,19 @@ class _Writer:
         except Exception as exc:
             failed = exc
         while True:
-            with self._cond:
-                while not self._jobs and not self._closing:
-                    self._cond.wait()
-                if not self._jobs:
+            with self._mutex:
+                job = self._jobs.popleft() if self._jobs else None
+                if job is not None and job.state != _ABANDONED:
+                    job.state = _WAITING if job.transaction else _RUNNING
+                    self._current = job
+                closing = self._closing
+            if job is None:
+                if closing:
                     break
-                job = self._jobs.popleft()
-                if job.state == _ABANDONED:
-                    continue
-                job.state = _WAITING if job.transaction else _RUNNING
-                self._current = job
+                self._bell.get()  # rung by submit() and close()
+                continue
+            if job.state == _ABANDONED:
+                continue
             if failed is not None:
                 self._finish(job, None, failed)
                 continue
@@ -927,7 +983,7 @@ class _Writer:
                 self._release_queue()
             for done, result, error in finished:
                 self._finish(done, result, error)
-        with self._cond:
+        with self._mutex:
             self._current = None
         if self._conn is not None:
             self._conn.close()
@@ -937,17 +993,17 @@ class _Writer:
             self._loop.call_soon_threadsafe(self.exited.set)
 
     def _finish(self, job: _Job[Any], result: Any, error: BaseException | None) -> None:
-        with self._cond:
+        with self._mutex:
             job.result, job.error = result, error
             job.state = _DONE
             self._current = None
         with contextlib.suppress(RuntimeError):  # the event loop is gone
-            job.loop.call_soon_threadsafe(job.done.set)
+            job.loop.call_soon_threadsafe(_deliver, job)
 
     def _take_queue(self, job: _Job[Any]) -> _Job[Any] | None:
         """Take the host's write queue for *job*, or for the write after it if it left."""
         if self._fd < 0:  # no flock on this platform: SQLite's busy handler alone
-            with self._cond:
+            with self._mutex:
                 if job.state == _ABANDONED:
                     return None
                 job.state = _RUNNING
@@ -958,7 +1014,7 @@ class _Writer:
             # Behind other writers: the kernel wakes us when our turn comes.
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         taken: _Job[Any] | None = job
-        with self._cond:
+        with self._mutex:
             while taken is not None and taken.state == _ABANDONED:
                 # Its caller gave up meanwhile: the next queued write keeps our place.
                 while self._jobs and self._jobs[0].state == _ABANDONED:
@@ -986,6 +1042,8 @@ class _Writer:
         """
         conn = self.conn
         backend = self._backend
+        if first.single and not self._jobs:
+            return [self._autocommit(first)]
         try:
             self._until_free(first, lambda: conn.execute("BEGIN IMMEDIATE"))
         except Exception as exc:
@@ -1032,10 +1090,32 @@ class _Writer:
                     conn.execute("ROLLBACK")
         return finished
 
+    def _autocommit(self, job: _Job[Any]) -> tuple[_Job[Any], Any, BaseException | None]:
+        """Run a lone one-statement write in autocommit, the queue held."""
+        conn = self.conn
+        backend = self._backend
+
+        def attempt() -> Any:
+            tx = _Tx(now=backend._clock.now(), stalled=backend._stalled(job.requested))
+            return job.fn(conn, tx)
+
+        try:
+            result = self._until_free(job, attempt)
+        except Exception as exc:
+            return job, None, exc
+        if backend._stalled(job.requested):
+            try:
+                backend._record_stall(conn, job.requested)
+            except sqlite3.Error as exc:  # the write itself has landed
+                logger.warning("could not pause lease sweeps in %s: %s", backend._path, exc)
+        return job, result, None
+
     def _followers(self) -> list[_Job[Any]]:
         """Take the writes queued behind the one that holds the lock now."""
         taken: list[_Job[Any]] = []
-        with self._cond:
+        if not self._jobs:  # the common case, without the lock
+            return taken
+        with self._mutex:
             while self._jobs and len(taken) < _GROUP_LIMIT - 1:
                 job = self._jobs[0]
                 if job.state == _ABANDONED:
@@ -1049,7 +1129,7 @@ class _Writer:
         return taken
 
     def _requeue(self, jobs: Sequence[_Job[Any]]) -> None:
-        with self._cond:
+        with self._mutex:
             for job in reversed(jobs):
                 job.state = _QUEUED
                 self._jobs.appendleft(job)
@@ -1064,10 +1144,9 @@ class _Writer:
                 # The busy handler has waited busy_timeout already; another connection
                 # (not one queued here: another program, or a process of an older
                 # asyncjobs) holds the lock.
-                if not _is_busy(exc) or job.stop.is_set():
+                if not _is_busy(exc) or job.stop:
                     raise
-            if job.stop.wait(pause * random.uniform(0.5, 1.5)):
-                continue  # try once more; the caller has gone, so the next busy raises
+            time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, _BUSY_PAUSE[1])
 
 
@@ -1319,10 +1398,15 @@ class SQLiteBackend:
         try:
             for pragma in self._pragmas():
                 conn.execute(pragma)
+            conn.create_function("asyncjobs_now", 0, self._sql_now)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _sql_now(self) -> float:
+        """``asyncjobs_now()`` in the writer's SQL: the store's clock."""
+        return self._clock.now()
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self._path, isolation_level=None)
@@ -1425,8 +1509,9 @@ class SQLiteBackend:
         self,
         body: Callable[[sqlite3.Connection, _Tx], _T],
         requested: tuple[float, float] | None = None,
+        single: bool = False,
     ) -> _Job[_T]:
-        return _Job(body, transaction=True, requested=requested or self._requested())
+        return _Job(body, transaction=True, requested=requested or self._requested(), single=single)
 
     async def _write(
         self,
@@ -1435,29 +1520,32 @@ class SQLiteBackend:
         *,
         bounded: bool = False,
         requested: tuple[float, float] | None = None,
+        single: bool = False,
     ) -> _T:
         """Run *body* in one ``BEGIN IMMEDIATE`` transaction in the writer thread.
 
         With *bounded*, give up after ``write_timeout``; otherwise wait for the
         lock as long as it takes (the runtime's loops). *requested* is when the
-        call began, if before now: a stall is measured from there.
+        call began, if before now: a stall is measured from there. A *single*
+        body is one statement, atomic on its own: when no other write joins it,
+        it runs in autocommit (an explicit transaction costs more on a disk
+        that really syncs). It must not rely on ``tx.now`` being read after
+        the lock is held; ``asyncjobs_now()`` in its SQL is.
         """
         writer = self._require(self._writer)
-        return await self._call(writer, action, self._job(body, requested), bounded)
+        return await self._call(writer, action, self._job(body, requested, single), bounded)
 
     async def _call(self, writer: _Writer, action: str, job: _Job[_T], bounded: bool = True) -> _T:
         if not writer.submit(job):
             raise self._not_open()
-        deadline = anyio.current_time() + self._write_timeout if bounded else math.inf
+        deadline = job.requested[1] + self._write_timeout if bounded else math.inf
         try:
             gave_up = await self._wait_for(writer, action, job, deadline)
         except BaseException:
             # Cancelled: a write that has begun lands (or not) before the caller
             # goes on, so it never changes the store behind the caller's back.
             if not writer.abandon(job):
-                job.stop.set()
-                with anyio.CancelScope(shield=True):
-                    await job.done.wait()
+                await self._finish_begun(job)
             raise
         if gave_up:
             raise self._busy_error(action, job)
@@ -1475,17 +1563,13 @@ class SQLiteBackend:
     ) -> bool:
         """Wait for *job*, logging while it waits; ``True`` if dropped at *deadline*."""
         while True:
-            with anyio.CancelScope(deadline=min(deadline, anyio.current_time() + _WAIT_LOG_PERIOD)):
-                await job.done.wait()
-            if job.done.is_set():
+            left = deadline - time.monotonic()
+            if await _delivered(job, min(left, _WAIT_LOG_PERIOD)):
                 return False
-            if anyio.current_time() >= deadline:
+            if time.monotonic() >= deadline:
                 if writer.abandon(job):
                     return True
-                # Begun: it lands, or fails busy at its next attempt.
-                job.stop.set()
-                with anyio.CancelScope(shield=True):
-                    await job.done.wait()
+                await self._finish_begun(job)  # it lands, or fails busy at its next try
                 return False
             logger.warning(
                 "%s on %s has waited %.0f s for the write lock, held by %s; still waiting",
@@ -1494,6 +1578,14 @@ class SQLiteBackend:
                 time.monotonic() - job.requested[1],
                 self._lock_holder(),
             )
+
+    @staticmethod
+    async def _finish_begun(job: _Job[Any]) -> None:
+        """Let a write that has begun end: stop its retries, wait for its outcome."""
+        job.stop = True
+        with anyio.CancelScope(shield=True):
+            while not await _delivered(job, _WAIT_LOG_PERIOD):
+                pass
 
     def _lock_holder(self) -> str:
         """Who holds the write lock: SQLite's, else asyncjobs' queue (Linux only)."""
@@ -1694,7 +1786,7 @@ class SQLiteBackend:
                 conn.execute(sql, parameters)
                 return [new.queued() for new in jobs]
 
-            stored = await self._write("enqueue", insert, bounded=True)
+            stored = await self._write("enqueue", insert, bounded=True, single=True)
         else:
 
             def body(conn: sqlite3.Connection, tx: _Tx) -> list[Job]:
@@ -1709,19 +1801,16 @@ class SQLiteBackend:
         self._note_lease(handoff.lease)
 
         def body(conn: sqlite3.Connection, tx: _Tx) -> Job:
-            # The lease starts when the lock is held, not when the call was made.
-            now = tx.now
+            # The lease starts when the lock is held (asyncjobs_now() in the SQL).
             parameters = (
                 new.queue,
                 new.queue,
                 new.priority,
-                now,
                 *_insert_row(new),
-                now + handoff.lease,
+                handoff.lease,
                 handoff.worker_id,
-                now,
             )
-            [(state, token)] = _rows(conn, _INSERT_CLAIMED_SQL, parameters)
+            [(state, token, expires, started)] = _rows(conn, _INSERT_CLAIMED_SQL, parameters)
             job = new.queued()
             if state != JobState.RUNNING:
                 return job
@@ -1730,12 +1819,12 @@ class SQLiteBackend:
                 state=JobState.RUNNING,
                 attempts=1,
                 lease_token=token,
-                lease_expires_at=now + handoff.lease,
+                lease_expires_at=expires,
                 worker_id=handoff.worker_id,
-                started_at=now,
+                started_at=started,
             )
 
-        return await self._write("enqueue", body, bounded=True)
+        return await self._write("enqueue", body, bounded=True, single=True)
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue* in one ``UPDATE ... RETURNING``.
@@ -1748,13 +1837,12 @@ class SQLiteBackend:
         self._note_lease(lease)
 
         def body(conn: sqlite3.Connection, tx: _Tx) -> list[Job]:
-            now = tx.now
-            rows = _rows(conn, _CLAIM_SQL, (now + lease, worker_id, now, queue, now, queue, limit))
+            rows = _rows(conn, _CLAIM_SQL, (lease, worker_id, queue, queue, limit))
             # RETURNING gives rows in no particular order: restore the claim order.
             rows.sort(key=lambda row: (row[7], row[5], row[26]))
             return [_to_job(row) for row in rows]
 
-        claimed = await self._write("claim", body)
+        claimed = await self._write("claim", body, single=True)
         if claimed:
             self._poll_delay = self._poll_bounds[0]
         return claimed
@@ -1774,16 +1862,17 @@ class SQLiteBackend:
             rows: list[_Row] = []
             for chunk in chunks:
                 sql = (
-                    f"WITH o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
-                    " UPDATE asyncjobs_jobs SET lease_expires_at = ? FROM o"
+                    f"WITH {_NOW_CTE}, o(id, token) AS (VALUES {_rows_of(2, len(chunk))})"
+                    " UPDATE asyncjobs_jobs SET lease_expires_at = (SELECT now FROM t) + ?"
+                    " FROM o"
                     " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
                     " AND asyncjobs_jobs.state = 'running'"
                     " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.cancel_requested"
                 )
-                rows += _rows(conn, sql, [*itertools.chain.from_iterable(chunk), tx.now + lease])
+                rows += _rows(conn, sql, [*itertools.chain.from_iterable(chunk), lease])
             return rows
 
-        held = await self._write("heartbeat", body)
+        held = await self._write("heartbeat", body, single=len(chunks) == 1)
         return HeartbeatReply(
             lost=frozenset(leases.keys() - {job_id for job_id, _ in held}),
             cancel_requested=frozenset(job_id for job_id, flag in held if flag),
@@ -1844,7 +1933,9 @@ class SQLiteBackend:
                 self._bump(conn, queues)
             return rows
 
-        rows = await self._write("settle", body)
+        # A batch of finished jobs (the common case) is one statement.
+        single = not again and len(finished) <= (_MAX_PARAMS - 1) // 7
+        rows = await self._write("settle", body, single=single)
         if any(job_id in again for job_id, _ in rows):
             self._notify()
         accepted = {job_id for job_id, _ in rows}
@@ -1928,7 +2019,7 @@ class SQLiteBackend:
                 )
             )
 
-        return await self._write("set_progress", body)
+        return await self._write("set_progress", body, single=True)
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once, or flag a running one for its worker."""
@@ -2014,7 +2105,7 @@ class SQLiteBackend:
         def body(conn: sqlite3.Connection, tx: _Tx) -> None:
             conn.execute(sql, (queue,))
 
-        await self._write("pause_queue", body, bounded=True)
+        await self._write("pause_queue", body, bounded=True, single=True)
         if not paused:
             self._notify()
 
@@ -2046,7 +2137,7 @@ class SQLiteBackend:
             while True:
                 # Small batches keep each write short: claims in other processes
                 # never wait long behind a big prune.
-                count = await self._write("prune", body)
+                count = await self._write("prune", body, single=True)
                 deleted += count
                 if count < _PRUNE_BATCH:
                     break
@@ -2232,7 +2323,7 @@ class SQLiteBackend:
                 )
             )
 
-        return await self._write("remove_schedule", body, bounded=True)
+        return await self._write("remove_schedule", body, bounded=True, single=True)
 
     async def pause_schedule(self, name: str, paused: bool) -> Schedule | None:
         """Pause or resume a schedule; ``None`` when there is none."""
@@ -2246,7 +2337,7 @@ class SQLiteBackend:
             )
             return None if row is None else _to_schedule(row)
 
-        return await self._write("pause_schedule", body, bounded=True)
+        return await self._write("pause_schedule", body, bounded=True, single=True)
 
     async def fire_schedule(
         self,

@@ -807,6 +807,7 @@ async def test_lease_tokens_are_random_128_bit_hex(
 
 def query_plan(path: Path, sql: str, parameters: tuple[Any, ...]) -> str:
     with sqlite3.connect(path) as db:
+        db.create_function("asyncjobs_now", 0, lambda: 1.0)  # the writer's clock
         rows = db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters).fetchall()
     db.close()
     return "\n".join(row[3] for row in rows)
@@ -827,7 +828,7 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
     store: SQLiteBackend, tmp_path: Path, query: str, index: str
 ) -> None:
     queries: dict[str, tuple[str, tuple[Any, ...]]] = {
-        "claim": (sqlite_module._CLAIM_SQL, (1.0, "w", 1.0, QUEUE, 1.0, QUEUE, 10)),
+        "claim": (sqlite_module._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)),
         "next_due": (sqlite_module._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
         "expired": (sqlite_module._EXPIRED_SQL, (1.0, 1.0)),
         "dedup": (
@@ -862,12 +863,11 @@ def claim_steps(path: Path, now: float) -> int:
         return 0
 
     db = sqlite3.connect(path, isolation_level=None)
+    db.create_function("asyncjobs_now", 0, lambda: now)  # the writer's clock
     try:
         db.execute("BEGIN IMMEDIATE")
         db.set_progress_handler(count, 1)
-        rows = db.execute(
-            sqlite_module._CLAIM_SQL, (now + LEASE, "w", now, QUEUE, now, QUEUE, 10)
-        ).fetchall()
+        rows = db.execute(sqlite_module._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)).fetchall()
         db.set_progress_handler(None, 0)
         db.execute("ROLLBACK")
     finally:
