@@ -13,7 +13,7 @@ import shutil
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -257,6 +257,240 @@ async def test_waiting_on_a_manual_clock_ends_at_the_deadline(
             tg.start_soon(backend.wait_for_work, ["default"], clock.now() + 60)
             await anyio.wait_all_tasks_blocked()
             clock.advance(60)
+
+
+# -- enqueue: one round trip, shared by concurrent callers ------------------------
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """How often the server ran each command (script-inner commands included)."""
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): fields["calls"] for name, fields in stats.items()}
+
+
+class LaneProbe:
+    """Wraps a backend's enqueue lane: records each call's job count, can hold calls.
+
+    With *hold_after*, a call reaches the server and then waits for :attr:`release`
+    before returning (a reply that is late, or lost when the caller is cancelled).
+    """
+
+    def __init__(self, store: RedisBackend, *, hold_after: bool = False) -> None:
+        self.batches: list[int] = []
+        self.release = anyio.Event()
+        self.arrived = anyio.Event()
+        real = store._conn.run_on_lane
+        self.hold_after = hold_after
+
+        async def probe(script: Any, args: Iterable[str | bytes]) -> Any:
+            args = list(args)
+            self.batches.append(int(args[0]))
+            reply = await real(script, args)
+            self.arrived.set()
+            if self.hold_after:
+                await self.release.wait()
+            return reply
+
+        store._conn.run_on_lane = probe  # type: ignore[method-assign]
+
+
+async def test_a_lone_enqueue_is_one_script_call_that_publishes_its_own_wake_up(
+    backend: RedisBackend, clock: ManualClock, redis_url: str
+) -> None:
+    inspect = sync_client(redis_url)
+    try:
+        await backend.enqueue([new_job(clock.now())])  # connections made, scripts cached
+        inspect.config_resetstat()
+        for _ in range(20):
+            await backend.enqueue([new_job(clock.now())])
+        calls = command_calls(inspect)
+    finally:
+        inspect.close()
+    calls.pop("config|resetstat", None)
+    calls.pop("info", None)
+    # One EVALSHA per enqueue; everything else ran inside it (the wake-up too).
+    assert calls.pop("evalsha") == 20
+    assert calls.pop("publish") == 20
+    assert set(calls) <= {"time", "incrby", "exists", "hset", "zadd", "sadd"}, calls
+
+
+async def test_concurrent_enqueues_share_script_calls_and_each_gets_its_own_jobs(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    probe = LaneProbe(backend)
+    now = clock.now()
+    singles = [[new_job(now)] for _ in range(60)]
+    pair = [new_job(now, key="shared"), new_job(now)]
+    rival = [new_job(now, key="shared")]  # arrives after the pair: gets the pair's job
+    calls = [*singles, pair, rival]
+    results: dict[int, list[Any]] = {}
+
+    async def producer(index: int) -> None:
+        results[index] = await backend.enqueue(calls[index])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for index in range(len(calls)):
+                tg.start_soon(producer, index)
+
+    # The first caller sent alone; everyone who arrived meanwhile went in the next call.
+    assert sum(probe.batches) == 63
+    assert len(probe.batches) < len(calls)
+    for index, jobs in enumerate(calls[:-1]):
+        assert [job.id for job in results[index]] == [new.id for new in jobs]
+        assert all(job.state is JobState.QUEUED for job in results[index])
+    [deduplicated] = results[len(calls) - 1]
+    assert deduplicated.id == pair[0].id
+    stored = await backend.list_jobs(limit=1000)
+    assert len(stored) == 62
+    assert {job.id for job in stored} == {new.id for jobs in calls[:-1] for new in jobs}
+
+
+async def test_a_shared_call_carries_at_most_a_bounded_number_of_jobs(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    probe = LaneProbe(backend)
+    now = clock.now()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for _ in range(1_200):
+                tg.start_soon(backend.enqueue, [new_job(now)])
+
+    assert sum(probe.batches) == 1_200
+    assert max(probe.batches) <= 500
+    assert [stats.count(JobState.QUEUED) for stats in await backend.queue_stats()] == [1_200]
+
+
+async def test_when_the_sender_is_cancelled_mid_call_the_others_still_get_their_jobs(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    probe = LaneProbe(backend, hold_after=True)
+    now = clock.now()
+    first = new_job(now)
+    others = [new_job(now) for _ in range(5)]
+    results: dict[str, list[Any]] = {}
+
+    async def producer(new: NewJob) -> None:
+        results[new.id] = await backend.enqueue([new])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as sender:
+                async with anyio.create_task_group() as lead:
+                    lead.start_soon(producer, first)
+                    await probe.arrived.wait()  # the first call is stored, its reply held
+                    for new in others:
+                        tg.start_soon(producer, new)
+                    await anyio.wait_all_tasks_blocked()
+                    probe.arrived = anyio.Event()
+                    sender.cancel()  # sent, stored, reply never read
+            probe.hold_after = False
+            probe.release.set()
+
+    assert first.id not in results
+    assert sorted(results) == sorted(new.id for new in others)
+    for new in others:
+        [job] = results[new.id]
+        assert job.id == new.id
+        assert job == await backend.get_job(new.id)
+    # Nothing went in twice, and the cancelled caller's job was stored (it had arrived).
+    stored = await backend.list_jobs(limit=100)
+    assert sorted(job.id for job in stored) == sorted([first.id, *(new.id for new in others)])
+
+
+async def test_a_sender_cancelled_with_others_in_its_call_hands_them_on(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    probe = LaneProbe(backend, hold_after=True)
+    now = clock.now()
+    lead_job, *batch = [new_job(now) for _ in range(6)]
+    results: dict[str, list[Any]] = {}
+
+    async def producer(new: NewJob) -> None:
+        results[new.id] = await backend.enqueue([new])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer, lead_job)
+            await probe.arrived.wait()
+            with anyio.CancelScope() as second_sender:
+                async with anyio.create_task_group() as second:
+                    second.start_soon(producer, batch[0])  # first in the queue: sends next
+                    await anyio.wait_all_tasks_blocked()
+                    for new in batch[1:]:
+                        tg.start_soon(producer, new)
+                    await anyio.wait_all_tasks_blocked()
+                    probe.arrived = anyio.Event()
+                    probe.release.set()  # the first call returns; batch goes in one call
+                    await probe.arrived.wait()  # ...which is stored, its reply held
+                    probe.release = anyio.Event()
+                    second_sender.cancel()
+            probe.hold_after = False
+            probe.release.set()
+
+    assert probe.batches[:2] == [1, 5]
+    assert probe.batches[2] == 4  # the rest of the cancelled sender's call, sent again
+    assert sorted(results) == sorted(new.id for new in [lead_job, *batch[1:]])
+    for new in batch[1:]:
+        [job] = results[new.id]
+        assert job == await backend.get_job(new.id)
+        assert job.state is JobState.QUEUED
+    stored = await backend.list_jobs(limit=100)
+    assert sorted(job.id for job in stored) == sorted(new.id for new in [lead_job, *batch])
+
+
+async def test_a_waiting_caller_cancelled_before_its_call_leaves_nothing_behind(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    probe = LaneProbe(backend, hold_after=True)
+    now = clock.now()
+    sent, dropped, kept = new_job(now), new_job(now), new_job(now)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.enqueue, [sent])
+            await probe.arrived.wait()
+            with anyio.CancelScope() as waiting:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(backend.enqueue, [dropped])
+                    await anyio.wait_all_tasks_blocked()
+                    waiting.cancel()
+            tg.start_soon(backend.enqueue, [kept])
+            await anyio.wait_all_tasks_blocked()
+            probe.hold_after = False
+            probe.release.set()
+
+    assert probe.batches == [1, 1]
+    assert {job.id for job in await backend.list_jobs()} == {sent.id, kept.id}
+
+
+async def test_when_a_shared_call_fails_each_caller_gets_its_own_error() -> None:
+    with RedisServer(appendonly=True) as server:
+        clock = ManualClock()
+        store = RedisBackend(server.url, prefix=unique_prefix(), retries=0)
+        await store.open(clock)
+        try:
+            await store.enqueue([new_job(clock.now())])
+            server.kill()
+            errors: list[BaseException] = []
+
+            async def producer() -> None:
+                try:
+                    await store.enqueue([new_job(clock.now())])
+                except BackendError as exc:
+                    errors.append(exc)
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(10):
+                        tg.start_soon(producer)
+        finally:
+            await store.aclose()
+    assert len(errors) == 10
+    assert len({id(error) for error in errors}) == 10
+    assert all("Redis failed" in str(error) for error in errors)
+    assert all(isinstance(error.__cause__, redis.RedisError) for error in errors)
 
 
 # -- failing at open ----------------------------------------------------------

@@ -6,10 +6,12 @@ is how users reach it; this package also exports
 
 - ``store.py``: :class:`RedisBackend`, one method per operation, in the contract's groups
 - ``_connection.py``: the client (URL, TLS, ACL), checks at open, script calls, errors
+- ``_lane.py``: the enqueue lane, a connection of its own for one caller at a time
 - ``_keys.py``: the key layout under the prefix, for Python and for Lua
 - ``_codec.py``: new jobs, outcomes and schedules to script arguments; replies to records
 - ``_prelude.py``: the Lua every script shares, and how a script's source is assembled
-- ``_lifecycle.py``: enqueue, claim, heartbeat, settle, recovery, progress (scripts and callers)
+- ``_enqueue.py``: the insert scripts, and the group commit that shares them between callers
+- ``_lifecycle.py``: claim, heartbeat, settle, recovery, progress (scripts and callers)
 - ``_wakeups.py``: pub/sub wake-ups and the next due time
 - ``_control.py``: cancel, retry a dead job, pause a queue, prune (scripts and callers)
 - ``_schedules.py``: stored schedules and the once-per-tick fire (scripts and callers)

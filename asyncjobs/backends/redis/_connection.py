@@ -4,9 +4,13 @@ Client construction from a URL (``redis://``, ``rediss://`` TLS, ``unix://``,
 AUTH and ACL users in the authority) or a client passed in; the checks at
 ``open`` that turn a wrong password, a missing permission, a TLS failure or a
 server without persistence into one clear message (never with the
-password); the scripts' common header and their calls; the translation of a
-Redis failure, after the client's own retries, into a
+password); the scripts' common header and their calls (``EVALSHA``, loading
+the script again when the server lost it); the translation of a Redis
+failure, after the client's own retries, into a
 :class:`~asyncjobs.BackendError`.
+
+Most calls go through the client's connection pool; enqueues go over the
+lane (see ``_lane.py``).
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
+    NoScriptError,
     RedisError,
     ResponseError,
 )
@@ -40,12 +44,12 @@ from ..._clock import Clock, SystemClock
 from ..._exceptions import BackendError, ConfigurationError
 from ._codec import num
 from ._keys import Keys
+from ._lane import NOT_OPEN, Lane
 from ._prelude import Script
 
 __all__ = ["Connection", "RedisPersistenceWarning", "redact_url"]
 
 _REDIS_PY_MAJOR = int(redis.__version__.split(".")[0])
-_NOT_OPEN = "the Redis backend is not open: call open() first"
 
 
 class RedisPersistenceWarning(UserWarning):
@@ -126,7 +130,7 @@ class Connection:
         self.clock: Clock = SystemClock()
         self._server_time = True
         self.client: aioredis.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self.lane: Lane | None = None
 
     @staticmethod
     def check_driver() -> None:
@@ -198,13 +202,15 @@ class Connection:
                 await probe.aclose()
             client = self._make_client(self._retries)
         self.client = client
-        self._scripts = {item.name: client.register_script(item.source) for item in scripts}
+        self.lane = Lane(client)
         return client
 
     async def aclose(self) -> None:
-        """Close the client (unless it was passed in)."""
+        """Close the lane and the client (unless the client was passed in)."""
         client, self.client = self.client, None
-        self._scripts = {}
+        lane, self.lane = self.lane, None
+        if lane is not None:
+            await lane.aclose()
         if client is not None and client is not self.given_client:
             await client.aclose()
 
@@ -328,10 +334,11 @@ class Connection:
         :raises BackendError: when the backend is not open.
         """
         if self.client is None:
-            raise BackendError(_NOT_OPEN)
+            raise BackendError(NOT_OPEN)
         return self.client
 
-    def _header(self) -> list[str | bytes]:
+    def header(self) -> list[str | bytes]:
+        """The four arguments every script starts with (see ``_prelude.py``)."""
         return [
             self.keys.prefix,
             "" if self._server_time else num(self.clock.now()),
@@ -343,8 +350,25 @@ class Connection:
 
         :raises BackendError: when the backend is not open, or Redis failed.
         """
-        loaded = self._scripts.get(script.name)
-        if loaded is None:
-            raise BackendError(_NOT_OPEN)
+        client = self.require_client()
+        argv = [*self.header(), *args]
         with self.failures():
-            return await loaded(args=[*self._header(), *args])
+            try:
+                return await client.evalsha(script.sha, 0, *argv)
+            except NoScriptError:
+                # The server forgot its scripts (a restart, SCRIPT FLUSH): load it again.
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, 0, *argv)
+
+    async def run_on_lane(self, script: Script, args: Iterable[str | bytes]) -> Any:
+        """Run *script* as :meth:`run` does, over the :class:`Lane`.
+
+        One caller at a time: the caller makes sure no other call is on the lane.
+
+        :raises BackendError: when the backend is not open, or Redis failed.
+        """
+        lane = self.lane
+        if lane is None:
+            raise BackendError(NOT_OPEN)
+        with self.failures():
+            return await lane.evalsha(script, [*self.header(), *args])

@@ -1,8 +1,8 @@
-"""A job from enqueue to outcome: the scripts of the hot path, and the code that calls them.
+"""A job from claim to outcome: the worker's scripts, and the code that calls them.
 
-Enqueue (plain, or with a handoff to an idle local worker), claim, heartbeat,
-settle, crash recovery and progress: each is one script, so one round trip
-and atomic in the server, whatever the batch size.
+Claim, heartbeat, settle, crash recovery and progress: each is one script, so
+one round trip and atomic in the server, whatever the batch size. (New jobs
+come in through ``_enqueue.py``.)
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
-import attrs
-
-from ..._models import ErrorInfo, Handoff, Job, JobState, NewJob, Outcome
+from ..._models import ErrorInfo, Job, Outcome
 from .. import HeartbeatReply
-from ._codec import decode_enqueued, decode_packed, job_args, num, outcome_args
+from ._codec import decode_packed, num, outcome_args
 from ._connection import Connection
 from ._prelude import script
 from ._wakeups import Wakeups
@@ -22,7 +20,6 @@ from ._wakeups import Wakeups
 __all__ = [
     "SCRIPTS",
     "claim",
-    "enqueue",
     "heartbeat",
     "recover_expired",
     "set_progress",
@@ -33,105 +30,6 @@ _EXPIRED_ERROR = ErrorInfo(
     type="LeaseExpired",
     message="the worker running this job stopped heartbeating (it crashed or hung)",
 )
-
-# -- enqueue ------------------------------------------------------------------------
-
-# ARGV: n, then n jobs (see insert_jobs).
-ENQUEUE = script(
-    "enqueue",
-    """
-local out = insert_jobs(6, tonumber(ARGV[5]))
-publish_wakes()
-return out
-""",
-    "insert",
-)
-
-# ARGV: worker id, lease seconds, token prefix, k, then k (queue, limit) pairs, then
-# n and n jobs as for ENQUEUE. Inserts the jobs, then claims for the worker each
-# queue's head while it is one of them (up to the queue's limit; not in a paused
-# queue): exactly what the worker's next claim would take. Returns {the jobs not
-# inserted as for ENQUEUE, the claimed (id, token) pairs, expiry, claim time}.
-ENQUEUE_CLAIM = script(
-    "enqueue_claim",
-    """
-local worker, prefix = ARGV[5], ARGV[7]
-local expires = fmt(NOW + tonumber(ARGV[6]))
-local limits, pos = {}, 9
-for _ = 1, tonumber(ARGV[8]) do
-  limits[ARGV[pos]] = tonumber(ARGV[pos + 1])
-  pos = pos + 2
-end
-local out = insert_jobs(pos + 1, tonumber(ARGV[pos]))
-local claimed = {}
-for queue, limit in pairs(limits) do
-  if inserted_in[queue] and redis.call('SISMEMBER', PAUSED, queue) == 0 then
-    promote(queue)
-    local rk = qkey(queue, 'ready')
-    local taken = 0
-    while taken < limit do
-      local head = redis.call('ZRANGE', rk, 0, 0)
-      if #head == 0 then break end
-      local id = string.sub(head[1], ID_AT)
-      if not inserted[id] then break end
-      redis.call('ZREM', rk, head[1])
-      taken = taken + 1
-      local token = prefix .. '.' .. (#claimed / 2 + 1)
-      redis.call('HSET', job_key(id), 'state', 'running', 'attempts', '1', 'lease_token',
-                 token, 'lease_expires_at', expires, 'worker_id', worker, 'started_at', NOW_S)
-      redis.call('ZADD', qkey(queue, 'running'), expires, id)
-      add(claimed, id, token)
-    end
-    -- Every new job of the queue went to this worker: nobody else needs waking.
-    if taken == inserted_in[queue] then woken[queue] = nil end
-  end
-end
-publish_wakes()
-return {out, claimed, expires, NOW_S}
-""",
-    "insert",
-)
-
-
-async def enqueue(
-    conn: Connection, wakeups: Wakeups, jobs: Sequence[NewJob], handoff: Handoff | None
-) -> list[Job]:
-    """Insert *jobs* in one script; a matching active ``key`` returns the existing job."""
-    if not jobs:
-        return []
-    args: list[str | bytes] = [str(len(jobs))]
-    for new in jobs:
-        args += job_args(new)
-    if handoff is None or not handoff.limits:
-        replies = await conn.run(ENQUEUE, args)
-        wakeups.notify({new.queue for new in jobs})
-        return decode_enqueued(jobs, replies)
-    head: list[str | bytes] = [
-        handoff.worker_id,
-        num(handoff.lease),
-        uuid.uuid4().hex,
-        str(len(handoff.limits)),
-    ]
-    for queue, limit in handoff.limits.items():
-        head += [queue, str(int(limit))]
-    replies, claimed, expires, now = await conn.run(ENQUEUE_CLAIM, head + args)
-    stored = decode_enqueued(jobs, replies)
-    tokens = {claimed[i].decode(): claimed[i + 1].decode() for i in range(0, len(claimed), 2)}
-    for i, job in enumerate(stored):
-        token = tokens.get(job.id)
-        if token is not None:
-            stored[i] = attrs.evolve(
-                job,
-                state=JobState.RUNNING,
-                attempts=1,
-                lease_token=token,
-                lease_expires_at=float(expires),
-                worker_id=handoff.worker_id,
-                started_at=float(now),
-            )
-    wakeups.notify({job.queue for job in stored if job.state is JobState.QUEUED})
-    return stored
-
 
 # -- claim ----------------------------------------------------------------------------
 
@@ -357,4 +255,4 @@ async def settle(conn: Connection, wakeups: Wakeups, outcomes: Sequence[Outcome]
     return [job_id.decode() for job_id in refused]
 
 
-SCRIPTS = (ENQUEUE, ENQUEUE_CLAIM, CLAIM, HEARTBEAT, RECOVER, SET_PROGRESS, SETTLE)
+SCRIPTS = (CLAIM, HEARTBEAT, RECOVER, SET_PROGRESS, SETTLE)

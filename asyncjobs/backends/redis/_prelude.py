@@ -5,11 +5,13 @@ and takes the same four leading arguments: ARGV[1] prefix, ARGV[2] now ('' =
 read the server's TIME), ARGV[3] finished_ttl and ARGV[4] dead_ttl in ms (0 =
 keep until pruned); its own arguments start at ARGV[5]. No key is passed in
 KEYS: the scripts build them from the prefix (see :mod:`._keys`). The scripts
-themselves live beside the code that calls them (``_lifecycle.py``,
+themselves live beside the code that calls them (``_enqueue.py``, ``_lifecycle.py``,
 ``_control.py``, ``_schedules.py``, ``_inspection.py``, ``_wakeups.py``).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import attrs
 
@@ -25,10 +27,15 @@ SWEEP_LIMIT = 500
 
 @attrs.frozen
 class Script:
-    """One Lua script: the operation's name and its full source."""
+    """One Lua script: the operation's name, its full source, and the SHA1 ``EVALSHA`` takes."""
 
     name: str
     source: str = attrs.field(repr=False)
+    sha: str = attrs.field(init=False, repr=False)
+
+    @sha.default
+    def _sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
 
 
 _PRELUDE = (

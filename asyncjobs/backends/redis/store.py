@@ -18,7 +18,7 @@ from ..._clock import Clock
 from ..._exceptions import ConfigurationError
 from ..._models import Handoff, Job, JobState, NewJob, Outcome, QueueStats, Schedule
 from .. import HeartbeatReply
-from . import _control, _inspection, _lifecycle, _schedules, _wakeups
+from . import _control, _enqueue, _inspection, _lifecycle, _schedules, _wakeups
 from ._connection import Connection
 from ._keys import Keys
 from ._wakeups import Wakeups
@@ -27,6 +27,7 @@ __all__ = ["RedisBackend"]
 
 #: Every script, loaded (and so checked against the user's ACL) at open.
 _SCRIPTS = (
+    *_enqueue.SCRIPTS,
     *_lifecycle.SCRIPTS,
     _wakeups.NEXT_DUE,
     *_control.SCRIPTS,
@@ -114,6 +115,7 @@ class RedisBackend:
             client_options=client_options,
         )
         self._wakeups = Wakeups(keys)
+        self._group_commit = _enqueue.GroupCommit(self._conn, self._wakeups)
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._conn.address()}, prefix={self._conn.keys.prefix!r})"
@@ -142,8 +144,17 @@ class RedisBackend:
     # -- JobLifecycle ---------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
-        """Insert *jobs* in one script; a matching active ``key`` returns the existing job."""
-        return await _lifecycle.enqueue(self._conn, self._wakeups, jobs, handoff)
+        """Insert *jobs* in one script; a matching active ``key`` returns the existing job.
+
+        The script publishes the wake-ups itself: one round trip in all.
+        Concurrent plain enqueues share script calls (group commit); an
+        enqueue with a *handoff* is a script call of its own.
+        """
+        if not jobs:
+            return []
+        if handoff is None or not handoff.limits:
+            return await self._group_commit.enqueue(jobs)
+        return await _enqueue.enqueue_with_handoff(self._conn, self._wakeups, jobs, handoff)
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue* in one script, each with a fresh token."""
