@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import attrs
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -360,6 +361,23 @@ async def test_a_shared_call_carries_at_most_a_bounded_number_of_jobs(
     assert sum(probe.batches) == 1_200
     assert max(probe.batches) <= 500
     assert [stats.count(JobState.QUEUED) for stats in await backend.queue_stats()] == [1_200]
+
+
+async def test_a_shared_call_carries_a_bounded_payload(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    probe = LaneProbe(backend)
+    now = clock.now()
+    big = b"x" * 200_000  # five of these fill a call's 1 MiB
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for _ in range(30):
+                tg.start_soon(backend.enqueue, [attrs.evolve(new_job(now), payload=big)])
+
+    assert sum(probe.batches) == 30
+    assert max(probe.batches) <= 5
+    assert len(probe.batches) >= 6
 
 
 async def test_when_the_sender_is_cancelled_mid_call_the_others_still_get_their_jobs(

@@ -26,8 +26,10 @@ from ._wakeups import Wakeups
 
 __all__ = ["ENQUEUE", "ENQUEUE_CLAIM", "SCRIPTS", "GroupCommit", "enqueue_with_handoff"]
 
-#: The most jobs one shared script call carries, so no call blocks the server long.
+#: What one shared script call carries at most (unless one caller's jobs alone
+#: are more), so no call blocks the server long: jobs, and payload bytes.
 MAX_BATCH_JOBS = 500
+MAX_BATCH_BYTES = 1 << 20
 
 # ARGV: n, then n jobs (see insert_jobs).
 ENQUEUE = script(
@@ -126,6 +128,10 @@ async def enqueue_with_handoff(
     return stored
 
 
+def _payload_bytes(jobs: Sequence[NewJob]) -> int:
+    return sum(len(new.payload) for new in jobs)
+
+
 class _Call:
     """One caller's enqueue, from arrival until a script call has carried it."""
 
@@ -151,7 +157,8 @@ class GroupCommit:
     A caller that finds nothing in flight sends its jobs at once (a lone
     enqueue waits for nobody). Callers that arrive meanwhile queue up; when
     the call in flight returns, the first of them sends everything queued so
-    far (up to :data:`MAX_BATCH_JOBS` jobs) in one script call, and so on. The
+    far (up to :data:`MAX_BATCH_JOBS` jobs and :data:`MAX_BATCH_BYTES` of payload)
+    in one script call, and so on. The
     script inserts the jobs in arrival order, atomically; each caller gets
     its own jobs back, or its own :class:`~asyncjobs.BackendError` when that
     call failed, and only once the reply is in, so an enqueue that returned
@@ -187,12 +194,16 @@ class GroupCommit:
                 return self._outcome(call)
         self._busy = True
         batch = [call]
-        count = len(jobs)
         queue = self._queue
-        while queue and count + len(queue[0].jobs) <= MAX_BATCH_JOBS:
-            waiting = queue.popleft()
-            batch.append(waiting)
-            count += len(waiting.jobs)
+        if queue:
+            count, size = len(jobs), _payload_bytes(jobs)
+            while queue:
+                more = queue[0].jobs
+                count += len(more)
+                size += _payload_bytes(more)
+                if count > MAX_BATCH_JOBS or size > MAX_BATCH_BYTES:
+                    break
+                batch.append(queue.popleft())
         return await self._send(batch)
 
     async def _send(self, batch: list[_Call]) -> list[Job]:

@@ -217,11 +217,12 @@ local function insert_jobs(pos, n)
     local flags, due, enq, priority, max_attempts, timeout =
       string.match(ARGV[pos + 4], '^(%l*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
     pos = pos + 5
-    local key, schedule = nil, nil
-    if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
-    if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
-    local fire_at = nil
-    if has(flags, 'f') then fire_at = ARGV[pos]; pos = pos + 1 end
+    local key, schedule, fire_at = nil, nil, nil
+    if flags ~= '' then
+      if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
+      if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
+      if has(flags, 'f') then fire_at = ARGV[pos]; pos = pos + 1 end
+    end
     local jk = job_key(id)
     local existing = nil
     if redis.call('EXISTS', jk) == 1 then
@@ -243,10 +244,11 @@ local function insert_jobs(pos, n)
       local f = {'id', id, 'name', name, 'queue', queue, 'payload', payload,
                  'state', 'queued', 'due_at', due, 'enqueued_at', enq, 'seq', seq,
                  'priority', priority, 'attempts', 0, 'max_attempts', max_attempts}
-      if timeout ~= '' then add(f, 'timeout', timeout) end
-      if key then add(f, 'key', key) end
-      if schedule then add(f, 'schedule', schedule) end
-      if fire_at then add(f, 'fire_at', fire_at) end
+      -- (Appended in place: add() builds a table per call, on the hot path.)
+      if timeout ~= '' then f[#f + 1] = 'timeout'; f[#f + 1] = timeout end
+      if key then f[#f + 1] = 'key'; f[#f + 1] = key end
+      if schedule then f[#f + 1] = 'schedule'; f[#f + 1] = schedule end
+      if fire_at then f[#f + 1] = 'fire_at'; f[#f + 1] = fire_at end
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', JOBS, seq, id)
       push(id, queue, due, seq, priority)

@@ -66,6 +66,8 @@ class Wakeups:
 
     def notify(self, queues: Iterable[str] | None = None) -> None:
         """Wake this object's waiters on *queues* (``None``: every waiter)."""
+        if not self._waiters:
+            return  # an enqueue-only process: nobody to wake here
         if queues is None:
             for waiter in self._waiters:
                 waiter.set()
