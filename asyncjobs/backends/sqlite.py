@@ -37,11 +37,14 @@ Design (see ``DESIGN.md`` section 3):
   0.5 s after a long idle spell. The poll sleeps on real time; the
   caller's deadline is honoured through the injected clock.
 - **Throughput**, measured on a shared 2-core VM (ext4, fsync of a reused WAL
-  about 0.5 ms, a trip to the database thread 0.05-0.5 ms depending on load),
-  ``synchronous=FULL``, the backend alone: bulk enqueue 40,000-45,000 jobs/s
-  (one ``executemany`` transaction); claim + settle of no-op jobs 9,000-9,500
-  jobs/s in batches of 100, about 4,000 jobs/s in batches of 10 (two commits
-  per batch), 7,700 with ``synchronous=NORMAL``.
+  about 0.1-0.5 ms, a trip to the database thread 0.05-0.5 ms depending on
+  load), ``synchronous=FULL``, the backend alone: bulk enqueue 40,000-45,000
+  jobs/s (one ``executemany`` transaction); one awaited enqueue about 0.33 ms;
+  claim + settle of no-op jobs about 11,000 jobs/s in batches of 10 (two
+  commits per batch). Eight processes enqueueing and working one file as fast
+  as they can (``benchmarks/sqlite_contention.py``): enqueue p50 7-10 ms, p99
+  about 23 ms, max under 0.2 s; the writer queue trades a little throughput
+  (75-95 % of an unfair lock's) for that tail.
 
 Contention (several processes writing one file):
 
