@@ -157,12 +157,12 @@ class GroupCommit:
     A caller that finds nothing in flight sends its jobs at once (a lone
     enqueue waits for nobody). Callers that arrive meanwhile queue up; when
     the call in flight returns, the first of them sends everything queued so
-    far (up to :data:`MAX_BATCH_JOBS` jobs and :data:`MAX_BATCH_BYTES` of payload)
-    in one script call, and so on. The
-    script inserts the jobs in arrival order, atomically; each caller gets
-    its own jobs back, or its own :class:`~asyncjobs.BackendError` when that
-    call failed, and only once the reply is in, so an enqueue that returned
-    is as durable as the server makes any write.
+    far (up to :data:`MAX_BATCH_JOBS` jobs and :data:`MAX_BATCH_BYTES` of
+    payload) in one script call, and so on. The script inserts the jobs in
+    arrival order, atomically; each caller gets its own jobs back, or its own
+    :class:`~asyncjobs.BackendError` when that call failed, and only once the
+    reply is in, so an enqueue that returned is as durable as the server
+    makes any write.
 
     A caller cancelled while it waits leaves the queue. When the sender is
     cancelled mid-call, the others of its call go first in the next one: a
