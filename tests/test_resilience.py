@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from asyncjobs import (
     Event,
@@ -184,7 +185,8 @@ async def test_a_write_lock_held_by_another_process_stops_no_loop(tmp_path: Path
         ) as holder:
             assert holder.stdout is not None
             assert holder.stdin is not None
-            assert await holder.stdout.receive() == b"locked\n"
+            lines = BufferedByteReceiveStream(holder.stdout)
+            assert await lines.receive_until(b"\n", 100) == b"locked"
             go_on.set()  # job 0's outcome meets the lock too
             await anyio.sleep(1.5)  # the fault itself: the lock stays held a while
             await holder.stdin.send(b"\n")
