@@ -13,8 +13,10 @@ process that never runs jobs); "starting the worker" closes it and enters a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import sqlite3
 import sys
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
@@ -54,7 +56,7 @@ class AsyncJobsAdapter:
             from asyncjobs.backends import SQLiteBackend
 
             self.path = fresh_path(args.workdir, "asyncjobs.db")
-            return SQLiteBackend(self.path)
+            return SQLiteBackend(self.path, synchronous="FULL")  # the default, spelled out
         from asyncjobs.backends import RedisBackend
 
         self.url = args.redis_url
@@ -110,6 +112,14 @@ class AsyncJobsAdapter:
 
     async def teardown(self) -> None:
         await self._leave()
+
+    def store_settings(self) -> str:
+        """What the store ran with, for the report (SQLite: read back from the file)."""
+        if self.store != "sqlite":
+            return ""
+        with contextlib.closing(sqlite3.connect(self.path)) as conn:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        return f"journal_mode={mode}, synchronous=FULL (SQLiteBackend(synchronous='FULL'))"
 
     def store_mb(self) -> float | None:
         if self.store == "sqlite":

@@ -71,6 +71,15 @@ class HueyAdapter:
     def teardown(self) -> None:
         self.stop_worker()
 
+    def store_settings(self) -> str:
+        """SQLite: the pragmas huey's own connection runs with (``SqliteStorage`` defaults)."""
+        if self.store != "sqlite":
+            return ""
+        rows = self.huey.storage.sql("PRAGMA journal_mode", results=True)
+        sync = self.huey.storage.sql("PRAGMA synchronous", results=True)[0][0]
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return f"journal_mode={rows[0][0]}, synchronous={names.get(sync, sync)} (SqliteStorage defaults)"
+
     def store_mb(self) -> float | None:
         if self.store == "sqlite":
             return file_mb(self.path, self.path + "-wal")
