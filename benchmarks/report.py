@@ -39,6 +39,9 @@ class Settings:
     delayed_n: int
     concurrency: int
     timeout: float
+    producers: int = 100  # enqueue_concurrent: tasks enqueueing at once
+    web_seconds: float = 10.0  # web: measured seconds of wrk per run
+    web_connections: int = 50  # web: wrk's connections
 
     def job_count(self, system: System, workload: str) -> int:
         base = self.rss_n if workload == "rss" else self.n
@@ -81,6 +84,7 @@ TITLES = {
     "latency": "(c) Start latency with an idle worker, one job every 5 ms: enqueue call to the handler's first line (ms, lower is better)",
     "delayed": "(d) Delayed precision, jobs due 0.5-2 s ahead: handler start minus due time (ms, lower is better)",
     "rss": "(e) Memory (MB, lower is better)",
+    "enqueue_concurrent": "(g) Concurrent enqueue: 100 producers at once, each awaiting one enqueue call at a time, no worker (jobs/s higher is better; per-call ms)",
 }
 
 # The performance issue's targets: (label, workload, asyncjobs system, peers, factor);
@@ -91,6 +95,36 @@ TARGETS: list[tuple[str, str, str, tuple[str, ...], float]] = [
     ("SQLite drain >= 3x SqliteHuey", "drain", "asyncjobs-sqlite", ("huey-sqlite",), 3.0),
     ("Redis drain >= 2x fastest Redis peer", "drain", "asyncjobs-redis", ("saq", "arq"), 2.0),
     ("Redis drain >= 20x arq", "drain", "asyncjobs-redis", ("arq",), 20.0),
+    (
+        "memory concurrent enqueue >= 3x huey-memory",
+        "enqueue_concurrent",
+        "asyncjobs-memory",
+        ("huey-memory",),
+        3.0,
+    ),
+    (
+        "SQLite concurrent enqueue >= 3x huey-sqlite",
+        "enqueue_concurrent",
+        "asyncjobs-sqlite",
+        ("huey-sqlite",),
+        3.0,
+    ),
+    ("Redis concurrent enqueue >= 3x SAQ", "enqueue_concurrent", "asyncjobs-redis", ("saq",), 3.0),
+    (
+        "web, memory: >= 0.6x the app without enqueue",
+        "web",
+        "asyncjobs-memory",
+        ("starlette",),
+        0.6,
+    ),
+    (
+        "web, SQLite: >= 0.6x the app without enqueue",
+        "web",
+        "asyncjobs-sqlite",
+        ("starlette",),
+        0.6,
+    ),
+    ("web, Redis: >= 0.6x the app without enqueue", "web", "asyncjobs-redis", ("starlette",), 0.6),
 ]
 # Latency and precision ceilings per backend (p99, ms); the README gives the reasoning.
 P99_TARGETS: dict[str, dict[str, float]] = {
@@ -177,6 +211,18 @@ def workload_table(
                 f"| {label(system)} | {system.store} | {fmt_stat(p50, reps)} | {fmt_stat(p99, reps)} "
                 f"| {fmt_stat(mx, reps)} | {vs} | {note(system, cell)} |"
             )
+        elif workload == "enqueue_concurrent":
+            p50, p99, mx = (cell.stat(k) for k in ("p50_ms", "p99_ms", "max_ms"))
+            vs = (
+                ""
+                if is_aj
+                else times_better(ref.median("throughput"), cell.median("throughput"), True)
+            )
+            rows.append(
+                f"| {label(system)} | {system.store} | {fmt_stat(cell.stat('throughput'), reps)} "
+                f"| {fmt_stat(p50, reps)} | {fmt_stat(p99, reps)} | {fmt_stat(mx, reps)} | {vs} "
+                f"| {_store_note(cell, note(system, cell))} |"
+            )
         elif workload == "rss":
             drain = cells.get((system.name, "drain"), Cell())
             growth = _growth(cell)
@@ -207,6 +253,19 @@ def workload_table(
             "|---|---|---:|---:|---:|---:|---|",
         ]
         after = "Medians over repetitions (min-max across them). 'asyncjobs p99 is' = this row's p99 / asyncjobs' p99 on the same store (>1: asyncjobs better)."
+    elif workload == "enqueue_concurrent":
+        lines += [
+            "| system | store | jobs/s | call p50 | call p99 | call max | asyncjobs is | note |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        after = (
+            f"{settings.producers} producer tasks share N jobs, each awaiting its own enqueue call, "
+            "then the next (200 untimed calls first); jobs/s from the first timed call to the last "
+            "reply, and each call's own duration in ms. huey's enqueue is synchronous and is called "
+            "directly in the coroutine, as an async app would: it blocks the event loop, so its calls "
+            "run one after another (as does the sqlite3 limit's). Medians over repetitions (min-max); "
+            "'asyncjobs is' = asyncjobs' jobs/s on the same store / this row's."
+        )
     elif workload == "rss":
         lines += [
             f"| system | store | peak RSS draining N={settings.n:,} | RSS with {settings.rss_n:,} queued "
@@ -228,6 +287,66 @@ def workload_table(
     lines += ["", after, ""]
     if footnotes:
         lines += [f"- {f}" for f in footnotes] + [""]
+    return lines
+
+
+def _store_note(cell: Cell, note: str) -> str:
+    """The note, plus the store settings a run reported (SQLite journal mode, synchronous)."""
+    settings = sorted({str(r["store_settings"]) for r in cell.runs if r.get("store_settings")})
+    return "; ".join(p for p in [*settings, note] if p)
+
+
+def web_table(cells: Cells, settings: Settings) -> list[str]:
+    """(h) the web workload: the Starlette app per store against the app without the enqueue."""
+    names = [("starlette", "none (no enqueue)")] + [
+        (f"asyncjobs-{store}", store) for store in ("memory", "sqlite", "redis")
+    ]
+    present = [(n, store) for n, store in names if (n, "web") in cells]
+    if not present:
+        return []
+    r = settings.repeat
+    ref = cells.get(("starlette", "web"), Cell()).median("throughput")
+    lines = [
+        f"### (h) Web app: Starlette under uvicorn, one job enqueued per POST, wrk with "
+        f"{settings.web_connections} connections for {settings.web_seconds:g} s "
+        "(requests/s higher is better; ms per request)",
+        "",
+        "| app | store | requests/s | p50 | p99 | max | vs no enqueue | jobs ran / enqueued | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, store in present:
+        c = cells[(name, "web")]
+        mine = c.median("throughput")
+        vs = f"{mine / ref:.2f}x" if ref and mine and name != "starlette" else ""
+        ran, enq = c.median("jobs_ran"), c.median("jobs_enqueued")
+        jobs = f"{ran:,.0f} / {enq:,.0f}" if ran is not None and enq and name != "starlette" else ""
+        errors = sum(int(x.get("non_2xx", 0)) + int(x.get("socket_errors", 0)) for x in c.runs)
+        note = "; ".join(
+            p
+            for p in [
+                c.error and f"error: {c.error}",
+                errors and f"{errors} non-2xx/socket errors",
+                c.tracebacks() and f"{c.tracebacks()} traceback(s) on stderr (.work/run.log)",
+            ]
+            if p
+        )
+        label_ = "**asyncjobs**" if name != "starlette" else "Starlette alone"
+        lines.append(
+            f"| {label_} | {store} | {fmt_stat(c.stat('throughput'), r)} "
+            f"| {fmt_stat(c.stat('p50_ms'), r)} | {fmt_stat(c.stat('p99_ms'), r)} "
+            f"| {fmt_stat(c.stat('max_ms'), r)} | {vs} | {jobs} | {note} |"
+        )
+    lines += [
+        "",
+        "One uvicorn process (one worker, access log off); the runtime runs in it with "
+        "`lifespan=runtime.lifespan` (role `all`), so the jobs run there too, beside the "
+        "requests. `POST /jobs` awaits `noop.enqueue(i)` and answers 202 with the job id; the "
+        "reference is the same app with the enqueue removed. wrk: one thread, a 1 s warm-up "
+        "first; latency is per request as wrk measures it. SQLite: `synchronous=FULL`, WAL. "
+        "'jobs ran / enqueued' counts the whole run (warm-up included) when wrk ended. Medians "
+        "over repetitions (min-max).",
+        "",
+    ]
     return lines
 
 
@@ -298,7 +417,10 @@ def targets_table(cells: Cells) -> list[str]:
         "| target | asyncjobs | reference | ratio | met |",
         "|---|---:|---:|---:|---|",
     ]
+    ran = {w for _, w in cells}
     for text, workload, aj, peers, factor in TARGETS:
+        if workload not in ran:  # a run of other workloads (--workloads)
+            continue
         mine = cells.get((aj, workload), Cell()).median("throughput")
         theirs = [(p, cells.get((p, workload), Cell()).median("throughput")) for p in peers]
         known = [(p, v) for p, v in theirs if v is not None]
@@ -308,12 +430,15 @@ def targets_table(cells: Cells) -> list[str]:
         best, value = max(known, key=lambda pv: pv[1])
         ratio = mine / value
         met = "yes" if ratio >= factor else "**no**"
+        unit = "req/s" if workload == "web" else "jobs/s"
         lines.append(
-            f"| {text} | {fmt_num(mine)} jobs/s | {best}: {fmt_num(value)} jobs/s "
+            f"| {text} | {fmt_num(mine)} {unit} | {best}: {fmt_num(value)} {unit} "
             f"| {ratio:.2f}x (need {factor:g}x) | {met} |"
         )
     for aj, ceilings in P99_TARGETS.items():
         for workload, ceiling in ceilings.items():
+            if workload not in ran:
+                continue
             what = "start latency" if workload == "latency" else "delayed precision"
             p99 = cells.get((aj, workload), Cell()).median("p99_ms")
             if p99 is None:
@@ -405,4 +530,5 @@ def render(
     for workload in workloads:
         lines += workload_table(workload, systems, cells, settings)
     lines += extras_table(cells, settings)
+    lines += web_table(cells, settings)
     return "\n".join(lines).rstrip() + "\n"

@@ -82,7 +82,7 @@ SYSTEMS: list[System] = [
         "sqlite",
         "peer",
         "apscheduler",
-        caps={"enqueue": 1_000, "drain": 1_000, "rss": 1_000},
+        caps={"enqueue": 1_000, "enqueue_concurrent": 1_000, "drain": 1_000, "rss": 1_000},
         cap_reason="~100 add_job/s and ~60 jobs/s drained: 10,000 would take minutes per run",
     ),
     System("asyncjobs-redis", "asyncjobs_redis.py", "redis", "asyncjobs"),
@@ -90,17 +90,19 @@ SYSTEMS: list[System] = [
     System("arq", "arq_redis.py", "redis", "peer", "arq"),
 ]
 
-WORKLOADS = ["enqueue", "enqueue_bulk", "drain", "latency", "delayed", "rss"]
+WORKLOADS = ["enqueue", "enqueue_bulk", "drain", "latency", "delayed", "rss", "enqueue_concurrent"]
 
 
 @dataclass(frozen=True)
 class Extra:
-    """A section (f) measurement: asyncjobs alone, its own script and arguments."""
+    """A measurement with its own script and arguments: (f) asyncjobs alone, (h) the web app."""
 
     system: System
     workload: str
     args: tuple[str, ...] = ()
     n_setting: str = "n"  # which Settings field gives --n
+    #: Settings fields passed on as ``--field-name value``
+    settings_args: tuple[str, ...] = ()
 
 
 EXTRAS: list[Extra] = [
@@ -120,6 +122,21 @@ EXTRAS: list[Extra] = [
         "cron",
         ("--store", "sqlite"),
         "cron_n",
+    ),
+    # (h) web: the same Starlette app without the enqueue is the reference ("limit").
+    *(
+        Extra(
+            System(name, "asyncjobs_web.py", store, kind),
+            "web",
+            ("--store", flag),
+            settings_args=("web_seconds", "web_connections"),
+        )
+        for name, store, kind, flag in [
+            ("starlette", "memory", "limit", "none"),
+            ("asyncjobs-memory", "memory", "asyncjobs", "memory"),
+            ("asyncjobs-sqlite", "sqlite", "asyncjobs", "sqlite"),
+            ("asyncjobs-redis", "redis", "asyncjobs", "redis"),
+        ]
     ),
 ]
 ALL_WORKLOADS = WORKLOADS + sorted({e.workload for e in EXTRAS})
@@ -238,6 +255,7 @@ class Runner:
             "--concurrency", str(s.concurrency),
             "--latency-n", str(s.latency_n),
             "--delayed-n", str(s.delayed_n),
+            "--producers", str(s.producers),
             "--workdir", str(WORK_DIR / "db"),
             "--timeout", str(s.timeout),
         ]  # fmt: skip
@@ -305,15 +323,29 @@ class Runner:
                     if cell.na is None:
                         result = self.run_script(system, self.workload_args(system, workload))
                         self.record(cell, f"{workload} {system.name}", rep, reps, result)
-        for extra in extras:
-            cell = cells.setdefault((extra.system.name, extra.workload), Cell())
-            n = getattr(s, extra.n_setting)
-            args = ["--n", str(n), "--concurrency", str(s.concurrency), *extra.args]
-            args += ["--workdir", str(WORK_DIR / "db"), "--timeout", str(s.timeout)]
+        # Extras of one workload also run repetition-major (the web app and its reference).
+        for workload in dict.fromkeys(e.workload for e in extras):
+            group = [e for e in extras if e.workload == workload]
             for rep in range(s.repeat):
-                result = self.run_script(extra.system, args)
-                self.record(cell, f"{extra.workload} {extra.system.name}", rep, s.repeat, result)
+                for extra in group:
+                    cell = cells.setdefault((extra.system.name, extra.workload), Cell())
+                    result = self.run_script(extra.system, self.extra_args(extra))
+                    label = f"{extra.workload} {extra.system.name}"
+                    self.record(cell, label, rep, s.repeat, result)
         return cells
+
+    def extra_args(self, extra: Extra) -> list[str]:
+        s = self.settings
+        n = getattr(s, extra.n_setting)
+        args = ["--n", str(n), "--concurrency", str(s.concurrency), *extra.args]
+        for name in extra.settings_args:
+            args += [f"--{name.replace('_', '-')}", str(getattr(s, name))]
+        args += ["--workdir", str(WORK_DIR / "db"), "--timeout", str(s.timeout)]
+        if extra.system.store == "redis":
+            assert self.redis is not None
+            self.redis.flush()
+            args += ["--redis-url", self.redis.url]
+        return args
 
 
 def load_log(log: Path) -> list[dict[str, Any]]:
@@ -351,6 +383,12 @@ def to_cells(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], Cell]:
 def brief(r: dict[str, Any]) -> str:
     if not r.get("ok"):
         return f"ERROR {r.get('error')}"
+    if "p50_ms" in r and "throughput" in r:  # enqueue_concurrent, web
+        unit = "req/s" if r.get("workload") == "web" else "jobs/s"
+        return (
+            f"{r['throughput']:,.0f} {unit}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+            f"  max {r['max_ms']:.2f} ms"
+        )
     if "p50_ms" in r:
         return f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.2f} ms"
     if r.get("workload") == "rss":
@@ -414,6 +452,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-n", type=int, help="jobs queued for the RSS run (100,000; quick 10,000)")
     p.add_argument("--repeat", type=int, help="repetitions (3; quick 1)")
     p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--producers", type=int, default=100, help="enqueue_concurrent tasks (100)")
+    p.add_argument("--web-seconds", type=float, help="web: seconds of wrk per run (10; quick 3)")
+    p.add_argument("--web-connections", type=int, default=50, help="web: wrk connections (50)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (900)")
     p.add_argument("--output", type=Path, help="default RESULTS.md; quick: .work/RESULTS-quick.md")
     p.add_argument("--commit", help="measure asyncjobs as of this commit (default: the checkout)")
@@ -445,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         delayed_n=50 if quick else 200,
         concurrency=args.concurrency,
         timeout=args.timeout,
+        producers=args.producers,
+        web_seconds=args.web_seconds or (3.0 if quick else 10.0),
+        web_connections=args.web_connections,
     )
     names = args.systems.split(",") if args.systems else [s.name for s in SYSTEMS]
     workloads = args.workloads.split(",") if args.workloads else ALL_WORKLOADS
@@ -453,7 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown systems or workloads: {', '.join(sorted(unknown))} (see --list)")
         return 2
     systems = [s for s in SYSTEMS if s.name in names]
-    extras = [e for e in EXTRAS if e.workload in workloads and e.system.name in names]
+    # A reference (kind "limit", e.g. the web app without the enqueue) comes with its workload.
+    extras = [
+        e
+        for e in EXTRAS
+        if e.workload in workloads and (e.system.name in names or e.system.kind == "limit")
+    ]
     output: Path = args.output or (WORK_DIR / "RESULTS-quick.md" if quick else RESULTS)
 
     WORK_DIR.mkdir(parents=True, exist_ok=True)
@@ -510,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     redis: RedisServer | None = None
     try:
-        if any(s.store == "redis" for s in systems):
+        if any(s.store == "redis" for s in [*systems, *(e.system for e in extras)]):
             redis = RedisServer(WORK_DIR / "redis")
             redis.start()
         runner = Runner(settings, redis, log, source)
