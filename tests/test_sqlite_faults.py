@@ -47,8 +47,8 @@ from asyncjobs._models import (
     OutcomeKind,
     Schedule,
 )
-from asyncjobs.backends import sqlite as sqlite_module
 from asyncjobs.backends.sqlite import SQLiteBackend, SQLiteBusyError, SQLiteFullError
+from asyncjobs.backends.sqlite import _stalls as sqlite_module
 
 pytestmark = pytest.mark.anyio
 

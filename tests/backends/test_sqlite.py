@@ -27,7 +27,6 @@ from asyncjobs._clock import ManualClock
 from asyncjobs._exceptions import BackendError, ConfigurationError, SchemaVersionError
 from asyncjobs._models import ErrorInfo, Job, JobState, NewJob, Outcome, OutcomeKind
 from asyncjobs.backends import from_url
-from asyncjobs.backends import sqlite as sqlite_module
 from asyncjobs.backends.sqlite import (
     SCHEMA_VERSION,
     SQLiteBackend,
@@ -36,6 +35,12 @@ from asyncjobs.backends.sqlite import (
     SQLiteNotADatabaseError,
     SQLitePathError,
     UnsafeSQLiteWarning,
+    _checks,
+    _control,
+    _inspection,
+    _lifecycle,
+    _schema,
+    _wakeups,
 )
 
 from .sqlite_helpers.race import enqueue_keyed
@@ -44,7 +49,7 @@ pytestmark = pytest.mark.anyio
 
 QUEUE = "default"
 LEASE = 30.0
-AFFECTED = sqlite_module._has_wal_reset_bug(sqlite_module._version_tuple(sqlite3.sqlite_version))
+AFFECTED = _checks._has_wal_reset_bug(_checks._version_tuple(sqlite3.sqlite_version))
 
 
 # -- helpers ------------------------------------------------------------------
@@ -222,8 +227,8 @@ async def test_an_older_schema_is_migrated_in_order_keeping_its_jobs(
             "INSERT INTO asyncjobs_test_one (x, y) VALUES (1, 2)",
         ),
     )
-    monkeypatch.setattr(sqlite_module, "_MIGRATIONS", sqlite_module._MIGRATIONS + steps)
-    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
+    monkeypatch.setattr(_schema, "_MIGRATIONS", _schema._MIGRATIONS + steps)
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
     migrated = await open_backend(path, clock)
     try:
         assert await migrated.get_job(job.id) == job
@@ -243,7 +248,7 @@ async def test_a_file_from_before_fire_at_upgrades_and_keeps_its_jobs(
     # The file an asyncjobs at schema version 1 wrote: the released first step only.
     path = tmp_path / "jobs.db"
     with sqlite3.connect(path) as db:
-        for statement in sqlite_module._MIGRATIONS[0]:
+        for statement in _schema._MIGRATIONS[0]:
             db.execute(statement)
         db.execute("UPDATE asyncjobs_schema SET version = 1")
         db.execute(
@@ -287,8 +292,8 @@ async def test_a_failing_migration_leaves_the_file_as_it_was(
     before = sqlite_files(tmp_path)
 
     steps = (("CREATE TABLE asyncjobs_test_two (x INTEGER)", "THIS IS NOT SQL"),)
-    monkeypatch.setattr(sqlite_module, "_MIGRATIONS", sqlite_module._MIGRATIONS + steps)
-    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(_schema, "_MIGRATIONS", _schema._MIGRATIONS + steps)
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(BackendError, match=r"open on .*jobs\.db failed"):
         await open_backend(path, clock)
 
@@ -372,7 +377,7 @@ def test_an_empty_path_is_refused() -> None:
 def test_which_sqlite_versions_have_the_wal_reset_bug(
     version: tuple[int, int, int], affected: bool
 ) -> None:
-    assert sqlite_module._has_wal_reset_bug(version) is affected
+    assert _checks._has_wal_reset_bug(version) is affected
 
 
 async def test_one_backend_alone_opens_without_warnings(tmp_path: Path, clock: ManualClock) -> None:
@@ -781,7 +786,7 @@ async def test_one_settle_statement_finishes_complete_dead_and_cancelled_jobs(
 async def test_prune_deletes_in_batches(
     store: SQLiteBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "_PRUNE_BATCH", 3)
+    monkeypatch.setattr(_control, "_PRUNE_BATCH", 3)
     await store.enqueue([new_job(clock) for _ in range(10)])
     claimed = await store.claim(QUEUE, 10, "worker-1", LEASE)
     await store.settle([complete(job) for job in claimed])
@@ -828,9 +833,9 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
     store: SQLiteBackend, tmp_path: Path, query: str, index: str
 ) -> None:
     queries: dict[str, tuple[str, tuple[Any, ...]]] = {
-        "claim": (sqlite_module._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)),
-        "next_due": (sqlite_module._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
-        "expired": (sqlite_module._EXPIRED_SQL, (1.0, 1.0)),
+        "claim": (_lifecycle._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)),
+        "next_due": (_wakeups._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
+        "expired": (_lifecycle._EXPIRED_SQL, (1.0, 1.0)),
         "dedup": (
             "SELECT id FROM asyncjobs_jobs WHERE key IS NOT NULL"
             " AND state IN ('queued', 'running') AND key IN (?)",
@@ -841,7 +846,7 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
             " AND state = ? AND finished_at < ?",
             ("complete", 1.0),
         ),
-        "stats": (sqlite_module._QUEUE_STATS_SQL, ()),
+        "stats": (_inspection._QUEUE_STATS_SQL, ()),
     }
     sql, parameters = queries[query]
 
@@ -867,7 +872,7 @@ def claim_steps(path: Path, now: float) -> int:
     try:
         db.execute("BEGIN IMMEDIATE")
         db.set_progress_handler(count, 1)
-        rows = db.execute(sqlite_module._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)).fetchall()
+        rows = db.execute(_lifecycle._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)).fetchall()
         db.set_progress_handler(None, 0)
         db.execute("ROLLBACK")
     finally:

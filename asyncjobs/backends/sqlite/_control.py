@@ -1,0 +1,137 @@
+"""Operator actions, seen by every process sharing the file: cancel, retry dead, pause, prune."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from ..._models import FINISHED_STATES, Job, JobState
+from ._codec import to_job
+from ._database import Database
+from ._statements import JOB_COLUMNS, all_rows, first_row
+from ._wakeups import Wakeups, bump
+from ._writer import Tx
+
+__all__ = ["cancel", "pause_queue", "prune", "retry_dead"]
+
+# Rows deleted per prune transaction, so a big prune never holds the write lock long.
+_PRUNE_BATCH = 5000
+
+
+async def cancel(db: Database, job_id: str) -> Job | None:
+    """Cancel a queued job at once, or flag a running one for its worker."""
+
+    def body(conn: sqlite3.Connection, tx: Tx) -> Job | None:
+        row = first_row(conn, f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,))
+        if row is None:
+            return None
+        job = to_job(row)
+        if job.state is JobState.QUEUED:
+            sql = (
+                "UPDATE asyncjobs_jobs SET state = 'cancelled', finished_at = ?,"
+                " lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
+                f" RETURNING {JOB_COLUMNS}"
+            )
+            row = first_row(conn, sql, (tx.now, job_id))
+        elif job.state is JobState.RUNNING:
+            sql = (
+                "UPDATE asyncjobs_jobs SET cancel_requested = 1 WHERE id = ?"
+                f" RETURNING {JOB_COLUMNS}"
+            )
+            row = first_row(conn, sql, (job_id,))
+        else:
+            return job
+        assert row is not None
+        return to_job(row)
+
+    return await db.write("cancel", body, bounded=True)
+
+
+async def retry_dead(db: Database, wakeups: Wakeups, job_id: str, due_at: float) -> Job | None:
+    """Queue a dead job again at *due_at*, unless an active job holds its ``key`` meanwhile."""
+
+    def body(conn: sqlite3.Connection, tx: Tx) -> tuple[Job | None, bool]:
+        row = first_row(conn, f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,))
+        if row is None:
+            return None, False
+        job = to_job(row)
+        if job.state is not JobState.DEAD:
+            return job, False
+        if job.key is not None:
+            taken = first_row(
+                conn,
+                "SELECT 1 FROM asyncjobs_jobs WHERE key IS NOT NULL"
+                " AND state IN ('queued', 'running') AND key = ?",
+                (job.key,),
+            )
+            if taken is not None:
+                return job, False
+        row = first_row(
+            conn,
+            "UPDATE asyncjobs_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
+            " due_at = ?, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
+            f" cancel_requested = 0 WHERE id = ? RETURNING {JOB_COLUMNS}",
+            (due_at, job_id),
+        )
+        assert row is not None
+        bump(conn, [job.queue])
+        return to_job(row), True
+
+    job, revived = await db.write("retry_dead", body, bounded=True)
+    if revived:
+        wakeups.notify()
+    return job
+
+
+async def pause_queue(db: Database, wakeups: Wakeups, queue: str, paused: bool) -> None:
+    """Pause or resume *queue* for every process sharing the file."""
+    if paused:
+        sql = (
+            "INSERT INTO asyncjobs_queues (name, paused) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET paused = 1"
+        )
+    else:
+        # Resuming is new work for the queue's waiters, in every process.
+        sql = (
+            "INSERT INTO asyncjobs_queues (name, paused, wake_seq) VALUES (?, 0, 1)"
+            " ON CONFLICT (name) DO UPDATE SET paused = 0, wake_seq = wake_seq + 1"
+        )
+
+    def body(conn: sqlite3.Connection, tx: Tx) -> None:
+        conn.execute(sql, (queue,))
+
+    await db.write("pause_queue", body, bounded=True, single=True)
+    if not paused:
+        wakeups.notify()
+
+
+async def prune(db: Database, cutoffs: Mapping[JobState, float]) -> int:
+    """Delete finished jobs older than their state's cutoff, a batch per statement."""
+    deleted = 0
+    for state in sorted(FINISHED_STATES & cutoffs.keys()):
+
+        def body(
+            conn: sqlite3.Connection,
+            tx: Tx,
+            state: JobState = state,
+            cutoff: float = cutoffs[state],
+        ) -> int:
+            return len(
+                all_rows(
+                    conn,
+                    "DELETE FROM asyncjobs_jobs WHERE seq IN ("
+                    " SELECT seq FROM asyncjobs_jobs"
+                    " WHERE state IN ('complete', 'dead', 'cancelled')"
+                    " AND state = ? AND finished_at < ? LIMIT ?) RETURNING seq",
+                    (state, cutoff, _PRUNE_BATCH),
+                )
+            )
+
+        while True:
+            # Small batches keep each write short: claims in other processes
+            # never wait long behind a big prune.
+            count = await db.write("prune", body, single=True)
+            deleted += count
+            if count < _PRUNE_BATCH:
+                break
+    return deleted

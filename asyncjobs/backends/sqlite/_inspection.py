@@ -1,0 +1,82 @@
+"""Reads for the console, the CLI and tools, on the read connection: never on the hot path."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..._models import Job, JobState, QueueStats
+from ._codec import to_job
+from ._database import Database
+from ._statements import JOB_COLUMNS
+
+__all__ = ["get_job", "list_jobs", "queue_stats"]
+
+# Every count from an index: queued and running from the claim and lease
+# indexes, finished ones from the prune index, paused queues from their table.
+_QUEUE_STATS_SQL: Final = """
+    SELECT queue, 'queued', COUNT(*) FROM asyncjobs_jobs
+    WHERE state = 'queued' GROUP BY queue
+    UNION ALL
+    SELECT queue, 'running', COUNT(*) FROM asyncjobs_jobs
+    WHERE state = 'running' GROUP BY queue
+    UNION ALL
+    SELECT queue, state, COUNT(*) FROM asyncjobs_jobs
+    WHERE state IN ('complete', 'dead', 'cancelled') GROUP BY queue, state
+    UNION ALL
+    SELECT name, NULL, 0 FROM asyncjobs_queues WHERE paused = 1
+"""
+
+
+async def get_job(db: Database, job_id: str) -> Job | None:
+    """Return one job, or ``None``."""
+    rows = await db.read(
+        "get_job", f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,)
+    )
+    return to_job(rows[0]) if rows else None
+
+
+async def list_jobs(
+    db: Database,
+    *,
+    queue: str | None = None,
+    state: JobState | None = None,
+    name: str | None = None,
+    schedule: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Job]:
+    """Return a page of jobs matching every given filter, newest enqueued first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("queue", queue),
+        ("state", None if state is None else str(state)),
+        ("name", name),
+        ("schedule", schedule),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = await db.read(
+        "list_jobs",
+        f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+        (*params, max(0, limit), max(0, offset)),
+    )
+    return [to_job(row) for row in rows]
+
+
+async def queue_stats(db: Database) -> list[QueueStats]:
+    """Count jobs per queue and state, from indexes only, in one snapshot."""
+    counts: dict[str, dict[JobState, int]] = {}
+    paused: set[str] = set()
+    for queue, state, count in await db.read("queue_stats", _QUEUE_STATS_SQL):
+        per_state = counts.setdefault(queue, {})
+        if state is None:
+            paused.add(queue)
+        else:
+            per_state[JobState(state)] = count
+    return [
+        QueueStats(queue=queue, counts=per_state, paused=queue in paused)
+        for queue, per_state in sorted(counts.items())
+    ]

@@ -1,0 +1,193 @@
+"""The schema: tables, indexes and triggers as numbered migrations, and the code that applies them.
+
+- ``asyncjobs_jobs``: one row per job. Partial covering indexes serve the hot
+  queries (claim order, expired leases, dedup, prune and counts), so their cost
+  does not grow with the finished jobs a file holds; the unique partial index
+  on ``key`` over queued and running jobs is what enforces dedup.
+- ``asyncjobs_queues``: pause flags and the per-queue wake counter that other
+  processes poll (``_wakeups.py``).
+- ``asyncjobs_schedules``: stored schedules (``_schedules.py``).
+- ``asyncjobs_lease_sweeps``: when lease sweeps resume after a stall (``_stalls.py``).
+- ``asyncjobs_schema``: the version, :data:`SCHEMA_VERSION` once migrated.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Final
+
+from ..._exceptions import SchemaVersionError
+from ._statements import all_rows, first_row
+
+__all__ = ["SCHEMA_VERSION", "migrate", "stored_version"]
+
+logger = logging.getLogger("asyncjobs")
+
+# Each migration is the list of statements taking the schema from version i to
+# i + 1. They run in order, in one BEGIN IMMEDIATE transaction, so a file is
+# never left half-migrated and two processes opening a new file migrate it once.
+# Append new steps; never edit a released one.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE asyncjobs_jobs (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            state TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            enqueued_at REAL NOT NULL,
+            priority INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            timeout REAL,
+            key TEXT,
+            schedule TEXT,
+            lease_token TEXT,
+            lease_expires_at REAL,
+            worker_id TEXT,
+            started_at REAL,
+            finished_at REAL,
+            result BLOB,
+            error_type TEXT,
+            error_message TEXT,
+            error_traceback TEXT,
+            progress REAL,
+            progress_message TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        # Claim order within a queue; also the earliest due time (a skip-scan over
+        # the few priorities in use) and the queued counts, so no second index on
+        # queued jobs has to be kept up to date. The constant trailing ``state``
+        # makes the partial indexes covering: without it SQLite reads every
+        # scanned row from the table to re-check the state.
+        """
+        CREATE INDEX asyncjobs_jobs_claim
+        ON asyncjobs_jobs (queue, priority, due_at, seq, state)
+        WHERE state = 'queued'
+        """,
+        # Expired leases; running counts.
+        """
+        CREATE INDEX asyncjobs_jobs_lease ON asyncjobs_jobs (lease_expires_at, queue, state)
+        WHERE state = 'running'
+        """,
+        # Dedup, enforced by the database itself.
+        """
+        CREATE UNIQUE INDEX asyncjobs_jobs_active_key ON asyncjobs_jobs (key)
+        WHERE key IS NOT NULL AND state IN ('queued', 'running')
+        """,
+        # Prune by age, and count finished jobs per queue without reading rows.
+        """
+        CREATE INDEX asyncjobs_jobs_finished ON asyncjobs_jobs (state, finished_at, queue)
+        WHERE state IN ('complete', 'dead', 'cancelled')
+        """,
+        """
+        CREATE TABLE asyncjobs_queues (
+            name TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            wake_seq INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE TABLE asyncjobs_schedules (
+            name TEXT PRIMARY KEY,
+            job_name TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            next_fire_at REAL,
+            last_fire_at REAL,
+            misfire TEXT NOT NULL,
+            grace REAL NOT NULL,
+            overlap INTEGER NOT NULL,
+            paused INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            timeout REAL
+        )
+        """,
+        "CREATE TABLE asyncjobs_schema (version INTEGER NOT NULL)",
+        "INSERT INTO asyncjobs_schema (version) VALUES (0)",
+    ),
+    # 2: a scheduled job keeps the fire time of its tick (retries and crash
+    # recovery move due_at). Jobs written before it have none (NULL).
+    ("ALTER TABLE asyncjobs_jobs ADD COLUMN fire_at REAL",),
+    # 3: a new job bumps its queue's wake counter in the same statement, so a
+    # plain enqueue is one statement (one trip to the database thread) and
+    # other processes' polls still see it.
+    (
+        """
+        CREATE TRIGGER asyncjobs_jobs_wake AFTER INSERT ON asyncjobs_jobs
+        WHEN NEW.state = 'queued'
+        BEGIN
+            INSERT INTO asyncjobs_queues (name, wake_seq) VALUES (NEW.queue, 1)
+            ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1;
+        END
+        """,
+    ),
+    # 4: lease sweeps pause after a stalled write, until the heartbeats held up
+    # with it have landed (see ``_stalls.py``).
+    (
+        """
+        CREATE TABLE asyncjobs_lease_sweeps (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            resume_at REAL NOT NULL
+        )
+        """,
+        "INSERT INTO asyncjobs_lease_sweeps (id, resume_at) VALUES (1, 0)",
+    ),
+)
+
+#: The schema version this asyncjobs writes; files with a higher one are refused.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+def stored_version(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of the file at *path* (0 for a new file).
+
+    :raises SchemaVersionError: when a newer asyncjobs wrote the file.
+    """
+    # The first read of the file: this is also where "not a database" shows.
+    tables = all_rows(
+        conn,
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asyncjobs_schema'",
+    )
+    if not tables:
+        return 0
+    row = first_row(conn, "SELECT version FROM asyncjobs_schema")
+    found = 0 if row is None else int(row[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} was written by a newer asyncjobs (schema version {found}; this "
+            f"one understands up to {SCHEMA_VERSION}): upgrade asyncjobs in every process "
+            "that shares the file, or point SQLiteBackend at another file"
+        )
+    return found
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the file up to :data:`SCHEMA_VERSION`, inside the caller's write transaction.
+
+    It always writes, even when nothing migrates: this is the start-up check
+    that the file is really writable (see ``_checks.py``).
+    """
+    # Re-read under the write lock: another process may have migrated meanwhile.
+    current = stored_version(conn, path)
+    for step in _MIGRATIONS[current:]:
+        for statement in step:
+            conn.execute(statement)
+    # Always a real write, even when nothing migrates: a write-protected file
+    # (a read-only mount, chattr +i, another user's file) opens for reading and
+    # would otherwise fail at the first claim. It stores the same version.
+    conn.execute("UPDATE asyncjobs_schema SET version = ?", (SCHEMA_VERSION,))
+    if current < SCHEMA_VERSION:
+        logger.info(
+            "SQLite job store %s migrated from schema %d to %d",
+            path,
+            current,
+            SCHEMA_VERSION,
+        )
