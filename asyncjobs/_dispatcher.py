@@ -640,18 +640,23 @@ class Dispatcher:
         interval = self._lease / 3
         backoff = LoopBackoff(cap=interval)
         delay = interval
+        next_beat = self._clock.now() + interval
         while not self._heartbeats_done:
             # A fresh event each round: a clock may set a waiter's event as its timer.
             self._beat_wake = anyio.Event()
             if delay >= interval:
-                await self._clock.wait(self._beat_wake, self._clock.now() + interval)
+                await self._clock.wait(self._beat_wake, next_beat)
             else:
                 await pause(delay, self._beat_wake)
             if self._heartbeats_finished():
                 return
+            started = self._clock.now()
             if await self._beat():
                 backoff.reset()
                 delay = interval
+                # Counted from the round's start, not its end: a slow round (or a clock
+                # that jumped meanwhile) is followed by the next one at once.
+                next_beat = started + interval
             else:
                 delay = backoff.next_delay()
 

@@ -88,7 +88,9 @@ class JobLifecycle(Protocol):
         With a *handoff*, the backend may store new jobs already claimed by
         its worker (see :class:`~asyncjobs._models.Handoff` for which ones
         qualify); those come back ``running``, exactly as a claim returns
-        them. A backend may hand off fewer than it could, or none.
+        them. A lone new job that is due, in an unpaused queue, and first in
+        claim order must be handed off (the conformance suite checks this); of
+        a batch, a backend may hand off fewer than it could.
         """
         ...
 
@@ -271,8 +273,8 @@ class Backend(
 ):
     """The storage contract: one object the runtime holds, in six groups of operations.
 
-    ``tests/backends/test_contract.py`` is its executable spec, organised in
-    the same groups. No inheritance is needed: a class with these methods is
+    ``tests/backends/contract/`` is its executable spec, one module per
+    group. No inheritance is needed: a class with these methods is
     a backend.
 
     Time: a backend reads the time from the clock given to :meth:`open`
