@@ -5,7 +5,8 @@ it too) on a free loopback port, waits until it answers, drives ``POST /jobs``
 with ``wrk`` (one thread, ``--connections`` connections, a short warm-up run
 first, then ``--seconds`` measured), reads ``GET /count``, and stops the
 server with SIGTERM (uvicorn's graceful shutdown, which leaves the runtime).
-``--store none`` is the same app without the enqueue: the reference rate.
+``--store none`` is the same app without the enqueue: the reference rate;
+``--role enqueue`` gives the app a runtime that never runs jobs.
 
 Reports requests/s (``throughput``) and wrk's latency p50/p99/max per
 request, the non-2xx responses and socket errors, and how many of the jobs
@@ -56,6 +57,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--web-connections", "--connections", type=int, default=50, dest="connections")
     p.add_argument("--n", type=int, default=0, help="unused (the runner passes it to every extra)")
     p.add_argument("--concurrency", type=int, default=10, help="the queue's limit")
+    p.add_argument("--role", choices=("all", "enqueue"), default="all", help="the app's runtime")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""))
     p.add_argument("--workdir", default=".")
     p.add_argument("--timeout", type=float, default=600.0)
@@ -121,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, str(HERE / "web_app.py"), "--store", args.store, "--port", str(port)]
-    cmd += ["--concurrency", str(args.concurrency), "--workdir", args.workdir]
+    cmd += ["--concurrency", str(args.concurrency), "--workdir", args.workdir, "--role", args.role]
     if args.redis_url:
         cmd += ["--redis-url", args.redis_url]
     server = subprocess.Popen(cmd)
@@ -146,6 +148,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     name = "starlette" if args.store == "none" else f"asyncjobs-{args.store}"
+    if args.role == "enqueue" and args.store != "none":
+        name += " (role enqueue)"
     deps = ["starlette", "uvicorn", "h11", "httptools", "uvloop"]
     if args.store != "none":
         deps += [

@@ -5,6 +5,8 @@ One process: ``Starlette(lifespan=runtime.lifespan)`` runs the runtime
 every ``POST /jobs`` awaits ``noop.enqueue(i)`` and answers 202 with the job
 id. ``--store none`` is the same app with the enqueue removed (the same
 route, a counter instead of a job id, no runtime): the reference rate.
+``--role enqueue`` runs the runtime as a web process that never runs jobs
+(what the cost of running them beside the requests is, by difference).
 ``GET /count`` says how many jobs were enqueued and how many ran.
 
 uvicorn runs with one worker, ``access_log=False`` and ``log_level="warning"``
@@ -48,7 +50,11 @@ def build_app(args: argparse.Namespace) -> Starlette:
 
     from asyncjobs import JobRuntime
 
-    runtime = JobRuntime(backend=make_backend(args), queues={"default": args.concurrency})
+    runtime = JobRuntime(
+        backend=make_backend(args),
+        queues={"default": args.concurrency},
+        role=args.role,  # "all": the jobs run here too; "enqueue": a web process that only enqueues
+    )
 
     @runtime.job(name="noop")
     async def noop(i: int) -> None:
@@ -84,6 +90,7 @@ def main() -> None:
     p.add_argument("--store", choices=STORES, required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=10, help="the queue's limit")
+    p.add_argument("--role", choices=("all", "enqueue"), default="all")
     p.add_argument("--redis-url", default="")
     p.add_argument("--workdir", default=".")
     args = p.parse_args()
