@@ -1,6 +1,6 @@
 """What only the SQLite backend promises: its file, its start-up checks, its faults.
 
-The shared behaviour is in ``test_contract.py``. These tests use real files
+The shared behaviour is in ``tests/backends/contract/``. These tests use real files
 under ``tmp_path`` and real processes; nothing is mocked and nothing sleeps to
 wait for something.
 """
