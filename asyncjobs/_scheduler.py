@@ -87,15 +87,16 @@ async def _each(items: Sequence[T], call: Callable[[T], Awaitable[None]]) -> Non
     if len(items) == 1:
         await call(items[0])
         return
-    limiter = anyio.CapacityLimiter(_CONCURRENT_WRITES)
+    pending = iter(items)
 
-    async def bounded(item: T) -> None:
-        async with limiter:
+    async def take_turns() -> None:
+        # The workers share one iterator: no task or limiter per item.
+        for item in pending:
             await call(item)
 
     async with anyio.create_task_group() as group:
-        for item in items:
-            group.start_soon(bounded, item)
+        for _ in range(min(_CONCURRENT_WRITES, len(items))):
+            group.start_soon(take_turns)
 
 
 class Scheduler:
