@@ -1,7 +1,8 @@
 """Riding out store faults: one place decides backoff and logging for every loop.
 
 Each loop that talks to the store (claim, wait, settle, heartbeat, recovery,
-scheduler, maintenance) calls the store through one :class:`StoreGuard`. A
+scheduler, maintenance) reports every store call to one :class:`StoreGuard`
+and paces its retries with a :class:`LoopBackoff`. A
 failed call marks the store unreachable (once, with one warning for the whole
 outage, whichever loop saw it first), and the loop backs off with full jitter,
 doubling up to a cap, until a call succeeds again. The first success after an
@@ -13,19 +14,15 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import anyio
 import attrs
 
 from ._clock import Clock
 
-__all__ = ["LoopBackoff", "StoreGuard", "StoreStatus"]
+__all__ = ["LoopBackoff", "StoreGuard", "StoreStatus", "pause"]
 
 logger = logging.getLogger("asyncjobs")
-
-T = TypeVar("T")
 
 #: The first pause after a failed store call, and the longest one.
 FIRST_DELAY = 0.05
@@ -133,32 +130,6 @@ class StoreGuard:
     async def wait_reachable(self) -> None:
         """Return once the store is known to answer (at once when it does)."""
         await self._reachable.wait()
-
-    async def call(
-        self,
-        loop: str,
-        operation: Callable[[], Awaitable[T]],
-        *,
-        stop: anyio.Event | None = None,
-        backoff: LoopBackoff | None = None,
-    ) -> T | None:
-        """Await *operation* until it succeeds; ``None`` when *stop* is set first.
-
-        Each failure is reported through :meth:`failed` and followed by a
-        jittered pause (cut short by *stop*).
-        """
-        backoff = backoff if backoff is not None else LoopBackoff()
-        while stop is None or not stop.is_set():
-            try:
-                result = await operation()
-            except Exception as exc:
-                self.failed(loop, exc)
-                await pause(backoff.next_delay(), stop)
-                continue
-            self.succeeded()
-            backoff.reset()
-            return result
-        return None
 
 
 async def pause(delay: float, stop: anyio.Event | None) -> None:
