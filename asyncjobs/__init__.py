@@ -28,6 +28,7 @@ from ._exceptions import (
     AsyncJobsError,
     BackendError,
     ConfigurationError,
+    DuplicateJobError,
     InvalidOptionError,
     InvalidScheduleError,
     JobArgumentsError,
@@ -48,7 +49,8 @@ from ._exceptions import (
 )
 from ._handle import JobHandle
 from ._misfire import MisfireDecision, misfire_fire_times
-from ._models import ErrorInfo, Job, JobState, QueueStats, Schedule
+from ._models import ErrorInfo, Job, JobState, KeyScope, OnConflict, QueueStats, Schedule
+from ._queue import Queue, RateLimit
 from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegistry
 from ._resilience import StoreStatus
 from ._retry import Backoff, ExponentialBackoff, FixedBackoff, Permanent, Retry
@@ -67,6 +69,7 @@ __all__ = [
     "Codec",
     "ConfigurationError",
     "CronTrigger",
+    "DuplicateJobError",
     "ErrorInfo",
     "Event",
     "EventStream",
@@ -103,13 +106,17 @@ __all__ = [
     "JobStateError",
     "JobTimeout",
     "JobWasCancelled",
+    "KeyScope",
     "LeaseLost",
     "ManualClock",
     "MisfireDecision",
     "NotRunningError",
+    "OnConflict",
     "PayloadTooLarge",
     "Permanent",
+    "Queue",
     "QueueStats",
+    "RateLimit",
     "Retry",
     "Schedule",
     "ScheduleBook",

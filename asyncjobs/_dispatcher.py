@@ -455,7 +455,8 @@ class Dispatcher:
                     attempt=job.attempts,
                 )
             )
-        started = self._clock.now()
+        started = claim.started_at = self._clock.now()
+        self._settler.started(claim)
         outcome: Outcome | None = None
         try:
             with scope:
@@ -533,7 +534,11 @@ class Dispatcher:
         except Exception as exc:
             return self._dead(claim, exc)
         return Outcome(
-            job_id=job.id, lease_token=claim.token, kind=OutcomeKind.COMPLETE, result=result
+            job_id=job.id,
+            lease_token=claim.token,
+            kind=OutcomeKind.COMPLETE,
+            result=result,
+            started_at=claim.started_at,
         )
 
     @staticmethod
@@ -552,6 +557,7 @@ class Dispatcher:
                 lease_token=claim.token,
                 kind=OutcomeKind.CANCELLED,
                 error=ErrorInfo(type="JobCancelled", message="cancelled while running"),
+                started_at=claim.started_at,
             )
         if claim.stop_reason == StopReason.SHUTDOWN:
             return Outcome(
@@ -559,6 +565,7 @@ class Dispatcher:
                 lease_token=claim.token,
                 kind=OutcomeKind.RELEASE,
                 due_at=self._clock.now(),
+                started_at=claim.started_at,
             )
         # Lease lost (another worker owns the job now; reporting would be refused) or
         # expired while the store was away (crash recovery runs the job again).
@@ -576,6 +583,7 @@ class Dispatcher:
             lease_token=claim.token,
             kind=OutcomeKind.DEAD,
             error=error_info(exc),
+            started_at=claim.started_at,
         )
 
     def _failure_outcome(self, claim: Claim, exc: BaseException) -> Outcome:
@@ -592,6 +600,7 @@ class Dispatcher:
                     lease_token=claim.token,
                     kind=OutcomeKind.RELEASE,
                     due_at=self._clock.now() + (delay or 0.0),
+                    started_at=claim.started_at,
                 )
         else:
             delay = None
@@ -606,6 +615,7 @@ class Dispatcher:
             kind=OutcomeKind.RETRY,
             due_at=self._clock.now() + delay,
             error=error_info(exc),
+            started_at=claim.started_at,
         )
 
     async def _report_progress(self, job: Job, progress: float, message: str | None) -> None:

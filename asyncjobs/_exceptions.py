@@ -10,6 +10,7 @@ __all__ = [
     "AsyncJobsError",
     "BackendError",
     "ConfigurationError",
+    "DuplicateJobError",
     "InvalidScheduleError",
     "JobArgumentsError",
     "JobCancelled",
@@ -99,6 +100,24 @@ class ScheduleNotFound(AsyncJobsError, LookupError):
 
 class JobStateError(AsyncJobsError, ValueError):
     """The job's state does not allow the operation (e.g. retrying a job that is not dead)."""
+
+
+class DuplicateJobError(AsyncJobsError):
+    """An enqueue with ``on_conflict="raise"`` met a job holding its ``key``.
+
+    Nothing was stored (for ``enqueue_many``: none of the calls).
+
+    :ivar job_id: the id of the job that holds the key.
+    :ivar key: the key.
+    """
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(f"job {job_id} already holds the key {key!r}")
+        self.key = key
+        self.job_id = job_id
+
+    def __reduce__(self) -> tuple[type[DuplicateJobError], tuple[str, str]]:
+        return (type(self), (self.key, self.job_id))
 
 
 class JobTimeout(AsyncJobsError, TimeoutError):

@@ -49,6 +49,8 @@ class Claim:
     definition: JobDefinition | None = None
     scope: anyio.CancelScope | None = None
     context: JobContext | None = None
+    #: when its handler started (``None`` until then): reported to the store.
+    started_at: float | None = None
     #: the handler ignored its cancellation past the shutdown bound: no more heartbeats.
     abandoned: bool = False
 

@@ -17,14 +17,20 @@ import attrs
 __all__ = [
     "ACTIVE_STATES",
     "FINISHED_STATES",
+    "ClaimLimits",
+    "ClaimReply",
     "ErrorInfo",
     "Handoff",
     "Job",
+    "JobStart",
     "JobState",
+    "KeyScope",
     "NewJob",
+    "OnConflict",
     "Outcome",
     "OutcomeKind",
     "QueueStats",
+    "RateWindow",
     "Schedule",
     "new_job_id",
     "size_repr",
@@ -69,6 +75,29 @@ ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
 FINISHED_STATES = frozenset({JobState.COMPLETE, JobState.DEAD, JobState.CANCELLED})
 
 
+class KeyScope(enum.StrEnum):
+    """How long a job holds its dedup ``key`` (a throttle holds it for a time instead)."""
+
+    #: while the job waits to run: once claimed, a new job may take the key.
+    QUEUED = "queued"
+    #: while the job is queued or running (the default).
+    ACTIVE = "active"
+    #: until ``key_expires_at``, whatever the job's state (a throttle).
+    WINDOW = "window"
+
+
+class OnConflict(enum.StrEnum):
+    """What an enqueue does when its ``key`` is held by another job."""
+
+    #: store nothing; return the holder (the default).
+    RETURN = "return"
+    #: a queued holder takes the new payload and due time (debounce); a running
+    #: holder is left alone and the new job is queued behind it, taking the key.
+    REPLACE = "replace"
+    #: store nothing; the store raises :class:`~asyncjobs.DuplicateJobError`.
+    RAISE = "raise"
+
+
 @attrs.frozen(kw_only=True)
 class ErrorInfo:
     """Why an attempt failed: the exception's type, message and formatted traceback."""
@@ -101,6 +130,12 @@ class NewJob:
     key: str | None = None
     schedule: str | None = None
     fire_at: float | None = None
+    #: the partition (e.g. a tenant) for round-robin claims and per-partition limits.
+    partition: str | None = None
+    key_scope: KeyScope = KeyScope.ACTIVE
+    #: for ``KeyScope.WINDOW``: when the key is free again.
+    key_expires_at: float | None = None
+    on_conflict: OnConflict = OnConflict.RETURN
 
     def queued(self) -> Job:
         """The record a store holds right after inserting this job: queued, never attempted."""
@@ -118,6 +153,7 @@ class NewJob:
             key=self.key,
             schedule=self.schedule,
             fire_at=self.fire_at,
+            partition=self.partition,
         )
 
 
@@ -146,6 +182,9 @@ class Job:
     :ivar attempts: attempts started so far (a claim counts one).
     :ivar lease_token: the fencing token of the current claim while ``running``.
     :ivar lease_expires_at: when a running job's lease runs out without a heartbeat.
+    :ivar started_at: when the handler of the current (or last) attempt started;
+        ``None`` while a running job is claimed but its handler has not started
+        (it waits for a free worker), until its worker reports the start.
     :ivar result: the encoded return value of a complete job.
     :ivar error: the last failure, kept while the job retries and once it is dead.
     :ivar schedule: the name of the schedule that fired this job, if any.
@@ -177,6 +216,7 @@ class Job:
     progress: float | None = None
     progress_message: str | None = None
     cancel_requested: bool = False
+    partition: str | None = None
 
 
 class OutcomeKind(enum.StrEnum):
@@ -205,15 +245,97 @@ class Outcome:
     result: bytes | None = attrs.field(default=None, repr=size_repr)
     due_at: float | None = None
     error: ErrorInfo | None = None
+    #: when the handler started (written as the job's ``started_at``); ``None``
+    #: for an attempt whose handler never started.
+    started_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobStart:
+    """A worker's report that the handler of a claimed job started."""
+
+    job_id: str
+    lease_token: str
+    started_at: float
+
+
+@attrs.frozen(kw_only=True)
+class RateWindow:
+    """At most ``limit`` claims in any ``per`` seconds (a sliding window)."""
+
+    limit: int
+    per: float
+
+
+@attrs.frozen(kw_only=True)
+class ClaimLimits:
+    """Cluster-wide limits the store enforces atomically at claim time.
+
+    :ivar global_concurrency: at most this many of the queue's jobs ``running``
+        (claimed by any worker), store-wide.
+    :ivar partition_concurrency: at most this many ``running`` per partition of
+        the queue (jobs without a partition are not limited by it).
+    :ivar rate: claims from the queue, store-wide, in a sliding window.
+    :ivar job_rates: per job name, claims of that name (from any queue).
+    """
+
+    global_concurrency: int | None = None
+    partition_concurrency: int | None = None
+    rate: RateWindow | None = None
+    job_rates: Mapping[str, RateWindow] = attrs.field(factory=dict)
+
+    @property
+    def binds_concurrency(self) -> bool:
+        """Whether a job ending may let a held job start (the store wakes on settle)."""
+        return self.global_concurrency is not None or self.partition_concurrency is not None
+
+
+@attrs.frozen(kw_only=True)
+class ClaimReply:
+    """What a limited claim took, and what held the rest back.
+
+    :ivar jobs: the claimed jobs, as :meth:`~asyncjobs.backends.JobLifecycle.claim` returns them.
+    :ivar held_by: when due jobs were left unclaimed because of a limit (and
+        fewer than asked were claimed): ``"global_concurrency"``,
+        ``"partition_concurrency"``, ``"rate_limit"`` or ``"job_rate_limit"``
+        (the first that held a job back); else ``None``.
+    :ivar retry_at: for a rate limit: when its window lets the next job in
+        (the earliest over the limits that held jobs back); ``None`` when only
+        a running job's end can free a slot.
+    """
+
+    jobs: list[Job]
+    held_by: str | None = None
+    retry_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
 class QueueStats:
-    """Counts of one queue's jobs by state, as read from the store."""
+    """Counts of one queue's jobs by state, as read from the store.
+
+    :ivar claimed: of the ``running`` count, the jobs claimed whose handler has
+        not started yet (waiting in a worker for a free slot).
+    :ivar delayed: of the ``queued`` count, the jobs due later.
+    :ivar held_by: the limit that held the queue back at this process's last
+        claim (filled in by the runtime, not the store).
+    """
 
     queue: str
     counts: Mapping[JobState, int]
     paused: bool = False
+    claimed: int = 0
+    delayed: int = 0
+    held_by: str | None = None
+
+    @property
+    def started(self) -> int:
+        """Running jobs whose handler started."""
+        return self.count(JobState.RUNNING) - self.claimed
+
+    @property
+    def waiting(self) -> int:
+        """Queued jobs due now."""
+        return self.count(JobState.QUEUED) - self.delayed
 
     def count(self, state: JobState) -> int:
         """Return the number of jobs in *state* (0 when none)."""

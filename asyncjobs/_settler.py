@@ -1,5 +1,9 @@
 """Writing outcomes: every outcome that piled up is written in one batch (group commit).
 
+Handler starts ride along: each outcome carries its handler's start time, and
+a job still running :data:`START_REPORT_DELAY` after its start is reported
+on its own, so views count it as started (not merely claimed) soon after.
+
 While the store is away, outcomes are kept and written once it answers
 again: the store's lease-token check decides whether each still counts, so an
 outcome of a lease that was lost meanwhile is refused and never applied (it
@@ -29,13 +33,17 @@ from ._events import (
     JobWasCancelled,
 )
 from ._held import Claim
-from ._models import Outcome, OutcomeKind
+from ._models import JobStart, Outcome, OutcomeKind
 from ._resilience import LoopBackoff, StoreGuard, pause
 from .backends import Backend
 
-__all__ = ["Settlement", "Settler"]
+__all__ = ["START_REPORT_DELAY", "Settlement", "Settler"]
 
 logger = logging.getLogger("asyncjobs")
+
+#: Seconds a handler runs before its start is written on its own: most jobs end
+#: sooner, and their outcome carries the start at no extra write.
+START_REPORT_DELAY = 0.1
 
 
 @attrs.frozen
@@ -66,6 +74,15 @@ class Settler:
         self._forget = forget
         self._give_up = anyio.Event()
         self.pending = 0
+        # Claims whose handler started and whose start is not written yet, by token.
+        self._starts: dict[str, Claim] = {}
+        self._starts_waiting = anyio.Event()
+
+    def started(self, claim: Claim) -> None:
+        """Note that *claim*'s handler started (at ``claim.started_at``)."""
+        self._starts[claim.token] = claim
+        if not self._starts_waiting.is_set():
+            self._starts_waiting.set()
 
     def give_up(self) -> None:
         """Stop retrying: outcomes not written by now are dropped (shutdown's deadline)."""
@@ -73,21 +90,62 @@ class Settler:
 
     async def run(self, receive: MemoryObjectReceiveStream[Settlement]) -> None:
         """Write everything *receive* brings until it is closed and drained."""
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                self.pending = len(batch)
-                for part in _one_outcome_per_job(batch):
-                    refused = await self._write(part)
-                    for settlement in part:
-                        self._forget(settlement.claim)
-                    self._publish(part, refused)
-                self.pending = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._report_starts)
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while True:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    self.pending = len(batch)
+                    starts = self._starts
+                    for settlement in batch:
+                        # The outcome carries this start: no separate report.
+                        starts.pop(settlement.outcome.lease_token, None)
+                    for part in _one_outcome_per_job(batch):
+                        refused = await self._write(part)
+                        for settlement in part:
+                            self._forget(settlement.claim)
+                        self._publish(part, refused)
+                    self.pending = 0
+            tg.cancel_scope.cancel()
+
+    async def _report_starts(self) -> None:
+        """Write the starts of handlers that have run a while; on errors, keep them for later."""
+        backoff = LoopBackoff()
+        while True:
+            await self._starts_waiting.wait()
+            self._starts_waiting = anyio.Event()
+            await anyio.sleep(START_REPORT_DELAY)
+            cutoff = self._clock.now() - START_REPORT_DELAY
+            due = [
+                claim
+                for claim in self._starts.values()
+                if claim.started_at is not None and claim.started_at <= cutoff
+            ]
+            if len(due) < len(self._starts):
+                self._starts_waiting.set()  # the younger ones on a later round
+            if not due:
+                continue
+            starts = [
+                JobStart(job_id=claim.job.id, lease_token=claim.token, started_at=claim.started_at)
+                for claim in due
+                if claim.started_at is not None
+            ]
+            try:
+                await self._backend.settle([], starts)
+            except Exception as exc:
+                self._guard.failed("start report", exc)
+                self._starts_waiting.set()
+                await pause(backoff.next_delay(), self._give_up)
+                continue
+            self._guard.succeeded()
+            backoff.reset()
+            for claim in due:
+                self._starts.pop(claim.token, None)
 
     async def _write(self, batch: list[Settlement]) -> set[str]:
         """Write *batch*, retrying while the store is away; return the refused tokens."""

@@ -93,6 +93,12 @@ def _results_fd(directory: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
+def _claimed_at(ctx: JobContext) -> float:
+    """When the store claimed the job: its claim set the lease to run from then."""
+    assert ctx.job.lease_expires_at is not None
+    return ctx.job.lease_expires_at - float(os.environ.get(ENV_LEASE, "1"))
+
+
 def record_run(ctx: JobContext, event: str) -> None:
     """Append one line about this run of a job to this process's record file.
 
@@ -107,7 +113,7 @@ def record_run(ctx: JobContext, event: str) -> None:
             "job": ctx.job_id,
             "attempt": ctx.attempt,
             "pid": os.getpid(),
-            "claimed_at": ctx.job.started_at,
+            "claimed_at": _claimed_at(ctx),
             "due_at": ctx.job.due_at,
             "fire_at": ctx.fire_at,
             "at": time.time(),

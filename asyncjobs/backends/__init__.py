@@ -18,7 +18,18 @@ import attrs
 
 from .._clock import Clock
 from .._exceptions import ConfigurationError
-from .._models import Handoff, Job, JobState, NewJob, Outcome, QueueStats, Schedule
+from .._models import (
+    ClaimLimits,
+    ClaimReply,
+    Handoff,
+    Job,
+    JobStart,
+    JobState,
+    NewJob,
+    Outcome,
+    QueueStats,
+    Schedule,
+)
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend
@@ -27,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "FlowControl",
     "HeartbeatReply",
     "Inspection",
     "JobLifecycle",
@@ -81,9 +93,16 @@ class JobLifecycle(Protocol):
     async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
         """Insert *jobs* in one atomic step and wake waiting workers.
 
-        A job whose ``key`` matches a job still queued or running is not
-        inserted: that job is returned in its place. The result is in the
-        order of *jobs*.
+        A job with a ``key`` held by another job (see :class:`KeyScope`: the
+        holder's ``key_scope`` says how long it holds it) meets the conflict
+        rule of its ``on_conflict``: ``return`` stores nothing and returns the
+        holder in its place; ``replace`` gives a *queued* holder the new
+        ``payload`` and ``due_at`` and returns it (a running holder keeps
+        running and the new job is inserted, taking the key; a finished
+        holder of a window key is returned as with ``return``); ``raise``
+        stores nothing of the whole batch and raises
+        :class:`~asyncjobs.DuplicateJobError`. A key no job holds is taken by
+        the new job. The result is in the order of *jobs*.
 
         With a *handoff*, the backend may store new jobs already claimed by
         its worker (see :class:`~asyncjobs._models.Handoff` for which ones
@@ -97,9 +116,18 @@ class JobLifecycle(Protocol):
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue*, unless the queue is paused.
 
-        Order: priority (lower first), then due time, then enqueue order. Each
-        claimed job becomes ``running`` with ``attempts`` incremented, a fresh
-        ``lease_token`` and ``lease_expires_at = now + lease``.
+        Order: priority (lower first), then the partition round (below), then
+        due time, then enqueue order. Each claimed job becomes ``running`` with
+        ``attempts`` incremented, a fresh ``lease_token``,
+        ``lease_expires_at = now + lease`` and ``started_at = None`` (its
+        worker reports the start, see :meth:`settle`).
+
+        Partition rounds: a job without a partition is in round 0. A job with
+        one gets, at enqueue, the round after its partition's last job, but
+        never one before the queue's current round (the highest round claimed
+        so far): partitions take turns, one job each per round, and a new
+        partition joins at the current round instead of behind every job of
+        the others.
         """
         ...
 
@@ -112,11 +140,16 @@ class JobLifecycle(Protocol):
         """
         ...
 
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
-        """Record the outcomes of attempts in one atomic step.
+    async def settle(
+        self, outcomes: Sequence[Outcome], starts: Sequence[JobStart] = ()
+    ) -> list[str]:
+        """Record the outcomes of attempts and the starts of handlers in one atomic step.
 
         An outcome whose lease token is not the job's current one is refused
-        and changes nothing. :returns: the ids of the refused outcomes.
+        and changes nothing; its ``started_at`` (when given) becomes the job's.
+        Each of *starts* sets ``started_at`` of a running job whose token
+        matches (others are ignored: not reported as refused).
+        :returns: the ids of the refused outcomes.
         """
         ...
 
@@ -133,6 +166,27 @@ class JobLifecycle(Protocol):
         self, job_id: str, lease_token: str, progress: float, message: str | None
     ) -> bool:
         """Store a running job's progress; ``False`` when the lease is no longer held."""
+        ...
+
+
+@runtime_checkable
+class FlowControl(Protocol):
+    """Claims under cluster-wide limits: the store counts, the runtime decides the limits."""
+
+    async def claim_limited(
+        self, queue: str, limit: int, worker_id: str, lease: float, limits: ClaimLimits
+    ) -> ClaimReply:
+        """Claim as :meth:`JobLifecycle.claim` does, within *limits*, in one atomic step.
+
+        Jobs are taken in claim order; a job that a limit holds back is
+        skipped (it stays queued, its attempts unchanged) and later ones may
+        still be claimed. ``global_concurrency`` and ``partition_concurrency``
+        count the queue's ``running`` jobs of every worker. Each claimed job
+        counts once in the queue's rate window and once in its name's
+        (``per`` seconds, judged by the store's clock). When *limits* has a
+        concurrency limit, the store also wakes the queue's waiters (in
+        every process) whenever one of its running jobs ends or is requeued.
+        """
         ...
 
 
@@ -256,22 +310,35 @@ class Inspection(Protocol):
         state: JobState | None = None,
         name: str | None = None,
         schedule: str | None = None,
+        partition: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
         """Return a page of jobs matching every given filter, newest enqueued first."""
         ...
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """Return job counts by state for every queue that has jobs or is paused."""
+    async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
+        """Return job counts by state for every queue that has jobs or is paused.
+
+        With *partition*, only that partition's jobs are counted. ``claimed``
+        and ``delayed`` split the running and queued counts (see
+        :class:`~asyncjobs._models.QueueStats`).
+        """
         ...
 
 
 @runtime_checkable
 class Backend(
-    StoreConnection, JobLifecycle, WorkSignals, QueueControl, ScheduleStore, Inspection, Protocol
+    StoreConnection,
+    JobLifecycle,
+    FlowControl,
+    WorkSignals,
+    QueueControl,
+    ScheduleStore,
+    Inspection,
+    Protocol,
 ):
-    """The storage contract: one object the runtime holds, in six groups of operations.
+    """The storage contract: one object the runtime holds, in seven groups of operations.
 
     ``tests/backends/contract/`` is its executable spec, one module per
     group. No inheritance is needed: a class with these methods is

@@ -9,22 +9,31 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 
 import anyio
 import attrs
 
 from .._clock import Clock, SystemClock
+from .._exceptions import DuplicateJobError
 from .._models import (
+    ACTIVE_STATES,
     FINISHED_STATES,
+    ClaimLimits,
+    ClaimReply,
     ErrorInfo,
     Handoff,
     Job,
+    JobStart,
     JobState,
+    KeyScope,
     NewJob,
+    OnConflict,
     Outcome,
     OutcomeKind,
     QueueStats,
+    RateWindow,
     Schedule,
 )
 from . import HeartbeatReply
@@ -55,6 +64,9 @@ class _Entry:
     key: str | None
     schedule: str | None
     fire_at: float | None = None
+    partition: str | None = None
+    #: the partition round (see ``claim``): 0 for jobs without a partition.
+    round: int = 0
     attempts: int = 0
     lease_token: str | None = None
     lease_expires_at: float | None = None
@@ -95,12 +107,22 @@ class _Entry:
             progress=self.progress,
             progress_message=self.progress_message,
             cancel_requested=self.cancel_requested,
+            partition=self.partition,
         )
 
 
-# Ready jobs sort by (priority, due_at, seq): the claim order. Delayed jobs sort by
-# (due_at, seq) until they fall due. The version tells a stale heap item from a live one.
-_ReadyItem = tuple[int, float, int, int, str]
+@attrs.frozen
+class _KeyHold:
+    """Who holds a dedup key, and for how long (see :class:`KeyScope`)."""
+
+    job_id: str
+    scope: KeyScope
+    expires_at: float | None
+
+
+# Ready jobs sort by (priority, round, due_at, seq): the claim order. Delayed jobs sort
+# by (due_at, seq) until they fall due. The version tells a stale heap item from a live one.
+_ReadyItem = tuple[int, int, float, int, int, str]
 _DelayedItem = tuple[float, int, int, str]
 
 
@@ -113,7 +135,17 @@ class MemoryBackend:
         self._ready: dict[str, list[_ReadyItem]] = {}
         self._delayed: dict[str, list[_DelayedItem]] = {}
         self._running: dict[str, _Entry] = {}
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, _KeyHold] = {}
+        # Running jobs per queue and per (queue, partition): what the limits count.
+        self._running_in: dict[str, int] = {}
+        self._running_in_partition: dict[tuple[str, str], int] = {}
+        # Partition rounds: the queue's current round, and each partition's last one.
+        self._rounds: dict[str, int] = {}
+        self._last_round: dict[tuple[str, str], int] = {}
+        # Claim times in each rate window ("queue:<name>", "job:<name>"), oldest first.
+        self._windows: dict[str, deque[float]] = {}
+        # Queues claimed under a concurrency limit: a job ending there wakes waiters.
+        self._limited: set[str] = set()
         self._paused: set[str] = set()
         self._schedules: dict[str, Schedule] = {}
         self._seq = itertools.count()
@@ -137,7 +169,10 @@ class MemoryBackend:
         entry.version += 1
         if entry.due_at <= self._clock.now():
             heap = self._ready.setdefault(entry.queue, [])
-            heapq.heappush(heap, (entry.priority, entry.due_at, entry.seq, entry.version, entry.id))
+            heapq.heappush(
+                heap,
+                (entry.priority, entry.round, entry.due_at, entry.seq, entry.version, entry.id),
+            )
         else:
             delayed = self._delayed.setdefault(entry.queue, [])
             heapq.heappush(delayed, (entry.due_at, entry.seq, entry.version, entry.id))
@@ -156,8 +191,60 @@ class MemoryBackend:
             due_at, seq, version, job_id = heapq.heappop(delayed)
             entry = self._is_current(job_id, version)
             if entry is not None:
-                heapq.heappush(ready, (entry.priority, due_at, seq, version, job_id))
+                heapq.heappush(ready, (entry.priority, entry.round, due_at, seq, version, job_id))
         return ready
+
+    def _live_head(self, ready: list[_ReadyItem]) -> _ReadyItem | None:
+        """Drop stale items off the top of *ready*; return the first live one."""
+        while ready and self._is_current(ready[0][5], ready[0][4]) is None:
+            heapq.heappop(ready)
+        return ready[0] if ready else None
+
+    def _set_running(self, entry: _Entry) -> None:
+        self._running[entry.id] = entry
+        self._running_in[entry.queue] = self._running_in.get(entry.queue, 0) + 1
+        if entry.partition is not None:
+            slot = (entry.queue, entry.partition)
+            self._running_in_partition[slot] = self._running_in_partition.get(slot, 0) + 1
+
+    def _unset_running(self, entry: _Entry) -> None:
+        if self._running.pop(entry.id, None) is None:
+            return
+        self._running_in[entry.queue] -= 1
+        if entry.partition is not None:
+            slot = (entry.queue, entry.partition)
+            self._running_in_partition[slot] -= 1
+            if not self._running_in_partition[slot]:
+                del self._running_in_partition[slot]
+        if entry.queue in self._limited:
+            self._notify()
+
+    def _holder(self, key: str, now: float) -> _Entry | None:
+        """The job that holds *key* now, or ``None``.
+
+        A window key is held until it expires, unless its job is pruned first.
+        """
+        hold = self._keys.get(key)
+        if hold is None:
+            return None
+        entry = self._jobs.get(hold.job_id)
+        if entry is None:
+            held = False
+        elif hold.scope is KeyScope.WINDOW:
+            held = hold.expires_at is not None and hold.expires_at > now
+        elif hold.scope is KeyScope.QUEUED:
+            held = entry.state is JobState.QUEUED
+        else:
+            held = entry.state in ACTIVE_STATES
+        if not held:
+            del self._keys[key]
+            return None
+        return entry
+
+    def _release_key(self, entry: _Entry) -> None:
+        hold = self._keys.get(entry.key) if entry.key is not None else None
+        if hold is not None and hold.job_id == entry.id and hold.scope is not KeyScope.WINDOW:
+            del self._keys[entry.key]  # type: ignore[arg-type]
 
     def _notify(self) -> None:
         for waiter in self._waiters:
@@ -168,9 +255,8 @@ class MemoryBackend:
         entry.finished_at = now
         entry.lease_token = None
         entry.lease_expires_at = None
-        self._running.pop(entry.id, None)
-        if entry.key is not None and self._keys.get(entry.key) == entry.id:
-            del self._keys[entry.key]
+        self._unset_running(entry)
+        self._release_key(entry)
 
     def _requeue(self, entry: _Entry, due_at: float) -> None:
         entry.state = JobState.QUEUED
@@ -179,14 +265,46 @@ class MemoryBackend:
         entry.lease_expires_at = None
         entry.worker_id = None
         entry.cancel_requested = False
-        self._running.pop(entry.id, None)
+        self._unset_running(entry)
         self._push(entry)
+
+    def _round_for(self, queue: str, partition: str | None) -> int:
+        if partition is None:
+            return 0
+        slot = (queue, partition)
+        round_ = max(self._last_round.get(slot, -1) + 1, self._rounds.get(queue, 0))
+        self._last_round[slot] = round_
+        return round_
+
+    def _check_conflicts(self, jobs: Sequence[NewJob], now: float) -> None:
+        """Raise before anything is written when an ``on_conflict="raise"`` job meets a holder."""
+        batch: dict[str, str] = {}
+        for new in jobs:
+            if new.key is None:
+                continue
+            if new.on_conflict is OnConflict.RAISE:
+                holder = batch.get(new.key)
+                if holder is None:
+                    entry = self._holder(new.key, now)
+                    holder = None if entry is None else entry.id
+                if holder is not None:
+                    raise DuplicateJobError(new.key, holder)
+            batch.setdefault(new.key, new.id)
 
     def _insert(self, new: NewJob) -> _Entry:
         if new.key is not None:
-            existing = self._keys.get(new.key)
-            if existing is not None:
-                return self._jobs[existing]
+            now = self._clock.now()
+            holder = self._holder(new.key, now)
+            if holder is not None:
+                if new.on_conflict is not OnConflict.REPLACE:
+                    return holder
+                if holder.state is JobState.QUEUED:
+                    holder.payload = new.payload
+                    holder.due_at = new.due_at
+                    self._push(holder)  # a new version: the old heap item goes stale
+                    return holder
+                if holder.state is not JobState.RUNNING:
+                    return holder  # a finished job's throttle window still holds
         entry = _Entry(
             id=new.id,
             name=new.name,
@@ -202,10 +320,12 @@ class MemoryBackend:
             key=new.key,
             schedule=new.schedule,
             fire_at=new.fire_at,
+            partition=new.partition,
+            round=self._round_for(new.queue, new.partition),
         )
         self._jobs[entry.id] = entry
         if entry.key is not None:
-            self._keys[entry.key] = entry.id
+            self._keys[entry.key] = _KeyHold(entry.id, new.key_scope, new.key_expires_at)
         self._push(entry)
         return entry
 
@@ -217,6 +337,7 @@ class MemoryBackend:
         With a *handoff*, new jobs that would be claimed next are claimed for
         its worker right away.
         """
+        self._check_conflicts(jobs, self._clock.now())
         left = dict(handoff.limits) if handoff is not None else {}
         stored: list[Job] = []
         woken = False
@@ -240,10 +361,8 @@ class MemoryBackend:
         """Whether *entry*, just inserted, heads its queue's claim order (unpaused)."""
         if entry.queue in self._paused:
             return False
-        ready = self._promote(entry.queue, self._clock.now())
-        while ready and self._is_current(ready[0][4], ready[0][3]) is None:
-            heapq.heappop(ready)  # a stale item: drop it so the head is a live job
-        return bool(ready) and ready[0][4] == entry.id
+        head = self._live_head(self._promote(entry.queue, self._clock.now()))
+        return head is not None and head[5] == entry.id
 
     async def claim(self, queue: str, limit: int, worker_id: str, lease: float) -> list[Job]:
         """Claim up to *limit* due jobs of *queue*."""
@@ -253,11 +372,82 @@ class MemoryBackend:
         ready = self._promote(queue, now)
         claimed: list[Job] = []
         while ready and len(claimed) < limit:
-            _, _, _, version, job_id = heapq.heappop(ready)
-            entry = self._is_current(job_id, version)
+            item = heapq.heappop(ready)
+            entry = self._is_current(item[5], item[4])
             if entry is not None:
                 claimed.append(self._lease(entry, now, worker_id, lease))
         return claimed
+
+    def _window(self, name: str, rate: RateWindow, now: float) -> deque[float]:
+        window = self._windows.setdefault(name, deque())
+        while window and window[0] <= now - rate.per:
+            window.popleft()
+        return window
+
+    async def claim_limited(
+        self, queue: str, limit: int, worker_id: str, lease: float, limits: ClaimLimits
+    ) -> ClaimReply:
+        """Claim up to *limit* due jobs of *queue* within *limits*."""
+        if limits.binds_concurrency:
+            self._limited.add(queue)
+        if limit <= 0 or queue in self._paused:
+            return ClaimReply(jobs=[])
+        now = self._clock.now()
+        ready = self._promote(queue, now)
+        held: list[str] = []
+        opens: list[float] = []
+        cap = limit
+        if limits.global_concurrency is not None:
+            free = limits.global_concurrency - self._running_in.get(queue, 0)
+            if free < cap:
+                cap, held = max(0, free), ["global_concurrency"]
+        queue_window = None
+        if limits.rate is not None:
+            queue_window = self._window(f"queue:{queue}", limits.rate, now)
+            free = limits.rate.limit - len(queue_window)
+            if free < cap:
+                cap, held = max(0, free), ["rate_limit"]
+                if free <= 0:
+                    opens.append(queue_window[0] + limits.rate.per)
+        claimed: list[Job] = []
+        skipped: list[_ReadyItem] = []
+        while ready and len(claimed) < cap:
+            item = heapq.heappop(ready)
+            entry = self._is_current(item[5], item[4])
+            if entry is None:
+                continue
+            if (
+                limits.partition_concurrency is not None
+                and entry.partition is not None
+                and self._running_in_partition.get((queue, entry.partition), 0)
+                >= limits.partition_concurrency
+            ):
+                skipped.append(item)
+                held.append("partition_concurrency")
+                continue
+            job_rate = limits.job_rates.get(entry.name)
+            job_window = None
+            if job_rate is not None:
+                job_window = self._window(f"job:{entry.name}", job_rate, now)
+                if len(job_window) >= job_rate.limit:
+                    skipped.append(item)
+                    held.append("job_rate_limit")
+                    opens.append(job_window[0] + job_rate.per)
+                    continue
+            claimed.append(self._lease(entry, now, worker_id, lease))
+            if queue_window is not None:
+                queue_window.append(now)
+            if job_window is not None:
+                job_window.append(now)
+        for item in skipped:
+            heapq.heappush(ready, item)
+        if len(claimed) >= limit or (not skipped and self._live_head(ready) is None):
+            return ClaimReply(jobs=claimed)  # nothing due was held back
+        if cap < limit and queue_window is not None and len(queue_window) >= limits.rate.limit:  # type: ignore[union-attr]
+            opens.append(queue_window[0] + limits.rate.per)  # type: ignore[union-attr]
+        return ClaimReply(
+            jobs=claimed, held_by=held[0] if held else None, retry_at=min(opens, default=None)
+        )
 
     def _lease(self, entry: _Entry, now: float, worker_id: str, lease: float) -> Job:
         entry.state = JobState.RUNNING
@@ -265,10 +455,15 @@ class MemoryBackend:
         entry.lease_token = secrets.token_hex(16)
         entry.lease_expires_at = now + lease
         entry.worker_id = worker_id
-        entry.started_at = now
+        entry.started_at = None
         entry.progress = None
         entry.progress_message = None
-        self._running[entry.id] = entry
+        if entry.round > self._rounds.get(entry.queue, 0):
+            self._rounds[entry.queue] = entry.round
+        hold = self._keys.get(entry.key) if entry.key is not None else None
+        if hold is not None and hold.job_id == entry.id and hold.scope is KeyScope.QUEUED:
+            del self._keys[entry.key]  # type: ignore[arg-type]
+        self._set_running(entry)
         return entry.to_job()
 
     async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
@@ -286,9 +481,15 @@ class MemoryBackend:
                 cancel.add(job_id)
         return HeartbeatReply(lost=frozenset(lost), cancel_requested=frozenset(cancel))
 
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
-        """Apply outcomes whose lease token is current; return the refused ids."""
+    async def settle(
+        self, outcomes: Sequence[Outcome], starts: Sequence[JobStart] = ()
+    ) -> list[str]:
+        """Apply outcomes and starts whose lease token is current; return the refused ids."""
         now = self._clock.now()
+        for start in starts:
+            entry = self._running.get(start.job_id)
+            if entry is not None and entry.lease_token == start.lease_token:
+                entry.started_at = start.started_at
         refused: list[str] = []
         requeued = False
         for outcome in outcomes:
@@ -296,6 +497,8 @@ class MemoryBackend:
             if entry is None or entry.lease_token != outcome.lease_token:
                 refused.append(outcome.job_id)
                 continue
+            if outcome.started_at is not None:
+                entry.started_at = outcome.started_at
             kind = outcome.kind
             if kind is OutcomeKind.COMPLETE:
                 entry.result = outcome.result
@@ -365,10 +568,10 @@ class MemoryBackend:
             return None
         if entry.state is JobState.DEAD:
             if entry.key is not None:
-                if entry.key in self._keys:
-                    # An active job took the key meanwhile: reviving would break dedup.
+                if self._holder(entry.key, self._clock.now()) is not None:
+                    # Another job took the key meanwhile: reviving would break dedup.
                     return entry.to_job()
-                self._keys[entry.key] = entry.id
+                self._keys[entry.key] = _KeyHold(entry.id, KeyScope.ACTIVE, None)
             entry.attempts = 0
             entry.finished_at = None
             self._requeue(entry, due_at)
@@ -411,6 +614,7 @@ class MemoryBackend:
         state: JobState | None = None,
         name: str | None = None,
         schedule: str | None = None,
+        partition: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
@@ -422,18 +626,34 @@ class MemoryBackend:
             and (state is None or entry.state is state)
             and (name is None or entry.name == name)
             and (schedule is None or entry.schedule == schedule)
+            and (partition is None or entry.partition == partition)
         ]
         matches.sort(key=lambda entry: entry.seq, reverse=True)
         return [entry.to_job() for entry in matches[offset : offset + limit]]
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """Count jobs per queue and state."""
+    async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
+        """Count jobs per queue and state (of one partition, when given)."""
+        now = self._clock.now()
         counts: dict[str, dict[JobState, int]] = {queue: {} for queue in self._paused}
+        claimed: dict[str, int] = {}
+        delayed: dict[str, int] = {}
         for entry in self._jobs.values():
+            if partition is not None and entry.partition != partition:
+                continue
             per_state = counts.setdefault(entry.queue, {})
             per_state[entry.state] = per_state.get(entry.state, 0) + 1
+            if entry.state is JobState.RUNNING and entry.started_at is None:
+                claimed[entry.queue] = claimed.get(entry.queue, 0) + 1
+            elif entry.state is JobState.QUEUED and entry.due_at > now:
+                delayed[entry.queue] = delayed.get(entry.queue, 0) + 1
         return [
-            QueueStats(queue=queue, counts=per_state, paused=queue in self._paused)
+            QueueStats(
+                queue=queue,
+                counts=per_state,
+                paused=queue in self._paused,
+                claimed=claimed.get(queue, 0),
+                delayed=delayed.get(queue, 0),
+            )
             for queue, per_state in sorted(counts.items())
         ]
 
@@ -445,7 +665,7 @@ class MemoryBackend:
             if queue in self._paused:
                 continue
             ready = self._promote(queue, now)
-            due_times = [item[1] for item in ready if self._is_current(item[4], item[3])]
+            due_times = [item[2] for item in ready if self._is_current(item[5], item[4])]
             delayed = self._delayed.get(queue, [])
             while delayed and self._is_current(delayed[0][3], delayed[0][2]) is None:
                 heapq.heappop(delayed)

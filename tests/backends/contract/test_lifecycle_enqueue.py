@@ -28,11 +28,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import pytest
 
 from asyncjobs._clock import ManualClock
-from asyncjobs._models import ACTIVE_STATES, FINISHED_STATES, Job, JobState, OutcomeKind
+from asyncjobs._models import ACTIVE_STATES, FINISHED_STATES, JobState, OutcomeKind
 from asyncjobs.backends import Backend
 from tests.backends.contract._support import (
     LARGE,
@@ -69,6 +68,7 @@ pytestmark = pytest.mark.anyio
                 "key": "welcome:42",
                 "schedule": "hourly",
                 "fire_at": 1_767_225_600.1,
+                "partition": "tenant-42",
             },
             id="every-field",
         ),
@@ -78,7 +78,7 @@ async def test_get_job_round_trips_every_new_job_field(
     backend: Backend, clock: ManualClock, overrides: dict[str, Any]
 ) -> None:
     new = new_job(clock, **overrides)
-    expected = Job(**attrs.asdict(new, recurse=False), state=JobState.QUEUED)
+    expected = new.queued()
 
     [returned] = await backend.enqueue([new])
 

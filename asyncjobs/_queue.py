@@ -1,0 +1,155 @@
+"""How a queue's jobs are run: :class:`Queue` and :class:`RateLimit`, as the user writes them.
+
+A :class:`Queue` holds a per-process cap (``concurrency``), a share of the
+runtime's pool (``weight``), cluster-wide limits that the store enforces at
+claim time (``global_concurrency``, ``rate_limit``, ``partition_concurrency``)
+and defaults for its jobs. :meth:`Queue.claim_limits` turns the cluster-wide
+part into the data a store's ``claim_limited`` takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from ._exceptions import InvalidOptionError
+from ._models import ClaimLimits, RateWindow
+from ._retry import Backoff, BackoffLike, make_backoff, seconds
+
+__all__ = ["Queue", "RateLimit", "claim_limits"]
+
+
+def _positive_int(what: str) -> Any:
+    def check(value: int | None) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidOptionError(f"{what} must be an int of at least 1, got {value!r}")
+        return value
+
+    return check
+
+
+def _period(value: float | timedelta) -> float:
+    result = seconds(value, "RateLimit per")
+    if not result:
+        raise InvalidOptionError(f"RateLimit per must be more than 0 seconds, got {value!r}")
+    return result
+
+
+@attrs.frozen
+class RateLimit:
+    """At most *limit* job starts in any *per* (seconds or timedelta), across every process.
+
+    A sliding window over claims, judged by the store's clock: in no
+    interval of length *per* do more than *limit* jobs start. There is no
+    burst beyond *limit*; a full window opens again *per* after its oldest
+    start, and held jobs are claimed then (no polling).
+
+    ``RateLimit(100, per=timedelta(minutes=1))``; ``RateLimit(10, per=1)``.
+    """
+
+    limit: int = attrs.field(converter=_positive_int("RateLimit limit"))
+    per: float = attrs.field(kw_only=True, converter=_period)
+
+    def window(self) -> RateWindow:
+        """The store's view of this limit."""
+        return RateWindow(limit=self.limit, per=self.per)
+
+
+def _weight(value: float) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not value > 0
+        or value == float("inf")
+    ):
+        raise InvalidOptionError(f"Queue weight must be a number above 0, got {value!r}")
+    return float(value)
+
+
+def _rate_limit(value: RateLimit | None) -> RateLimit | None:
+    if value is not None and not isinstance(value, RateLimit):
+        raise InvalidOptionError(
+            f"rate_limit must be a RateLimit(limit, per=...), not {type(value).__name__}"
+        )
+    return value
+
+
+def _optional_backoff(value: BackoffLike | Backoff | None) -> Backoff | None:
+    return None if value is None else make_backoff(value)
+
+
+def _optional_timeout(value: float | timedelta | None) -> float | None:
+    result = seconds(value, "Queue timeout")
+    if result == 0:
+        raise InvalidOptionError("Queue timeout must be more than 0 seconds (or None)")
+    return result
+
+
+def _optional_priority(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise InvalidOptionError(f"Queue priority must be an int, got {value!r}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Queue:
+    """One queue's limits and job defaults.
+
+    :param concurrency: how many of its jobs this process runs at once (a hard
+        cap; default: the runtime's whole pool).
+    :param weight: its share of the pool when several queues have due work
+        (``queue_selection="weighted"``); ignored under ``"strict"``.
+    :param global_concurrency: at most this many of its jobs running in the
+        whole cluster (every process sharing the store).
+    :param rate_limit: at most so many starts per period, cluster-wide.
+    :param partition_concurrency: at most this many running per partition
+        (``job.options(partition=...)``), cluster-wide.
+    :param max_attempts: default attempts for its jobs (a job's own setting wins).
+    :param backoff: default backoff between attempts for its jobs.
+    :param timeout: default timeout for its jobs.
+    :param priority: default priority for its jobs.
+    :raises InvalidOptionError: for a value that cannot work.
+    """
+
+    concurrency: int | None = attrs.field(default=None, converter=_positive_int("concurrency"))
+    weight: float = attrs.field(default=1.0, converter=_weight)
+    global_concurrency: int | None = attrs.field(
+        default=None, converter=_positive_int("global_concurrency")
+    )
+    rate_limit: RateLimit | None = attrs.field(default=None, converter=_rate_limit)
+    partition_concurrency: int | None = attrs.field(
+        default=None, converter=_positive_int("partition_concurrency")
+    )
+    max_attempts: int | None = attrs.field(default=None, converter=_positive_int("max_attempts"))
+    backoff: Backoff | None = attrs.field(default=None, converter=_optional_backoff)
+    timeout: float | None = attrs.field(default=None, converter=_optional_timeout)
+    priority: int | None = attrs.field(default=None, converter=_optional_priority)
+
+    @property
+    def limited(self) -> bool:
+        """Whether the store must enforce a cluster-wide limit for this queue."""
+        return (
+            self.global_concurrency is not None
+            or self.rate_limit is not None
+            or self.partition_concurrency is not None
+        )
+
+
+def claim_limits(queue: Queue, job_rates: Mapping[str, RateLimit]) -> ClaimLimits | None:
+    """The limits a claim of *queue* carries (``None`` when nothing is limited).
+
+    :param job_rates: rate limits per job name (of every job that may run on the queue).
+    """
+    if not queue.limited and not job_rates:
+        return None
+    return ClaimLimits(
+        global_concurrency=queue.global_concurrency,
+        partition_concurrency=queue.partition_concurrency,
+        rate=queue.rate_limit.window() if queue.rate_limit is not None else None,
+        job_rates={name: rate.window() for name, rate in job_rates.items()},
+    )
