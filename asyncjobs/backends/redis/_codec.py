@@ -9,8 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..._exceptions import BackendError
-from ..._models import ErrorInfo, Job, JobState, NewJob, Outcome, OutcomeKind, Schedule
+from ..._exceptions import BackendError, DuplicateJobError
+from ..._models import (
+    ErrorInfo,
+    Job,
+    JobStart,
+    JobState,
+    KeyScope,
+    NewJob,
+    OnConflict,
+    Outcome,
+    OutcomeKind,
+    Schedule,
+)
 
 __all__ = [
     "JOB_FIELDS",
@@ -21,6 +32,7 @@ __all__ = [
     "job_args",
     "num",
     "outcome_args",
+    "start_args",
     "schedule_fields",
 ]
 
@@ -53,6 +65,7 @@ JOB_FIELDS = (
     "progress_message",
     "cancel_requested",
     "fire_at",
+    "partition",
 )
 
 
@@ -64,25 +77,49 @@ def num(value: float) -> str:
 # -- new jobs and outcomes -> script arguments ----------------------------------------
 
 
+_SCOPE_FLAGS = {KeyScope.QUEUED: "q", KeyScope.ACTIVE: "", KeyScope.WINDOW: "w"}
+_CONFLICT_FLAGS = {OnConflict.RETURN: "", OnConflict.REPLACE: "r", OnConflict.RAISE: "x"}
+
+
 def job_args(new: NewJob) -> list[str | bytes]:
     """The script arguments of one new job (see ``insert_jobs`` in the Lua prelude)."""
-    flags = (
-        ("k" if new.key is not None else "")
-        + ("s" if new.schedule is not None else "")
-        + ("f" if new.fire_at is not None else "")
-    )
+    key = new.key
+    flags = ""
+    if key is not None:
+        # Scope and conflict rule only matter with a key; their defaults add nothing.
+        flags = (
+            "k"
+            + _SCOPE_FLAGS[KeyScope(new.key_scope)]
+            + _CONFLICT_FLAGS[OnConflict(new.on_conflict)]
+            + ("e" if new.key_expires_at is not None else "")
+        )
+    if new.schedule is not None:
+        flags += "s"
+    if new.fire_at is not None:
+        flags += "f"
+    if new.partition is not None:
+        flags += "p"
     head = (
         f"{flags}|{num(new.due_at)}|{num(new.enqueued_at)}|{int(new.priority)}|"
         f"{int(new.max_attempts)}|{'' if new.timeout is None else num(new.timeout)}"
     )
     args: list[str | bytes] = [new.id, new.name, new.queue, new.payload, head]
-    if new.key is not None:
-        args.append(new.key)
+    if key is not None:
+        args.append(key)
     if new.schedule is not None:
         args.append(new.schedule)
     if new.fire_at is not None:
         args.append(num(new.fire_at))
+    if new.partition is not None:
+        args.append(new.partition)
+    if key is not None and new.key_expires_at is not None:
+        args.append(num(new.key_expires_at))
     return args
+
+
+def checks_conflicts(jobs: Sequence[NewJob]) -> bool:
+    """Whether an insert of *jobs* must check for ``raise`` conflicts before writing."""
+    return any(new.on_conflict == OnConflict.RAISE and new.key is not None for new in jobs)
 
 
 _KIND_CODES = {
@@ -111,7 +148,18 @@ def outcome_args(outcome: Outcome) -> list[str | bytes]:
         if error.traceback is not None:
             code += "T"
             args.append(error.traceback)
+    if outcome.started_at is not None:
+        code += "S"
+        args.append(num(outcome.started_at))
     args[2] = code
+    return args
+
+
+def start_args(starts: Sequence[JobStart]) -> list[str | bytes]:
+    """The settle script's leading arguments: how many starts, then each as id, token, time."""
+    args: list[str | bytes] = [str(len(starts))]
+    for start in starts:
+        args += [start.job_id, start.lease_token, num(start.started_at)]
     return args
 
 
@@ -171,6 +219,7 @@ def decode_job(values: Sequence[bytes | None]) -> Job:
         progress_message,
         cancel_requested,
         fire_at,
+        partition,
     ) = values
     if (
         job_id is None
@@ -217,6 +266,7 @@ def decode_job(values: Sequence[bytes | None]) -> Job:
         progress=_float(progress),
         progress_message=_text(progress_message),
         cancel_requested=cancel_requested == b"1",
+        partition=_text(partition),
     )
 
 
@@ -229,8 +279,14 @@ def decode_enqueued(news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]
     """The stored jobs of an insert, from its reply, in the order of *news*.
 
     The script lists only the jobs it did not insert, as (index, packed job)
-    pairs: every other new job was stored exactly as given.
+    pairs: every other new job was stored exactly as given. A reply of
+    ``(-1, key, holder id)`` says an ``on_conflict="raise"`` job met a holder
+    and nothing was written.
+
+    :raises DuplicateJobError: for that reply.
     """
+    if replies and replies[0] == -1:
+        raise DuplicateJobError(replies[1].decode(), replies[2].decode())
     jobs = [new.queued() for new in news]
     for i in range(0, len(replies), 2):
         jobs[int(replies[i])] = decode_packed(replies[i + 1])

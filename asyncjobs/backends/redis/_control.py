@@ -24,10 +24,10 @@ CANCEL = script(
     """
 local id = ARGV[5]
 local jk = job_key(id)
-local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key')
+local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key', 'round')
 if not f[1] then return false end
 if f[1] == 'queued' then
-  unqueue(id, f[2], f[3], f[4])
+  unqueue(id, f[2], f[3], f[4], f[6])
   finish(id, f[2], f[5], 'cancelled', {}, {})
 elseif f[1] == 'running' then
   redis.call('HSET', jk, 'cancel_requested', '1')
@@ -51,29 +51,28 @@ RETRY_DEAD = script(
     """
 local id = ARGV[5]
 local jk = job_key(id)
-local f = redis.call('HMGET', jk, 'state', 'queue', 'key', 'seq', 'priority')
+local f = redis.call('HMGET', jk, 'state', 'queue', 'key', 'seq', 'priority', 'round')
 if not f[1] then return false end
 if f[1] == 'dead' then
+  local del = {'finished_at'}
   if f[3] then
-    local dk = dedup_key(f[3])
-    local holder = redis.call('GET', dk)
-    if holder and holder ~= id then
-      local state = redis.call('HGET', job_key(holder), 'state')
-      -- An active job took the key meanwhile: reviving this one would break dedup.
-      if state == 'queued' or state == 'running' then return pack_job(jk) end
-    end
-    redis.call('SET', dk, id)
+    -- Another job took the key meanwhile (or this one's window still holds it):
+    -- reviving this one would break dedup.
+    if key_holder(f[3]) then return pack_job(jk) end
+    redis.call('SET', dedup_key(f[3]), id)
+    add(del, 'key_scope', 'key_expires_at')  -- revived, it holds its key while active
   end
   redis.call('PERSIST', jk)
   redis.call('ZREM', qkey(f[2], 'dead'), id)
   redis.call('ZREM', EXPIRY, expiry_member('dead', f[2], id))
-  requeue(id, f[2], ARGV[6], f[4], f[5], {'attempts', 0}, {'finished_at'})
+  requeue(id, f[2], ARGV[6], f[4], f[5], {'attempts', 0}, del, f[6])
   publish_wakes()
 end
 return pack_job(jk)
 """,
     "pack",
     "finish",
+    "holder",
 )
 
 

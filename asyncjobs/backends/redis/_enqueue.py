@@ -19,23 +19,35 @@ import attrs
 
 from ..._exceptions import BackendError
 from ..._models import Handoff, Job, JobState, NewJob
-from ._codec import decode_enqueued, job_args, num
+from ._codec import checks_conflicts, decode_enqueued, job_args, num
 from ._connection import Connection
 from ._prelude import script
 from ._wakeups import Wakeups
 
-__all__ = ["ENQUEUE", "ENQUEUE_CLAIM", "SCRIPTS", "GroupCommit", "enqueue_with_handoff"]
+__all__ = [
+    "ENQUEUE",
+    "ENQUEUE_CLAIM",
+    "SCRIPTS",
+    "GroupCommit",
+    "enqueue_checked",
+    "enqueue_with_handoff",
+]
 
 #: What one shared script call carries at most (unless one caller's jobs alone
 #: are more), so no call blocks the server long: jobs, and payload bytes.
 MAX_BATCH_JOBS = 500
 MAX_BATCH_BYTES = 1 << 20
 
-# ARGV: n, then n jobs (see insert_jobs).
+# ARGV: n, check ('1': a job has on_conflict "raise"), then n jobs (see insert_jobs).
 ENQUEUE = script(
     "enqueue",
     """
-local out = insert_jobs(6, tonumber(ARGV[5]))
+local n = tonumber(ARGV[5])
+if ARGV[6] == '1' then
+  local conflict = check_conflicts(7, n)
+  if conflict then return conflict end
+end
+local out = insert_jobs(7, n)
 publish_wakes()
 return out
 """,
@@ -43,10 +55,11 @@ return out
 )
 
 # ARGV: worker id, lease seconds, token prefix, k, then k (queue, limit) pairs, then
-# n and n jobs as for ENQUEUE. Inserts the jobs, then claims for the worker each
-# queue's head while it is one of them (up to the queue's limit; not in a paused
-# queue): exactly what the worker's next claim would take. Returns {the jobs not
-# inserted as for ENQUEUE, the claimed (id, token) pairs, expiry, claim time}.
+# n, check and n jobs as for ENQUEUE. Inserts the jobs, then claims for the worker
+# each queue's head while it is one of them (up to the queue's limit; not in a
+# paused queue): exactly what the worker's next claim would take. Returns {the jobs
+# not inserted as for ENQUEUE, the claimed (id, token) pairs, expiry}; {the
+# conflict} when a "raise" job met a holder (nothing written).
 ENQUEUE_CLAIM = script(
     "enqueue_claim",
     """
@@ -57,41 +70,60 @@ for _ = 1, tonumber(ARGV[8]) do
   limits[ARGV[pos]] = tonumber(ARGV[pos + 1])
   pos = pos + 2
 end
-local out = insert_jobs(pos + 1, tonumber(ARGV[pos]))
+local n = tonumber(ARGV[pos])
+if ARGV[pos + 1] == '1' then
+  local conflict = check_conflicts(pos + 2, n)
+  if conflict then return {conflict} end
+end
+local out = insert_jobs(pos + 2, n)
 local claimed = {}
 for queue, limit in pairs(limits) do
   if inserted_in[queue] and redis.call('SISMEMBER', PAUSED, queue) == 0 then
     promote(queue)
     local rk = qkey(queue, 'ready')
-    local taken = 0
+    local taken, top = 0, 0
     while taken < limit do
       local head = redis.call('ZRANGE', rk, 0, 0)
       if #head == 0 then break end
       local id = string.sub(head[1], ID_AT)
-      if not inserted[id] then break end
+      local new = inserted[id]
+      if not new then break end
       redis.call('ZREM', rk, head[1])
       taken = taken + 1
       local token = prefix .. '.' .. (#claimed / 2 + 1)
+      -- A new job: no start, progress or attempt to clear (see lease()).
       redis.call('HSET', job_key(id), 'state', 'running', 'attempts', '1', 'lease_token',
-                 token, 'lease_expires_at', expires, 'worker_id', worker, 'started_at', NOW_S)
+                 token, 'lease_expires_at', expires, 'worker_id', worker)
       redis.call('ZADD', qkey(queue, 'running'), expires, id)
+      if new ~= true then
+        if new.partition then
+          redis.call('HINCRBY', qkey(queue, 'prunning'), new.partition, 1)
+          if new.round > top then top = new.round end
+        end
+        if new.key then
+          local dk = dedup_key(new.key)
+          if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+        end
+      end
       add(claimed, id, token)
     end
+    claimed_round(queue, top)
     -- Every new job of the queue went to this worker: nobody else needs waking.
     if taken == inserted_in[queue] then woken[queue] = nil end
   end
 end
 publish_wakes()
-return {out, claimed, expires, NOW_S}
+return {out, claimed, expires}
 """,
     "insert",
+    "lease",
 )
 
 SCRIPTS = (ENQUEUE, ENQUEUE_CLAIM)
 
 
-def _enqueue_args(jobs: Sequence[NewJob]) -> list[str | bytes]:
-    args: list[str | bytes] = [str(len(jobs))]
+def _enqueue_args(jobs: Sequence[NewJob], check: bool = False) -> list[str | bytes]:
+    args: list[str | bytes] = [str(len(jobs)), "1" if check else "0"]
     for new in jobs:
         args += job_args(new)
     return args
@@ -109,8 +141,9 @@ async def enqueue_with_handoff(
     ]
     for queue, limit in handoff.limits.items():
         head += [queue, str(int(limit))]
-    replies, claimed, expires, now = await conn.run(ENQUEUE_CLAIM, head + _enqueue_args(jobs))
-    stored = decode_enqueued(jobs, replies)
+    reply = await conn.run(ENQUEUE_CLAIM, head + _enqueue_args(jobs, checks_conflicts(jobs)))
+    stored = decode_enqueued(jobs, reply[0])
+    claimed, expires = reply[1], reply[2]
     tokens = {claimed[i].decode(): claimed[i + 1].decode() for i in range(0, len(claimed), 2)}
     for i, job in enumerate(stored):
         token = tokens.get(job.id)
@@ -122,9 +155,21 @@ async def enqueue_with_handoff(
                 lease_token=token,
                 lease_expires_at=float(expires),
                 worker_id=handoff.worker_id,
-                started_at=float(now),
             )
     wakeups.notify({job.queue for job in stored if job.state is JobState.QUEUED})
+    return stored
+
+
+async def enqueue_checked(conn: Connection, wakeups: Wakeups, jobs: Sequence[NewJob]) -> list[Job]:
+    """Insert *jobs*, of which some have ``on_conflict="raise"``, in a script call of their own.
+
+    Not shared with other callers (see :class:`GroupCommit`): a conflict stores
+    nothing of the call, and only this caller's jobs must fail with it.
+
+    :raises DuplicateJobError: when a ``raise`` job meets a holder of its key.
+    """
+    stored = decode_enqueued(jobs, await conn.run(ENQUEUE, _enqueue_args(jobs, check=True)))
+    wakeups.notify({new.queue for new in jobs})
     return stored
 
 

@@ -6,6 +6,7 @@ server in bounded chunks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 from ..._models import Job, JobState, QueueStats
@@ -27,8 +28,8 @@ async def get_job(conn: Connection, job_id: str) -> Job | None:
     return None if values[0] is None else decode_job(values)
 
 
-# ARGV: first rank, how many, filter flags (q s n c), queue, state, name, schedule.
-# Returns {number scanned, matching ids}, newest first.
+# ARGV: first rank, how many, filter flags (q s n c p), queue, state, name, schedule,
+# partition. Returns {number scanned, matching ids}, newest first.
 LIST_SCAN = script(
     "list_scan",
     """
@@ -36,10 +37,12 @@ local start, count, flags = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local ids = redis.call('ZREVRANGE', JOBS, start, start + count - 1)
 local out = {}
 local fq, fs, fn, fc = has(flags, 'q'), has(flags, 's'), has(flags, 'n'), has(flags, 'c')
+local fp = has(flags, 'p')
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', job_key(id), 'queue', 'state', 'name', 'schedule')
+  local f = redis.call('HMGET', job_key(id), 'queue', 'state', 'name', 'schedule', 'partition')
   if f[1] and (not fq or f[1] == ARGV[8]) and (not fs or f[2] == ARGV[9])
-      and (not fn or f[3] == ARGV[10]) and (not fc or f[4] == ARGV[11]) then
+      and (not fn or f[3] == ARGV[10]) and (not fc or f[4] == ARGV[11])
+      and (not fp or f[5] == ARGV[12]) then
     out[#out + 1] = id
   end
 end
@@ -55,6 +58,7 @@ async def list_jobs(
     state: JobState | None,
     name: str | None,
     schedule: str | None,
+    partition: str | None,
     limit: int,
     offset: int,
 ) -> list[Job]:
@@ -72,6 +76,7 @@ async def list_jobs(
         + ("s" if state is not None else "")
         + ("n" if name is not None else "")
         + ("c" if schedule is not None else "")
+        + ("p" if partition is not None else "")
     )
     if not flags:
         # decode_responses=False: members come back as bytes.
@@ -95,6 +100,7 @@ async def list_jobs(
                     "" if state is None else JobState(state).value,
                     name or "",
                     schedule or "",
+                    partition or "",
                 ],
             )
             matches += [item.decode() for item in found]
@@ -113,7 +119,9 @@ async def list_jobs(
     return [decode_job(values) for values in rows if values[0] is not None]
 
 
-# Returns flat groups of (queue, paused, queued, running, complete, dead, cancelled).
+# Returns flat groups of (queue, paused, queued, running, complete, dead, cancelled,
+# claimed, delayed). Claimed: running jobs without started_at (a scan of the
+# running set); delayed: queued jobs due later than now.
 QUEUE_STATS = script(
     "queue_stats",
     """
@@ -129,10 +137,56 @@ for _, queue in ipairs(redis.call('SUNION', QUEUES, PAUSED)) do
     redis.call('ZCARD', qkey(queue, 'cancelled')),
   }
   if paused == 1 or c[1] + c[2] + c[3] + c[4] + c[5] > 0 then
-    add(out, queue, paused, c[1], c[2], c[3], c[4], c[5])
+    local claimed = 0
+    if c[2] > 0 then
+      for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
+        if redis.call('HEXISTS', job_key(id), 'started_at') == 0 then claimed = claimed + 1 end
+      end
+    end
+    local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. NOW_S, '+inf')
+    add(out, queue, paused, c[1], c[2], c[3], c[4], c[5], claimed, delayed)
   end
 end
 return out
+""",
+    "sweep",
+)
+
+# ARGV: the lowest seq (ZRANGEBYSCORE's min: '-inf', then '(' + the last one), how
+# many, partition. Counts the partition's jobs among
+# the next ones in enqueue order (sweeping first). Returns {number scanned, last seq
+# scanned, paused queues, flat groups as QUEUE_STATS's without paused}.
+QUEUE_STATS_SCAN = script(
+    "queue_stats_scan",
+    """
+sweep(__SWEEP_LIMIT__)
+local ids = redis.call('ZRANGEBYSCORE', JOBS, ARGV[5], '+inf', 'WITHSCORES',
+                       'LIMIT', 0, tonumber(ARGV[6]))
+local slot = {queued = 1, running = 2, complete = 3, dead = 4, cancelled = 5}
+local per_queue, order = {}, {}
+for i = 1, #ids, 2 do
+  local f = redis.call('HMGET', job_key(ids[i]), 'queue', 'state', 'partition', 'started_at',
+                       'due_at')
+  if f[1] and f[3] == ARGV[7] and slot[f[2]] then
+    local c = per_queue[f[1]]
+    if not c then
+      c = {0, 0, 0, 0, 0, 0, 0}
+      per_queue[f[1]] = c
+      order[#order + 1] = f[1]
+    end
+    c[slot[f[2]]] = c[slot[f[2]]] + 1
+    if f[2] == 'running' and not f[4] then c[6] = c[6] + 1 end
+    if f[2] == 'queued' and tonumber(f[5]) > NOW then c[7] = c[7] + 1 end
+  end
+end
+local out = {}
+for _, queue in ipairs(order) do
+  local c = per_queue[queue]
+  add(out, queue, c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+end
+local last = ''
+if #ids > 0 then last = ids[#ids] end
+return {#ids / 2, last, redis.call('SMEMBERS', PAUSED), out}
 """,
     "sweep",
 )
@@ -146,24 +200,54 @@ _STATS_STATES = (
 )
 
 
-async def queue_stats(conn: Connection) -> list[QueueStats]:
-    """Return job counts by state for every queue that has jobs or is paused."""
+def _stats(queue: str, paused: bool, values: Sequence[int]) -> QueueStats:
+    """One queue's stats from its counts: the five states in order, claimed, delayed."""
+    counts = {state: int(count) for state, count in zip(_STATS_STATES, values[:5], strict=True)}
+    return QueueStats(
+        queue=queue,
+        counts={state: count for state, count in counts.items() if count},
+        paused=paused,
+        claimed=int(values[5]),
+        delayed=int(values[6]),
+    )
+
+
+async def queue_stats(conn: Connection, partition: str | None = None) -> list[QueueStats]:
+    """Return job counts by state for every queue that has jobs or is paused.
+
+    With *partition*, only its jobs count: a scan of the enqueue index in
+    chunks (each one script call), as a filtered :func:`list_jobs` does.
+    """
+    if partition is not None:
+        return await _partition_stats(conn, partition)
     flat = await conn.run(QUEUE_STATS, [])
-    stats: list[QueueStats] = []
-    for i in range(0, len(flat), 7):
-        counts = {
-            state: int(count)
-            for state, count in zip(_STATS_STATES, flat[i + 2 : i + 7], strict=True)
-        }
-        stats.append(
-            QueueStats(
-                queue=flat[i].decode(),
-                counts={state: count for state, count in counts.items() if count},
-                paused=bool(flat[i + 1]),
-            )
-        )
+    stats = [
+        _stats(flat[i].decode(), bool(flat[i + 1]), flat[i + 2 : i + 9])
+        for i in range(0, len(flat), 9)
+    ]
     stats.sort(key=lambda item: item.queue)
     return stats
 
 
-SCRIPTS = (LIST_SCAN, QUEUE_STATS)
+async def _partition_stats(conn: Connection, partition: str) -> list[QueueStats]:
+    totals: dict[str, list[int]] = {}
+    paused: set[str] = set()
+    after = "-inf"
+    while True:
+        scanned, last, paused_now, flat = await conn.run(
+            QUEUE_STATS_SCAN, [after, str(_LIST_CHUNK), partition]
+        )
+        paused = {item.decode() for item in paused_now}
+        for i in range(0, len(flat), 8):
+            counts = totals.setdefault(flat[i].decode(), [0] * 7)
+            for j, value in enumerate(flat[i + 1 : i + 8]):
+                counts[j] += int(value)
+        if scanned < _LIST_CHUNK:
+            break
+        after = "(" + last.decode()
+    for queue in paused:
+        totals.setdefault(queue, [0] * 7)
+    return [_stats(queue, queue in paused, totals[queue]) for queue in sorted(totals)]
+
+
+SCRIPTS = (LIST_SCAN, QUEUE_STATS, QUEUE_STATS_SCAN)

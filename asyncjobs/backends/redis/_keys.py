@@ -8,29 +8,48 @@ Key layout under the prefix ``P`` (default ``asyncjobs``)::
                                     (finished_ttl, dead_ttl)
     P:jobs                  zset    every job id by seq (listing, newest first)
     P:seq                   string  the enqueue-order counter
-    P:key:<key>             string  dedup key -> id of the queued or running job holding it
+    P:key:<key>             string  dedup key -> the job holding it: its id (scopes
+                                    queued and active: deleted when the job is claimed,
+                                    resp. finishes), or ~id for a window hold, set with
+                                    a TTL to the window's end (key_expires_at, also
+                                    checked against the scripts' clock)
     P:queues                set     every queue name ever enqueued to
     P:paused                set     paused queue names
     P:q:<queue>:ready       zset    due jobs in claim order: score = priority, member =
-                                    due_at (%018.6f) + seq (%016d) + id, so equal
-                                    priorities sort by due time, then enqueue order
+                                    round (%010d) + due_at (%018.6f) + seq (%016d) + id,
+                                    so equal priorities sort by partition round, then
+                                    due time, then enqueue order
     P:q:<queue>:delayed     zset    queued jobs not yet due, by due_at (moved to ready
                                     by the claim that finds them due)
-    P:q:<queue>:running     zset    running jobs by lease expiry (crash recovery)
+    P:q:<queue>:running     zset    running jobs by lease expiry (crash recovery; its
+                                    ZCARD is what global_concurrency counts)
+    P:q:<queue>:prunning    hash    partition -> running jobs of it (partition_concurrency);
+                                    a partition's field is deleted at 0
+    P:q:<queue>:round       string  the queue's current round: the highest claimed
+    P:q:<queue>:rounds      hash    partition -> round of its last job enqueued (one
+                                    field per partition ever enqueued to the queue)
     P:q:<queue>:complete    zset    finished jobs by finished_at (prune), one per
     P:q:<queue>:dead                final state
     P:q:<queue>:cancelled
     P:expiry                zset    finished jobs by the server time their hash expires,
                                     member = state:len(queue):queue+id; scripts sweep it to
                                     drop expired jobs from the indexes above
+    P:limited               set     queues claimed under a concurrency limit: a running
+                                    job of theirs ending publishes their wake channel
+    P:rate:<window>         zset    claim times in a rate window (queue:<name>,
+                                    job:<name>), member = time + claim token; expires
+                                    per seconds after its last claim
     P:schedule:<name>       hash    one schedule; fields named after Schedule's attributes
     P:schedules             set     schedule names
     P:wake:<queue>          channel published when a queue gets work (enqueue, retry,
-                                    release, recovery, resume)
+                                    release, recovery, resume; in a limited queue,
+                                    also a running job's end)
 
 Every key is bounded: a job's keys live while it is active, and for
 ``finished_ttl`` (``dead_ttl`` for dead jobs) after it finished, or until
-``prune`` deletes it. The scripts build their keys from the prefix (no key is
+``prune`` deletes it; a window hold and a rate window expire by themselves;
+the per-queue round keys grow with the number of partitions, as ``P:queues``
+does with queues. The scripts build their keys from the prefix (no key is
 passed in ``KEYS``), so Redis Cluster is not supported; a restricted ACL user
 needs ``~P:*`` keys and ``&P:*`` channels.
 
@@ -87,9 +106,11 @@ local QUEUES = P .. ':queues'
 local PAUSED = P .. ':paused'
 local EXPIRY = P .. ':expiry'
 local SCHEDULES = P .. ':schedules'
+local LIMITED = P .. ':limited'
 local function job_key(id) return P .. ':job:' .. id end
 local function qkey(queue, part) return P .. ':q:' .. queue .. ':' .. part end
 local function dedup_key(key) return P .. ':key:' .. key end
 local function schedule_key(name) return P .. ':schedule:' .. name end
 local function wake_channel(queue) return P .. ':wake:' .. queue end
+local function rate_key(window) return P .. ':rate:' .. window end
 """

@@ -72,8 +72,12 @@ local function add(list, ...) for _, v in ipairs({...}) do list[#list + 1] = v e
 -- or '-' when absent. One bulk reply per job parses far faster client-side
 -- than HGETALL's fifty.
 local JOB_FIELDS = {__JOB_FIELDS__}
-local F_STATE, F_ATTEMPTS, F_TOKEN, F_EXPIRES, F_WORKER, F_STARTED = 5, 9, 14, 15, 16, 17
-local F_PROGRESS, F_PROGRESS_MESSAGE = 23, 24
+local F_NAME, F_STATE, F_ATTEMPTS, F_KEY, F_TOKEN, F_EXPIRES, F_WORKER, F_STARTED =
+  2, 5, 9, 12, 14, 15, 16, 17
+local F_PROGRESS, F_PROGRESS_MESSAGE, F_PARTITION = 23, 24, 27
+-- What a claim reads: the packed fields, then the hash-only ones it needs.
+local CLAIM_FIELDS = {__JOB_FIELDS__, 'round', 'key_scope'}
+local F_ROUND, F_KEY_SCOPE = #JOB_FIELDS + 1, #JOB_FIELDS + 2
 local function pack_values(values)
   local parts = {}
   for k = 1, #JOB_FIELDS do
@@ -98,17 +102,18 @@ local function publish_wakes()
 end
 
 --@section ready
--- The ready zset orders equal priorities by this member: due time, then seq.
-local ID_AT = 35
-local function ready_member(due, seq, id)
+-- The ready zset orders equal priorities by this member: partition round (a
+-- job's hash has none in round 0), due time, then seq.
+local ID_AT = 45
+local function ready_member(due, seq, id, round)
   local d = tonumber(due)
   if d < 0 then d = 0 elseif d > 99999999999 then d = 99999999999 end
-  return string.format('%018.6f%016d', d, tonumber(seq)) .. id
+  return string.format('%010d%018.6f%016d', tonumber(round or 0), d, tonumber(seq)) .. id
 end
 
-local function push(id, queue, due, seq, priority)
+local function push(id, queue, due, seq, priority, round)
   if tonumber(due) <= NOW then
-    redis.call('ZADD', qkey(queue, 'ready'), priority, ready_member(due, seq, id))
+    redis.call('ZADD', qkey(queue, 'ready'), priority, ready_member(due, seq, id, round))
   else
     redis.call('ZADD', qkey(queue, 'delayed'), due, id)
   end
@@ -116,8 +121,8 @@ local function push(id, queue, due, seq, priority)
   woken[queue] = true
 end
 
-local function unqueue(id, queue, due, seq)
-  redis.call('ZREM', qkey(queue, 'ready'), ready_member(due, seq, id))
+local function unqueue(id, queue, due, seq, round)
+  redis.call('ZREM', qkey(queue, 'ready'), ready_member(due, seq, id, round))
   redis.call('ZREM', qkey(queue, 'delayed'), id)
 end
 
@@ -127,13 +132,66 @@ local function promote(queue)
   if #due == 0 then return end
   local rk = qkey(queue, 'ready')
   for _, id in ipairs(due) do
-    local f = redis.call('HMGET', job_key(id), 'due_at', 'seq', 'priority')
-    if f[1] then redis.call('ZADD', rk, f[3], ready_member(f[1], f[2], id)) end
+    local f = redis.call('HMGET', job_key(id), 'due_at', 'seq', 'priority', 'round')
+    if f[1] then redis.call('ZADD', rk, f[3], ready_member(f[1], f[2], id, f[4])) end
   end
   redis.call('ZREM', dk, unpack(due))
 end
 
+--@section lease
+-- Lease one job for a worker: v holds its CLAIM_FIELDS (changed in place to the
+-- claimed job). Its handler has not started: started_at stays unset until its
+-- worker reports the start. Returns the job's round (0 without a partition).
+local function lease(id, queue, v, token, expires, worker)
+  local jk = job_key(id)
+  local attempts = tostring(tonumber(v[F_ATTEMPTS]) + 1)
+  redis.call('HSET', jk, 'state', 'running', 'attempts', attempts, 'lease_token', token,
+             'lease_expires_at', expires, 'worker_id', worker)
+  if v[F_STARTED] or v[F_PROGRESS] or v[F_PROGRESS_MESSAGE] then
+    redis.call('HDEL', jk, 'started_at', 'progress', 'progress_message')
+    v[F_STARTED] = false
+    v[F_PROGRESS] = false
+    v[F_PROGRESS_MESSAGE] = false
+  end
+  redis.call('ZADD', qkey(queue, 'running'), expires, id)
+  if v[F_PARTITION] then redis.call('HINCRBY', qkey(queue, 'prunning'), v[F_PARTITION], 1) end
+  if v[F_KEY_SCOPE] == 'queued' then
+    local dk = dedup_key(v[F_KEY])
+    if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+  end
+  v[F_STATE] = 'running'
+  v[F_ATTEMPTS] = attempts
+  v[F_TOKEN] = token
+  v[F_EXPIRES] = expires
+  v[F_WORKER] = worker
+  return tonumber(v[F_ROUND] or 0)
+end
+
+-- After claims up to round top: the queue's current round is the highest claimed.
+local function claimed_round(queue, top)
+  if top > 0 then
+    local ck = qkey(queue, 'round')
+    if top > tonumber(redis.call('GET', ck) or 0) then redis.call('SET', ck, top) end
+  end
+end
+
 --@section finish
+-- A running job left the running set (ZREM's reply, was = 1): count it out of its
+-- partition, and in a queue claimed under a concurrency limit wake the waiters.
+local limited_queues = {}
+local function left_running(queue, partition)
+  if partition then
+    local pk = qkey(queue, 'prunning')
+    if redis.call('HINCRBY', pk, partition, -1) <= 0 then redis.call('HDEL', pk, partition) end
+  end
+  local limited = limited_queues[queue]
+  if limited == nil then
+    limited = redis.call('SISMEMBER', LIMITED, queue) == 1
+    limited_queues[queue] = limited
+  end
+  if limited then woken[queue] = true end
+end
+
 local function expiry_member(state, queue, id)
   return state .. ':' .. #queue .. ':' .. queue .. id
 end
@@ -149,13 +207,14 @@ local function error_fields(set, del, present, etype, emsg, etb)
 end
 
 -- A job leaves queued/running for good. set/del: more fields to write or delete.
-local function finish(id, queue, key, state, set, del)
+-- (A window hold, ~id, outlives its job: only its TTL or its job's end ends it.)
+local function finish(id, queue, key, state, set, del, partition)
   local jk = job_key(id)
   add(set, 'state', state, 'finished_at', NOW_S)
   add(del, 'lease_token', 'lease_expires_at')
   redis.call('HSET', jk, unpack(set))
   redis.call('HDEL', jk, unpack(del))
-  redis.call('ZREM', qkey(queue, 'running'), id)
+  if redis.call('ZREM', qkey(queue, 'running'), id) == 1 then left_running(queue, partition) end
   redis.call('ZADD', qkey(queue, state), NOW_S, id)
   if key then
     local dk = dedup_key(key)
@@ -170,15 +229,16 @@ local function finish(id, queue, key, state, set, del)
   end
 end
 
--- A job goes (back) to queued at due. set/del: more fields to write or delete.
-local function requeue(id, queue, due, seq, priority, set, del)
+-- A job goes (back) to queued at due, keeping its round. set/del: more fields to
+-- write or delete.
+local function requeue(id, queue, due, seq, priority, set, del, round, partition)
   local jk = job_key(id)
   add(set, 'state', 'queued', 'due_at', due)
   add(del, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested')
   redis.call('HSET', jk, unpack(set))
   redis.call('HDEL', jk, unpack(del))
-  redis.call('ZREM', qkey(queue, 'running'), id)
-  push(id, queue, due, seq, priority)
+  if redis.call('ZREM', qkey(queue, 'running'), id) == 1 then left_running(queue, partition) end
+  push(id, queue, due, seq, priority, round)
 end
 
 --@section sweep
@@ -198,14 +258,84 @@ local function sweep(limit)
   if #doomed > 0 then redis.call('ZREM', EXPIRY, unpack(doomed)) end
 end
 
+--@section holder
+-- The job holding a dedup key now, and its state; nil when no job does. A window
+-- hold (~id) lasts until the job's key_expires_at, whatever its state, unless
+-- the job is gone (pruned or expired); a plain one while its job is active.
+local function key_holder(key)
+  local v = redis.call('GET', dedup_key(key))
+  if not v then return nil end
+  if string.byte(v, 1) == 126 then
+    local id = string.sub(v, 2)
+    local f = redis.call('HMGET', job_key(id), 'state', 'key_expires_at')
+    if f[1] and f[2] and tonumber(f[2]) > NOW then return id, f[1] end
+    return nil
+  end
+  local state = redis.call('HGET', job_key(v), 'state')
+  if state == 'queued' or state == 'running' then return v, state end
+  return nil
+end
+
 --@section insert
 -- Insert n jobs whose arguments start at ARGV[pos]. Each job is: id, name,
 -- queue, payload, 'flags|due_at|enqueued_at|priority|max_attempts|timeout',
--- then key if flags has 'k', schedule if it has 's' and fire_at if it has 'f'
--- (see _codec.job_args). Nothing but this insert writes fire_at. Returns
--- (index from 0, packed job) pairs for the jobs not inserted, whose existing
--- job (same id, or same active key) stands in for them.
--- The jobs this call inserted, per queue (for a handoff): id -> true, and counts.
+-- then key if flags has 'k', schedule if it has 's', fire_at if it has 'f',
+-- partition if it has 'p' and key_expires_at if it has 'e' (see
+-- _codec.job_args). More flags: the key's scope 'q' queued or 'w' window
+-- (else active), and its conflict rule 'r' replace or 'x' raise (else return).
+-- Nothing but this insert writes fire_at. Returns (index from 0, packed job)
+-- pairs for the jobs not inserted, whose existing job (same id, the key's
+-- holder) stands in for them.
+
+-- Before anything is written: the first job with 'x' whose key is held, by a
+-- stored job or by an earlier job of the batch, as {-1, key, holder id}; or nil.
+local function check_conflicts(pos, n)
+  local batch = {}
+  for _ = 1, n do
+    local id = ARGV[pos]
+    local flags = string.match(ARGV[pos + 4], '^(%l*)|')
+    pos = pos + 5
+    if has(flags, 'k') then
+      local key = ARGV[pos]
+      -- A job already stored under its id is a retry of a lost reply, not a conflict.
+      if has(flags, 'x') and redis.call('EXISTS', job_key(id)) == 0 then
+        local holder = batch[key]
+        if not holder then holder = key_holder(key) end
+        if holder then return {-1, key, holder} end
+      end
+      if not batch[key] then batch[key] = id end
+    end
+    for _, c in ipairs({'k', 's', 'f', 'p', 'e'}) do
+      if has(flags, c) then pos = pos + 1 end
+    end
+  end
+  return nil
+end
+
+-- The round of a new job of partition in queue: the one after its partition's
+-- last, but not before the queue's current round.
+local function next_round(queue, partition)
+  local rk = qkey(queue, 'rounds')
+  local last = redis.call('HGET', rk, partition)
+  local round = tonumber(redis.call('GET', qkey(queue, 'round')) or 0)
+  if last and tonumber(last) + 1 > round then round = tonumber(last) + 1 end
+  redis.call('HSET', rk, partition, round)
+  return round
+end
+
+-- A queued holder takes a replacing job's payload and due time (keeping its place
+-- in the rounds and enqueue order).
+local function replace_queued(hid, payload, due)
+  local hk = job_key(hid)
+  local h = redis.call('HMGET', hk, 'queue', 'due_at', 'seq', 'priority', 'round')
+  unqueue(hid, h[1], h[2], h[3], h[5])
+  redis.call('HSET', hk, 'payload', payload, 'due_at', due)
+  push(hid, h[1], due, h[3], h[4], h[5])
+end
+
+-- The jobs this call inserted, per queue (for a handoff): id -> true (or, for a
+-- job a claim must count in or release a key of, {partition, round, key}), and
+-- counts.
 local inserted, inserted_in = {}, {}
 local function insert_jobs(pos, n)
   local out = {}
@@ -217,11 +347,13 @@ local function insert_jobs(pos, n)
     local flags, due, enq, priority, max_attempts, timeout =
       string.match(ARGV[pos + 4], '^(%l*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
     pos = pos + 5
-    local key, schedule, fire_at = nil, nil, nil
+    local key, schedule, fire_at, partition, key_expires = nil, nil, nil, nil, nil
     if flags ~= '' then
       if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
       if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
       if has(flags, 'f') then fire_at = ARGV[pos]; pos = pos + 1 end
+      if has(flags, 'p') then partition = ARGV[pos]; pos = pos + 1 end
+      if has(flags, 'e') then key_expires = ARGV[pos]; pos = pos + 1 end
     end
     local jk = job_key(id)
     local existing = nil
@@ -229,13 +361,23 @@ local function insert_jobs(pos, n)
       -- The same id again: a client's retry of an enqueue whose reply was lost.
       existing = jk
     elseif key then
-      local dk = dedup_key(key)
-      local holder = redis.call('GET', dk)
-      if holder then
-        local state = redis.call('HGET', job_key(holder), 'state')
-        if state == 'queued' or state == 'running' then existing = job_key(holder) end
+      local hid, hstate = key_holder(key)
+      if hid then
+        if not has(flags, 'r') or hstate ~= 'running' then existing = job_key(hid) end
+        if has(flags, 'r') and hstate == 'queued' then replace_queued(hid, payload, due) end
       end
-      if not existing then redis.call('SET', dk, id) end
+      if not existing then
+        local dk = dedup_key(key)
+        if has(flags, 'w') then
+          local ms = 0
+          if key_expires then ms = math.ceil((tonumber(key_expires) - NOW) * 1000) end
+          -- The TTL bounds the key; the scripts' clock judges the window.
+          if ms > 0 then redis.call('SET', dk, '~' .. id, 'PX', ms)
+          else redis.call('DEL', dk) end
+        else
+          redis.call('SET', dk, id)
+        end
+      end
     end
     if existing then
       add(out, j, pack_job(existing))
@@ -246,14 +388,31 @@ local function insert_jobs(pos, n)
                  'priority', priority, 'attempts', 0, 'max_attempts', max_attempts}
       -- (Appended in place: add() builds a table per call, on the hot path.)
       if timeout ~= '' then f[#f + 1] = 'timeout'; f[#f + 1] = timeout end
-      if key then f[#f + 1] = 'key'; f[#f + 1] = key end
-      if schedule then f[#f + 1] = 'schedule'; f[#f + 1] = schedule end
-      if fire_at then f[#f + 1] = 'fire_at'; f[#f + 1] = fire_at end
+      local round = nil
+      if flags ~= '' then
+        if key then
+          f[#f + 1] = 'key'; f[#f + 1] = key
+          if has(flags, 'q') then f[#f + 1] = 'key_scope'; f[#f + 1] = 'queued'
+          elseif has(flags, 'w') then f[#f + 1] = 'key_scope'; f[#f + 1] = 'window' end
+          if key_expires then f[#f + 1] = 'key_expires_at'; f[#f + 1] = key_expires end
+        end
+        if schedule then f[#f + 1] = 'schedule'; f[#f + 1] = schedule end
+        if fire_at then f[#f + 1] = 'fire_at'; f[#f + 1] = fire_at end
+        if partition then
+          round = next_round(queue, partition)
+          f[#f + 1] = 'partition'; f[#f + 1] = partition
+          f[#f + 1] = 'round'; f[#f + 1] = round
+        end
+      end
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', JOBS, seq, id)
-      push(id, queue, due, seq, priority)
+      push(id, queue, due, seq, priority, round)
       queues[queue] = true
-      inserted[id] = true
+      if round or has(flags, 'q') then
+        inserted[id] = {partition = partition, round = round, key = has(flags, 'q') and key}
+      else
+        inserted[id] = true
+      end
       inserted_in[queue] = (inserted_in[queue] or 0) + 1
     end
   end
@@ -275,7 +434,9 @@ _SECTION_NEEDS: dict[str, tuple[str, ...]] = {
     "ready": ("wake",),
     "finish": ("ready",),
     "sweep": ("base",),
-    "insert": ("pack", "ready"),
+    "holder": ("base",),
+    "lease": ("pack", "ready"),
+    "insert": ("pack", "ready", "holder"),
 }
 _SECTIONS: dict[str, str] = {
     chunk.split("\n", 1)[0].strip(): chunk.split("\n", 1)[1]

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from typing import cast
 
 from ..._models import Job, NewJob, Schedule
-from ._codec import decode_enqueued, decode_schedule, job_args, num, schedule_fields
+from ._codec import (
+    checks_conflicts,
+    decode_enqueued,
+    decode_schedule,
+    job_args,
+    num,
+    schedule_fields,
+)
 from ._connection import Connection
 from ._prelude import script
 from ._wakeups import Wakeups
@@ -115,18 +122,24 @@ async def pause_schedule(conn: Connection, name: str, paused: bool) -> Schedule 
     return None if reply is None else decode_schedule(reply)
 
 
-# ARGV: name, expected fire time, has next ('1'/'0'), next fire time, n, then n jobs.
-# Returns the enqueue reply, or nil when the tick was already fired (or paused).
+# ARGV: name, expected fire time, has next ('1'/'0'), next fire time, n, check, then
+# n jobs (as for ENQUEUE). Returns the enqueue reply, or nil when the tick was
+# already fired (or paused); a conflict of a "raise" job writes nothing.
 FIRE_SCHEDULE = script(
     "fire_schedule",
     """
 local sk = schedule_key(ARGV[5])
 local f = redis.call('HMGET', sk, 'next_fire_at', 'paused')
 if not f[1] or f[2] == '1' or tonumber(f[1]) ~= tonumber(ARGV[6]) then return false end
+local n = tonumber(ARGV[9])
+if ARGV[10] == '1' then
+  local conflict = check_conflicts(11, n)
+  if conflict then return conflict end
+end
 redis.call('HSET', sk, 'last_fire_at', ARGV[6])
 if ARGV[7] == '1' then redis.call('HSET', sk, 'next_fire_at', ARGV[8])
 else redis.call('HDEL', sk, 'next_fire_at') end
-local out = insert_jobs(10, tonumber(ARGV[9]))
+local out = insert_jobs(11, n)
 publish_wakes()
 return out
 """,
@@ -153,15 +166,17 @@ async def fire_schedule(
         "0" if next_fire_at is None else "1",
         "" if next_fire_at is None else num(next_fire_at),
         str(len(jobs)),
+        "1" if checks_conflicts(jobs) else "0",
     ]
     for new in jobs:
         args += job_args(new)
     replies = await conn.run(FIRE_SCHEDULE, args)
     if replies is None:
         return None
+    stored = decode_enqueued(jobs, replies)
     if jobs:
         wakeups.notify({new.queue for new in jobs})
-    return decode_enqueued(jobs, replies)
+    return stored
 
 
 SCRIPTS = (PUT_SCHEDULE, REMOVE_SCHEDULE, PAUSE_SCHEDULE, FIRE_SCHEDULE)

@@ -1,7 +1,7 @@
 """The Redis store: :class:`RedisBackend`, one method per operation of the contract.
 
 Its methods follow the contract's groups (StoreConnection, JobLifecycle,
-WorkSignals, QueueControl, ScheduleStore, Inspection) and hand each
+FlowControl, WorkSignals, QueueControl, ScheduleStore, Inspection) and hand each
 operation to the module that holds its script and the code that calls it.
 """
 
@@ -16,9 +16,21 @@ import redis.asyncio as aioredis
 
 from ..._clock import Clock
 from ..._exceptions import ConfigurationError
-from ..._models import Handoff, Job, JobState, NewJob, Outcome, QueueStats, Schedule
+from ..._models import (
+    ClaimLimits,
+    ClaimReply,
+    Handoff,
+    Job,
+    JobStart,
+    JobState,
+    NewJob,
+    Outcome,
+    QueueStats,
+    Schedule,
+)
 from .. import HeartbeatReply
 from . import _control, _enqueue, _inspection, _lifecycle, _schedules, _wakeups
+from ._codec import checks_conflicts
 from ._connection import Connection
 from ._keys import Keys
 from ._wakeups import Wakeups
@@ -144,15 +156,20 @@ class RedisBackend:
     # -- JobLifecycle ---------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
-        """Insert *jobs* in one script; a matching active ``key`` returns the existing job.
+        """Insert *jobs* in one script; a held ``key`` meets its job's ``on_conflict`` rule.
 
         The script publishes the wake-ups itself: one round trip in all.
         Concurrent plain enqueues share script calls (group commit); an
-        enqueue with a *handoff* is a script call of its own.
+        enqueue with a *handoff*, or with an ``on_conflict="raise"`` job (whose
+        conflict stores nothing of its call), is a script call of its own.
+
+        :raises DuplicateJobError: when a ``raise`` job meets a holder of its key.
         """
         if not jobs:
             return []
         if handoff is None or not handoff.limits:
+            if checks_conflicts(jobs):
+                return await _enqueue.enqueue_checked(self._conn, self._wakeups, jobs)
             return await self._group_commit.enqueue(jobs)
         return await _enqueue.enqueue_with_handoff(self._conn, self._wakeups, jobs, handoff)
 
@@ -160,13 +177,27 @@ class RedisBackend:
         """Claim up to *limit* due jobs of *queue* in one script, each with a fresh token."""
         return await _lifecycle.claim(self._conn, queue, limit, worker_id, lease)
 
+    async def claim_limited(
+        self, queue: str, limit: int, worker_id: str, lease: float, limits: ClaimLimits
+    ) -> ClaimReply:
+        """Claim as :meth:`claim` does, within *limits*, in one script.
+
+        Concurrency limits count the queue's running set (and a hash of running
+        jobs per partition); rates are sorted sets of claim times, trimmed to
+        their window. A queue claimed under a concurrency limit publishes its
+        wake channel whenever one of its running jobs ends.
+        """
+        return await _lifecycle.claim_limited(self._conn, queue, limit, worker_id, lease, limits)
+
     async def heartbeat(self, leases: Mapping[str, str], lease: float) -> HeartbeatReply:
         """Extend the leases this worker still holds, in one script."""
         return await _lifecycle.heartbeat(self._conn, leases, lease)
 
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
-        """Apply a batch of outcomes in one script; return the ids whose token was stale."""
-        return await _lifecycle.settle(self._conn, self._wakeups, outcomes)
+    async def settle(
+        self, outcomes: Sequence[Outcome], starts: Sequence[JobStart] = ()
+    ) -> list[str]:
+        """Apply outcomes and handler starts in one script; return the ids whose token was stale."""
+        return await _lifecycle.settle(self._conn, self._wakeups, outcomes, starts)
 
     async def recover_expired(self) -> int:
         """Requeue (or kill, when out of attempts) running jobs whose lease ran out."""
@@ -274,6 +305,7 @@ class RedisBackend:
         state: JobState | None = None,
         name: str | None = None,
         schedule: str | None = None,
+        partition: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
@@ -288,10 +320,15 @@ class RedisBackend:
             state=state,
             name=name,
             schedule=schedule,
+            partition=partition,
             limit=limit,
             offset=offset,
         )
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """Return job counts by state for every queue that has jobs or is paused."""
-        return await _inspection.queue_stats(self._conn)
+    async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
+        """Return job counts by state for every queue that has jobs or is paused.
+
+        With *partition*, only its jobs count (a scan of the enqueue index in
+        chunks, like a filtered :meth:`list_jobs`).
+        """
+        return await _inspection.queue_stats(self._conn, partition)
