@@ -37,7 +37,9 @@ from asyncjobs.backends.sqlite import (
     UnsafeSQLiteWarning,
     _checks,
     _control,
+    _flow,
     _inspection,
+    _keys,
     _lifecycle,
     _schema,
     _wakeups,
@@ -171,14 +173,17 @@ async def test_a_new_file_gets_the_current_schema_in_wal_mode(
         indexes = {
             row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")
         }
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         sweeps = db.execute("SELECT id, resume_at FROM asyncjobs_lease_sweeps").fetchall()
     db.close()
     assert {
         "asyncjobs_jobs_claim",
         "asyncjobs_jobs_lease",
-        "asyncjobs_jobs_active_key",
         "asyncjobs_jobs_finished",
+        "asyncjobs_rate_claims_window",
     } <= indexes
+    assert "asyncjobs_jobs_active_key" not in indexes  # keys have a table of their own
+    assert {"asyncjobs_keys", "asyncjobs_partitions", "asyncjobs_rate_claims"} <= tables
     assert sweeps == [(1, 0)]  # lease sweeps never paused yet
     # The writers' queue file stays beside the database (see the module docstring).
     assert (tmp_path / "jobs.db-lock").is_file()
@@ -824,7 +829,11 @@ def query_plan(path: Path, sql: str, parameters: tuple[Any, ...]) -> str:
         ("claim", "COVERING INDEX asyncjobs_jobs_claim (queue=?)"),
         ("next_due", "COVERING INDEX asyncjobs_jobs_claim (queue=? AND priority=?)"),
         ("expired", "COVERING INDEX asyncjobs_jobs_lease (lease_expires_at<?)"),
-        ("dedup", "INDEX asyncjobs_jobs_active_key (key=?)"),
+        ("dedup", "SEARCH k USING PRIMARY KEY (key=?)"),
+        (
+            "limited_page",
+            "INDEX asyncjobs_jobs_claim (queue=? AND (priority,round,due_at)>(?,?,?))",
+        ),
         ("prune", "COVERING INDEX asyncjobs_jobs_finished (state=? AND finished_at<?)"),
         ("stats", "COVERING INDEX asyncjobs_jobs_finished"),
     ],
@@ -836,17 +845,17 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
         "claim": (_lifecycle._CLAIM_SQL, (LEASE, "w", QUEUE, QUEUE, 10)),
         "next_due": (_wakeups._NEXT_DUE_SQL.format(values="(?)"), (QUEUE,)),
         "expired": (_lifecycle._EXPIRED_SQL, (1.0, 1.0)),
-        "dedup": (
-            "SELECT id FROM asyncjobs_jobs WHERE key IS NOT NULL"
-            " AND state IN ('queued', 'running') AND key IN (?)",
-            ("k",),
+        "dedup": (_keys.HOLDERS_SQL.format(marks="?"), ("k",)),
+        "limited_page": (
+            _flow.due_page_sql(after=True, partitions=1, names=1),
+            (QUEUE, 1.0, 0, 0, 1.0, 1, "full", "tasks.slow", 256),
         ),
         "prune": (
             "SELECT seq FROM asyncjobs_jobs WHERE state IN ('complete', 'dead', 'cancelled')"
             " AND state = ? AND finished_at < ?",
             ("complete", 1.0),
         ),
-        "stats": (_inspection._QUEUE_STATS_SQL, ()),
+        "stats": (_inspection._QUEUE_STATS_SQL.format(partition=""), (1.0,)),
     }
     sql, parameters = queries[query]
 

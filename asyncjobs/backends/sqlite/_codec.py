@@ -67,7 +67,8 @@ def to_job(row: Row) -> Job:
         progress_message,
         cancel_requested,
         fire_at,
-    ) = row[:26]
+        partition,
+    ) = row[:27]
     return Job(
         id=job_id,
         name=name,
@@ -95,6 +96,7 @@ def to_job(row: Row) -> Job:
         progress=progress,
         progress_message=progress_message,
         cancel_requested=bool(cancel_requested),
+        partition=partition,
     )
 
 

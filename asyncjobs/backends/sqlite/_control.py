@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
-from ..._models import FINISHED_STATES, Job, JobState
+from ..._models import FINISHED_STATES, Job, JobState, KeyScope
 from ._codec import to_job
 from ._database import Database
+from ._keys import holders, take_keys
 from ._statements import JOB_COLUMNS, all_rows, first_row
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
@@ -48,7 +49,7 @@ async def cancel(db: Database, job_id: str) -> Job | None:
 
 
 async def retry_dead(db: Database, wakeups: Wakeups, job_id: str, due_at: float) -> Job | None:
-    """Queue a dead job again at *due_at*, unless an active job holds its ``key`` meanwhile."""
+    """Queue a dead job again at *due_at*, unless another job holds its ``key`` meanwhile."""
 
     def body(conn: sqlite3.Connection, tx: Tx) -> tuple[Job | None, bool]:
         row = first_row(conn, f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,))
@@ -58,14 +59,10 @@ async def retry_dead(db: Database, wakeups: Wakeups, job_id: str, due_at: float)
         if job.state is not JobState.DEAD:
             return job, False
         if job.key is not None:
-            taken = first_row(
-                conn,
-                "SELECT 1 FROM asyncjobs_jobs WHERE key IS NOT NULL"
-                " AND state IN ('queued', 'running') AND key = ?",
-                (job.key,),
-            )
-            if taken is not None:
-                return job, False
+            if holders(conn, [job.key], tx.now):
+                return job, False  # another job holds the key: reviving would break dedup
+            # Revived, it holds its key while active, whatever scope it had.
+            take_keys(conn, [(job.key, job.id, KeyScope.ACTIVE, None)])
         row = first_row(
             conn,
             "UPDATE asyncjobs_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"

@@ -1,10 +1,14 @@
-"""New jobs: the insert statements, dedup by ``key``, and handing a new job to an idle worker.
+"""New jobs: the insert statements, dedup keys and their conflict rules, partition rounds,
+and handing a new job to an idle worker.
 
-Dedup is enforced by a unique partial index on ``key`` over queued and running
-jobs (``_schema.py``), checked inside the writer's exclusive transaction:
-however many processes race one key, one job is created. A plain enqueue
-without keys is one multi-row ``INSERT`` (its trigger bumps the queue's wake
-counter), so one trip to the writer thread.
+A plain enqueue (no key, no partition) is one multi-row ``INSERT`` (its
+trigger bumps the queue's wake counter), so one trip to the writer thread.
+Jobs with a key or a partition go through :func:`insert_jobs`, inside the
+writer's exclusive transaction: the key's holder is looked up and the key
+taken there (``_keys.py``), so however many processes race one key, one job
+takes it; and each partitioned job gets its round there (see
+``JobLifecycle.claim``: the round after its partition's last one, never
+before the queue's current round).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from typing import Final
 
 import attrs
 
-from ..._models import Handoff, Job, JobState, NewJob
-from ._codec import insert_row, to_job
+from ..._exceptions import DuplicateJobError
+from ..._models import Handoff, Job, JobState, KeyScope, NewJob, OnConflict
+from ._codec import insert_row
 from ._database import Database
-from ._statements import JOB_COLUMNS, NOW_CTE, Row, all_rows, chunked, marks
-from ._wakeups import Wakeups
+from ._keys import KeyHold, holders, take_keys
+from ._statements import NOW_CTE, Row, all_rows, first_row
+from ._wakeups import Wakeups, bump
 from ._writer import Tx
 
 __all__ = ["enqueue", "insert_jobs"]
@@ -48,57 +54,148 @@ _INSERT_CLAIMED_SQL: Final = f"""
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, due_at, enqueued_at, priority,
          max_attempts, timeout, key, schedule, fire_at, state, attempts,
-         lease_token, lease_expires_at, worker_id, started_at)
+         lease_token, lease_expires_at, worker_id)
     SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
         CASE WHEN ok THEN 'running' ELSE 'queued' END, ok,
         CASE WHEN ok THEN lower(hex(randomblob(16))) END,
-        CASE WHEN ok THEN (SELECT now FROM t) + ? END, CASE WHEN ok THEN ? END,
-        CASE WHEN ok THEN (SELECT now FROM t) END
+        CASE WHEN ok THEN (SELECT now FROM t) + ? END, CASE WHEN ok THEN ? END
     FROM gate
-    RETURNING state, lease_token, lease_expires_at, started_at
+    RETURNING state, lease_token, lease_expires_at
 """
 #: The most jobs one multi-row INSERT binds (SQLite caps a statement's parameters).
 _MAX_INSERT_ROWS: Final = 500
 
 
-def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
-    """Insert *jobs* inside the caller's transaction, returning active key matches."""
-    by_key: dict[str, Job] = {}
-    keys = sorted({new.key for new in jobs if new.key is not None})
-    for chunk in chunked(keys):
-        rows = all_rows(
-            conn,
-            f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs"
-            " WHERE key IS NOT NULL AND state IN ('queued', 'running')"
-            f" AND key IN ({marks(len(chunk))})",
-            chunk,
-        )
-        by_key.update((job.key, job) for job in map(to_job, rows) if job.key is not None)
+# A job with a partition (or a key) names every column it sets.
+_INSERT_FULL_SQL: Final = """
+    INSERT INTO asyncjobs_jobs
+        (id, name, queue, payload, due_at, enqueued_at, priority,
+         max_attempts, timeout, key, schedule, fire_at, partition, round, state)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+"""
+_REPLACE_SQL: Final = (
+    "UPDATE asyncjobs_jobs SET payload = ?, due_at = ? WHERE id = ? AND state = 'queued'"
+)
+_LAST_ROUND_SQL: Final = """
+    INSERT INTO asyncjobs_partitions (queue, partition, last_round) VALUES (?, ?, ?)
+    ON CONFLICT (queue, partition) DO UPDATE SET last_round = excluded.last_round
+"""
+
+
+class _Rounds:
+    """Partition rounds handed out in one transaction, written back by :meth:`save`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._current: dict[str, int] = {}
+        self._last: dict[tuple[str, str], int] = {}
+
+    def next(self, queue: str, partition: str | None) -> int:
+        """The round of a new job of *partition* in *queue* (0 without a partition)."""
+        if partition is None:
+            return 0
+        current = self._current.get(queue)
+        if current is None:
+            row = first_row(
+                self._conn, "SELECT round FROM asyncjobs_queues WHERE name = ?", (queue,)
+            )
+            current = self._current[queue] = 0 if row is None else int(row[0])
+        slot = (queue, partition)
+        last = self._last.get(slot)
+        if last is None:
+            row = first_row(
+                self._conn,
+                "SELECT last_round FROM asyncjobs_partitions WHERE queue = ? AND partition = ?",
+                slot,
+            )
+            last = -1 if row is None else int(row[0])
+        round_ = self._last[slot] = max(last + 1, current)
+        return round_
+
+    def save(self) -> None:
+        """Store each partition's last round."""
+        if self._last:
+            self._conn.executemany(
+                _LAST_ROUND_SQL, [(queue, part, last) for (queue, part), last in self._last.items()]
+            )
+
+
+def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    """Insert *jobs* inside the caller's transaction, applying the key conflict rules at *now*.
+
+    :raises DuplicateJobError: for an ``on_conflict="raise"`` job whose key is
+        held (by a stored job or an earlier one of *jobs*); nothing is written.
+    """
+    held: dict[str, KeyHold] = holders(conn, {new.key for new in jobs if new.key}, now)
+    rounds = _Rounds(conn)
     stored: list[Job] = []
-    rows_to_insert: list[Row] = []
+    inserts: dict[str, tuple[NewJob, int]] = {}
+    replaced: dict[str, Job] = {}
+    takes: list[tuple[str, str, KeyScope, float | None]] = []
     for new in jobs:
         if new.key is not None:
-            existing = by_key.get(new.key)
-            if existing is not None:
-                stored.append(existing)
-                continue
-        job = new.queued()
-        if new.key is not None:
-            by_key[new.key] = job
+            hold = held.get(new.key)
+            if hold is not None and not hold.holds(now):
+                hold = None
+            if hold is not None:
+                holder = hold.job
+                if new.on_conflict is OnConflict.RAISE:
+                    raise DuplicateJobError(new.key, holder.id)
+                if new.on_conflict is OnConflict.REPLACE and holder.state is JobState.QUEUED:
+                    # Debounce: the holder takes the new payload and due time.
+                    holder = attrs.evolve(holder, payload=new.payload, due_at=new.due_at)
+                    held[new.key] = attrs.evolve(hold, job=holder)
+                    pending = inserts.get(holder.id)
+                    if pending is None:
+                        replaced[holder.id] = holder
+                    else:
+                        changed = attrs.evolve(pending[0], payload=new.payload, due_at=new.due_at)
+                        inserts[holder.id] = (changed, pending[1])
+                    stored.append(holder)
+                    continue
+                if (
+                    new.on_conflict is not OnConflict.REPLACE
+                    or holder.state is not JobState.RUNNING
+                ):
+                    stored.append(holder)
+                    continue
+                # Replace with a running holder: the new job queues behind it, taking the key.
+            job = new.queued()
+            held[new.key] = KeyHold(job, new.key_scope, new.key_expires_at)
+            takes.append((new.key, new.id, new.key_scope, new.key_expires_at))
+        else:
+            job = new.queued()
+        inserts[new.id] = (new, rounds.next(new.queue, new.partition))
         stored.append(job)
-        rows_to_insert.append(insert_row(new))
-    if len(rows_to_insert) == 1:
-        conn.execute(_INSERT_SQL, rows_to_insert[0])
-    elif rows_to_insert:
+    if replaced:
+        conn.executemany(
+            _REPLACE_SQL, [(job.payload, job.due_at, job.id) for job in replaced.values()]
+        )
+        # A due time moved earlier is work for the queue's waiters in other processes.
+        bump(conn, {job.queue for job in replaced.values()})
+    rows: list[Row] = [
+        (*insert_row(new), new.partition, round_) for new, round_ in inserts.values()
+    ]
+    if rows:
         # The insert trigger bumps the queues' wake counters.
-        conn.executemany(_INSERT_SQL, rows_to_insert)
-    return stored
+        conn.executemany(_INSERT_FULL_SQL, rows)
+    take_keys(conn, takes)
+    rounds.save()
+    return [_latest(job, inserts, replaced) for job in stored]
+
+
+def _latest(job: Job, inserts: dict[str, tuple[NewJob, int]], replaced: dict[str, Job]) -> Job:
+    """*job* as stored at the end of the batch (a later replace in it may have changed it)."""
+    if job.id in replaced:
+        return replaced[job.id]
+    pending = inserts.get(job.id)
+    return job if pending is None else pending[0].queued()
 
 
 async def enqueue(
     db: Database, wakeups: Wakeups, jobs: Sequence[NewJob], handoff: Handoff | None
 ) -> list[Job]:
-    """Insert *jobs* in one transaction; a matching active ``key`` returns that job."""
+    """Insert *jobs* in one transaction, with the key conflict rules and partition rounds."""
     if not jobs:
         return []
 
@@ -108,6 +205,7 @@ async def enqueue(
         handoff is not None
         and not others
         and first.key is None
+        and first.partition is None
         and first.due_at <= now
         and handoff.limits.get(first.queue, 0) > 0
     ):
@@ -115,7 +213,9 @@ async def enqueue(
         if job.state is JobState.QUEUED:
             wakeups.notify()
         return [job]
-    if len(jobs) <= _MAX_INSERT_ROWS and all(new.key is None for new in jobs):
+    if len(jobs) <= _MAX_INSERT_ROWS and all(
+        new.key is None and new.partition is None for new in jobs
+    ):
         # Nothing to look up first: one INSERT statement. The parameters are a
         # tuple, never an iterator, so the statement can run again.
         sql = _INSERT_HEAD + ", ".join([_INSERT_ROW] * len(jobs))
@@ -129,7 +229,7 @@ async def enqueue(
     else:
 
         def body(conn: sqlite3.Connection, tx: Tx) -> list[Job]:
-            return insert_jobs(conn, jobs)
+            return insert_jobs(conn, jobs, tx.now)
 
         stored = await db.write("enqueue", body, bounded=True)
     wakeups.notify()
@@ -150,7 +250,7 @@ async def _insert_claimed(db: Database, new: NewJob, handoff: Handoff) -> Job:
             handoff.lease,
             handoff.worker_id,
         )
-        [(state, token, expires, started)] = all_rows(conn, _INSERT_CLAIMED_SQL, parameters)
+        [(state, token, expires)] = all_rows(conn, _INSERT_CLAIMED_SQL, parameters)
         job = new.queued()
         if state != JobState.RUNNING:
             return job
@@ -161,7 +261,6 @@ async def _insert_claimed(db: Database, new: NewJob, handoff: Handoff) -> Job:
             lease_token=token,
             lease_expires_at=expires,
             worker_id=handoff.worker_id,
-            started_at=started,
         )
 
     return await db.write("enqueue", body, bounded=True, single=True)

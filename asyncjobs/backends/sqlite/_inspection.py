@@ -11,19 +11,22 @@ from ._statements import JOB_COLUMNS
 
 __all__ = ["get_job", "list_jobs", "queue_stats"]
 
-# Every count from an index: queued and running from the claim and lease
-# indexes, finished ones from the prune index, paused queues from their table.
+# Counts per queue and state, with the delayed (queued, due later) and the
+# claimed (running, handler not started) among them. Without a partition every
+# count but the claimed one comes from an index: queued from the claim index,
+# finished ones from the prune index; the running jobs (few) are read through
+# the lease index. Paused queues come from their table.
 _QUEUE_STATS_SQL: Final = """
-    SELECT queue, 'queued', COUNT(*) FROM asyncjobs_jobs
-    WHERE state = 'queued' GROUP BY queue
+    SELECT queue, 'queued', COUNT(*), SUM(due_at > ?) FROM asyncjobs_jobs
+    WHERE state = 'queued'{partition} GROUP BY queue
     UNION ALL
-    SELECT queue, 'running', COUNT(*) FROM asyncjobs_jobs
-    WHERE state = 'running' GROUP BY queue
+    SELECT queue, 'running', COUNT(*), SUM(started_at IS NULL) FROM asyncjobs_jobs
+    WHERE state = 'running'{partition} GROUP BY queue
     UNION ALL
-    SELECT queue, state, COUNT(*) FROM asyncjobs_jobs
-    WHERE state IN ('complete', 'dead', 'cancelled') GROUP BY queue, state
+    SELECT queue, state, COUNT(*), 0 FROM asyncjobs_jobs
+    WHERE state IN ('complete', 'dead', 'cancelled'){partition} GROUP BY queue, state
     UNION ALL
-    SELECT name, NULL, 0 FROM asyncjobs_queues WHERE paused = 1
+    SELECT name, NULL, 0, 0 FROM asyncjobs_queues WHERE paused = 1
 """
 
 
@@ -42,6 +45,7 @@ async def list_jobs(
     state: JobState | None = None,
     name: str | None = None,
     schedule: str | None = None,
+    partition: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[Job]:
@@ -53,6 +57,7 @@ async def list_jobs(
         ("state", None if state is None else str(state)),
         ("name", name),
         ("schedule", schedule),
+        ("partition", partition),
     ):
         if value is not None:
             clauses.append(f"{column} = ?")
@@ -66,17 +71,33 @@ async def list_jobs(
     return [to_job(row) for row in rows]
 
 
-async def queue_stats(db: Database) -> list[QueueStats]:
-    """Count jobs per queue and state, from indexes only, in one snapshot."""
+async def queue_stats(db: Database, *, partition: str | None = None) -> list[QueueStats]:
+    """Count jobs per queue and state (of one *partition*, when given), in one snapshot."""
+    now = db.clock.now()
+    parameters: list[Any]
+    if partition is None:
+        sql, parameters = _QUEUE_STATS_SQL.format(partition=""), [now]
+    else:
+        sql = _QUEUE_STATS_SQL.format(partition=" AND partition = ?")
+        parameters = [now, partition, partition, partition]
     counts: dict[str, dict[JobState, int]] = {}
     paused: set[str] = set()
-    for queue, state, count in await db.read("queue_stats", _QUEUE_STATS_SQL):
+    # Of the queued count, the delayed; of the running count, the claimed.
+    split: dict[tuple[str, str], int] = {}
+    for queue, state, count, part in await db.read("queue_stats", sql, parameters):
         per_state = counts.setdefault(queue, {})
         if state is None:
             paused.add(queue)
         else:
             per_state[JobState(state)] = count
+            split[queue, state] = int(part or 0)
     return [
-        QueueStats(queue=queue, counts=per_state, paused=queue in paused)
+        QueueStats(
+            queue=queue,
+            counts=per_state,
+            paused=queue in paused,
+            claimed=split.get((queue, "running"), 0),
+            delayed=split.get((queue, "queued"), 0),
+        )
         for queue, per_state in sorted(counts.items())
     ]

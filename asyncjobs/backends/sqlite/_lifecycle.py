@@ -1,8 +1,10 @@
 """A job from claim to outcome: claim, heartbeat, settle, lease recovery, progress.
 
 - **Claims** are one ``UPDATE ... WHERE seq IN (SELECT ... ORDER BY priority,
-  due_at, seq LIMIT ?) RETURNING ...`` (the pause check included), all rows
-  read before the statement ends.
+  round, due_at, seq LIMIT ?) RETURNING ...`` (the pause check included), all
+  rows read before the statement ends. A claim leaves ``started_at`` unset;
+  the worker reports the start through :func:`settle`. (Claims under limits
+  are in ``_flow.py``.)
 - **Outcomes** are one ``UPDATE ... FROM (VALUES ...) RETURNING id`` per kind:
   the lease-token check and the write in one statement.
 - **Leases** carry a random 128-bit token; heartbeats, progress and outcomes
@@ -21,7 +23,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from ..._models import ErrorInfo, Job, Outcome, OutcomeKind
+from ..._models import ErrorInfo, Job, JobStart, Outcome, OutcomeKind
 from .. import HeartbeatReply
 from ._codec import error_columns, to_job
 from ._database import Database
@@ -29,7 +31,7 @@ from ._statements import JOB_COLUMNS, MAX_PARAMS, NOW_CTE, Row, all_rows, chunke
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
 
-__all__ = ["claim", "heartbeat", "recover_expired", "set_progress", "settle"]
+__all__ = ["claim", "claim_order", "heartbeat", "recover_expired", "set_progress", "settle"]
 
 logger = logging.getLogger("asyncjobs")
 
@@ -41,24 +43,26 @@ _CLAIM_SQL: Final = f"""
     UPDATE asyncjobs_jobs
     SET state = 'running', attempts = attempts + 1,
         lease_token = lower(hex(randomblob(16))), lease_expires_at = (SELECT now FROM t) + ?,
-        worker_id = ?, started_at = (SELECT now FROM t), progress = NULL, progress_message = NULL
+        worker_id = ?, started_at = NULL, progress = NULL, progress_message = NULL
     WHERE seq IN (
         SELECT seq FROM asyncjobs_jobs INDEXED BY asyncjobs_jobs_claim
         WHERE state = 'queued' AND queue = ? AND due_at <= (SELECT now FROM t)
         AND NOT EXISTS (SELECT 1 FROM asyncjobs_queues WHERE name = ? AND paused = 1)
-        ORDER BY priority, due_at, seq
+        ORDER BY priority, round, due_at, seq
         LIMIT ?
     )
-    RETURNING {JOB_COLUMNS}, seq
+    RETURNING {JOB_COLUMNS}, seq, round
 """
 # settle: UPDATE ... FROM (VALUES ...). The join on id and the current lease
 # token applies each outcome and checks its token in one statement; RETURNING
 # names the accepted jobs. Complete, dead and cancelled outcomes share one
 # statement (``o.state`` says which); the trailing ``?`` is the settle time. A
 # running job never has a result, so only a complete outcome sets one.
+# Every outcome may carry its handler's start (``o.started_at``, NULL when not).
+_STARTED = "started_at = coalesce(o.started_at, asyncjobs_jobs.started_at)"
 _SETTLE_FINISHED: Final = (
-    "id, token, state, result, error_type, error_message, error_traceback",
-    "state = o.state,"
+    "id, token, started_at, state, result, error_type, error_message, error_traceback",
+    f"{_STARTED}, state = o.state,"
     " result = CASE WHEN o.state = 'complete' THEN o.result ELSE asyncjobs_jobs.result END,"
     " error_type = o.error_type, error_message = o.error_message,"
     " error_traceback = o.error_traceback,"
@@ -69,11 +73,19 @@ _REQUEUED = (
     " worker_id = NULL, cancel_requested = 0"
 )
 _SETTLE_RETRY: Final = (
-    "id, token, due_at, error_type, error_message, error_traceback",
-    f"{_REQUEUED}, error_type = o.error_type, error_message = o.error_message,"
+    "id, token, started_at, due_at, error_type, error_message, error_traceback",
+    f"{_STARTED}, {_REQUEUED}, error_type = o.error_type, error_message = o.error_message,"
     " error_traceback = o.error_traceback",
 )
-_SETTLE_RELEASE: Final = ("id, token, due_at", f"{_REQUEUED}, attempts = max(0, attempts - 1)")
+_SETTLE_RELEASE: Final = (
+    "id, token, started_at, due_at",
+    f"{_STARTED}, {_REQUEUED}, attempts = max(0, attempts - 1)",
+)
+# Reported starts: no RETURNING, as a start whose lease is gone is simply dropped.
+_SETTLE_STARTS: Final = (
+    "id, token, started_at",
+    "started_at = o.started_at",
+)
 _FINISHED_STATE = {
     OutcomeKind.COMPLETE: "complete",
     OutcomeKind.DEAD: "dead",
@@ -81,15 +93,20 @@ _FINISHED_STATE = {
 }
 
 
-def _settle_sql(spec: tuple[str, str], count: int) -> str:
+def _settle_sql(spec: tuple[str, str], count: int, returning: bool = True) -> str:
     columns, assignments = spec
     return (
         f"WITH o({columns}) AS (VALUES {rows_of(columns.count(',') + 1, count)})"
         f" UPDATE asyncjobs_jobs SET {assignments} FROM o"
         " WHERE asyncjobs_jobs.id = o.id AND asyncjobs_jobs.lease_token = o.token"
         " AND asyncjobs_jobs.state = 'running'"
-        " RETURNING asyncjobs_jobs.id, asyncjobs_jobs.queue"
+        + (" RETURNING asyncjobs_jobs.id, asyncjobs_jobs.queue" if returning else "")
     )
+
+
+def claim_order(row: Row) -> tuple[Any, ...]:
+    """The claim order key of a ``JOB_COLUMNS, seq, round`` row: priority, round, due time, seq."""
+    return (row[7], row[28], row[5], row[27])
 
 
 _EXPIRED_SQL: Final = """
@@ -117,7 +134,7 @@ async def claim(
     def body(conn: sqlite3.Connection, tx: Tx) -> list[Job]:
         rows = all_rows(conn, _CLAIM_SQL, (lease, worker_id, queue, queue, limit))
         # RETURNING gives rows in no particular order: restore the claim order.
-        rows.sort(key=lambda row: (row[7], row[5], row[26]))
+        rows.sort(key=claim_order)
         return [to_job(row) for row in rows]
 
     claimed = await db.write("claim", body, single=True)
@@ -154,9 +171,14 @@ async def heartbeat(db: Database, leases: Mapping[str, str], lease: float) -> He
     )
 
 
-async def settle(db: Database, wakeups: Wakeups, outcomes: Sequence[Outcome]) -> list[str]:
-    """Apply the outcomes whose lease token is current; return the ids of the refused ones."""
-    if not outcomes:
+async def settle(
+    db: Database, wakeups: Wakeups, outcomes: Sequence[Outcome], starts: Sequence[JobStart] = ()
+) -> list[str]:
+    """Apply the outcomes and starts whose lease token is current; return the refused outcome ids.
+
+    Starts are written first: an outcome's own ``started_at`` (when given) wins.
+    """
+    if not outcomes and not starts:
         return []
     # Only the first outcome of a job can hold its lease: a repeat in the same
     # batch is refused, as it would be in a later batch.
@@ -175,29 +197,38 @@ async def settle(db: Database, wakeups: Wakeups, outcomes: Sequence[Outcome]) ->
             finished.append(outcome)
     again = {outcome.job_id for outcome in (*retried, *released)}
 
+    start_chunks = list(chunked(starts, per_item=3))
+
     def statements(now: float) -> Iterable[tuple[str, list[Any]]]:
-        for chunk in chunked(finished, per_item=7):
+        for chunk in chunked(finished, per_item=8):
             values: list[Any] = []
             for outcome in chunk:
-                values += (outcome.job_id, outcome.lease_token)
+                values += (outcome.job_id, outcome.lease_token, outcome.started_at)
                 values += (_FINISHED_STATE[outcome.kind], outcome.result)
                 values += error_columns(outcome.error)
             yield _settle_sql(_SETTLE_FINISHED, len(chunk)), [*values, now]
-        for chunk in chunked(retried, per_item=6):
+        for chunk in chunked(retried, per_item=7):
             values = []
             for outcome in chunk:
                 due_at = now if outcome.due_at is None else outcome.due_at
-                values += (outcome.job_id, outcome.lease_token, due_at)
+                values += (outcome.job_id, outcome.lease_token, outcome.started_at, due_at)
                 values += error_columns(outcome.error)
             yield _settle_sql(_SETTLE_RETRY, len(chunk)), values
-        for chunk in chunked(released, per_item=3):
+        for chunk in chunked(released, per_item=4):
             values = []
             for outcome in chunk:
                 due_at = now if outcome.due_at is None else outcome.due_at
-                values += (outcome.job_id, outcome.lease_token, due_at)
+                values += (outcome.job_id, outcome.lease_token, outcome.started_at, due_at)
             yield _settle_sql(_SETTLE_RELEASE, len(chunk)), values
 
     def body(conn: sqlite3.Connection, tx: Tx) -> list[Row]:
+        for chunk in start_chunks:
+            values = list(
+                itertools.chain.from_iterable(
+                    (start.job_id, start.lease_token, start.started_at) for start in chunk
+                )
+            )
+            conn.execute(_settle_sql(_SETTLE_STARTS, len(chunk), returning=False), values)
         rows: list[Row] = []
         for sql, values in statements(tx.now):
             rows += all_rows(conn, sql, values)
@@ -206,10 +237,11 @@ async def settle(db: Database, wakeups: Wakeups, outcomes: Sequence[Outcome]) ->
             bump(conn, queues)
         return rows
 
-    # A batch of finished jobs (the common case) is one statement.
-    single = not again and len(finished) <= (MAX_PARAMS - 1) // 7
+    # A batch of finished jobs (the common case), or of starts, is one statement.
+    fits = len(finished) <= (MAX_PARAMS - 1) // 8
+    single = not again and ((not starts and fits) or (not finished and len(start_chunks) == 1))
     rows = await db.write("settle", body, single=single)
-    if any(job_id in again for job_id, _ in rows):
+    if any(job_id in again or queue in wakeups.limited for job_id, queue in rows):
         wakeups.notify()
     accepted = {job_id for job_id, _ in rows}
     return [
@@ -245,7 +277,7 @@ async def recover_expired(db: Database, wakeups: Wakeups) -> int:
             " error_message = ?, error_traceback = ?, lease_token = NULL,"
             " lease_expires_at = NULL"
             " WHERE state = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts"
-            " RETURNING id",
+            " RETURNING queue",
             (now, *error, now),
         )
         requeued = all_rows(
@@ -260,6 +292,8 @@ async def recover_expired(db: Database, wakeups: Wakeups) -> int:
         queues = {queue for (queue,) in requeued}
         if queues:
             bump(conn, queues)
+        # A killed job frees a slot of a limited queue (the trigger told other processes).
+        queues.update(queue for (queue,) in killed if queue in wakeups.limited)
         return len(killed) + len(requeued), queues
 
     count, queues = await db.write("recover_expired", body, requested=requested)

@@ -124,7 +124,7 @@ async def fire_schedule(
             "UPDATE asyncjobs_schedules SET next_fire_at = ?, last_fire_at = ? WHERE name = ?",
             (next_fire_at, expected_fire_at, name),
         )
-        return insert_jobs(conn, jobs)
+        return insert_jobs(conn, jobs, tx.now)
 
     fired = await db.write("fire_schedule", body)
     if fired:

@@ -1,11 +1,15 @@
 """The schema: tables, indexes and triggers as numbered migrations, and the code that applies them.
 
 - ``asyncjobs_jobs``: one row per job. Partial covering indexes serve the hot
-  queries (claim order, expired leases, dedup, prune and counts), so their cost
-  does not grow with the finished jobs a file holds; the unique partial index
-  on ``key`` over queued and running jobs is what enforces dedup.
-- ``asyncjobs_queues``: pause flags and the per-queue wake counter that other
-  processes poll (``_wakeups.py``).
+  queries (claim order, expired leases, prune and counts), so their cost does
+  not grow with the finished jobs a file holds.
+- ``asyncjobs_keys``: the job holding each dedup key; its primary key is what
+  enforces dedup (``_keys.py``).
+- ``asyncjobs_queues``: pause flags, the per-queue wake counter that other
+  processes poll (``_wakeups.py``), the current partition round and whether
+  the queue is claimed under a concurrency limit (``_flow.py``).
+- ``asyncjobs_partitions``: each partition's last round (``_enqueue.py``).
+- ``asyncjobs_rate_claims``: claim times in the rate windows (``_flow.py``).
 - ``asyncjobs_schedules``: stored schedules (``_schedules.py``).
 - ``asyncjobs_lease_sweeps``: when lease sweeps resume after a stall (``_stalls.py``).
 - ``asyncjobs_schema``: the version, :data:`SCHEMA_VERSION` once migrated.
@@ -139,6 +143,82 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
         "INSERT INTO asyncjobs_lease_sweeps (id, resume_at) VALUES (1, 0)",
+    ),
+    # 5: flow control. Jobs get a partition and a partition round (claim order is
+    # priority, round, due time, seq: the claim index takes the round, so a queue
+    # without partitions, all in round 0, still reads its due jobs in one range).
+    # Dedup keys move to a table of their own: a key's holder is judged by its
+    # scope (queued, active, window), which a partial unique index on the jobs
+    # cannot express; the table's primary key still lets one job hold a key.
+    (
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN partition TEXT",
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN round INTEGER NOT NULL DEFAULT 0",
+        "DROP INDEX asyncjobs_jobs_claim",
+        """
+        CREATE INDEX asyncjobs_jobs_claim
+        ON asyncjobs_jobs (queue, priority, round, due_at, seq, state)
+        WHERE state = 'queued'
+        """,
+        # The queue's current round (the highest claimed), and whether it is
+        # claimed under a concurrency limit (a running job ending there wakes).
+        "ALTER TABLE asyncjobs_queues ADD COLUMN round INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE asyncjobs_queues ADD COLUMN limited INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE asyncjobs_partitions (
+            queue TEXT NOT NULL,
+            partition TEXT NOT NULL,
+            last_round INTEGER NOT NULL,
+            PRIMARY KEY (queue, partition)
+        ) WITHOUT ROWID
+        """,
+        # Who took each key last, and for how long it holds it. Whether it still
+        # holds it is read from its job at the next enqueue with the key (so a
+        # job finishing or being claimed writes nothing here).
+        """
+        CREATE TABLE asyncjobs_keys (
+            key TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            expires_at REAL
+        ) WITHOUT ROWID
+        """,
+        """
+        INSERT INTO asyncjobs_keys (key, job_id, scope)
+        SELECT key, id, 'active' FROM asyncjobs_jobs
+        WHERE key IS NOT NULL AND state IN ('queued', 'running')
+        """,
+        "DROP INDEX asyncjobs_jobs_active_key",
+        # Claim times in the rate windows ("queue:<name>", "job:<name>").
+        "CREATE TABLE asyncjobs_rate_claims (name TEXT NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX asyncjobs_rate_claims_window ON asyncjobs_rate_claims (name, at)",
+        # A claim of a partitioned job moves its queue's current round on (in the
+        # claim's own statement; jobs without a partition, round 0, skip it).
+        """
+        CREATE TRIGGER asyncjobs_jobs_round AFTER UPDATE OF state ON asyncjobs_jobs
+        WHEN NEW.round > 0 AND NEW.state = 'running'
+        BEGIN
+            UPDATE asyncjobs_queues SET round = NEW.round
+            WHERE name = NEW.queue AND round < NEW.round;
+        END
+        """,
+        # A running job ending or requeued in a queue claimed under a concurrency
+        # limit frees a slot: wake that queue's waiters in every process.
+        """
+        CREATE TRIGGER asyncjobs_jobs_slot AFTER UPDATE OF state ON asyncjobs_jobs
+        WHEN OLD.state = 'running' AND NEW.state <> 'running'
+        BEGIN
+            UPDATE asyncjobs_queues SET wake_seq = wake_seq + 1
+            WHERE name = NEW.queue AND limited = 1;
+        END
+        """,
+        # A pruned job lets go of its key (a window key too).
+        """
+        CREATE TRIGGER asyncjobs_jobs_key_gone AFTER DELETE ON asyncjobs_jobs
+        WHEN OLD.key IS NOT NULL
+        BEGIN
+            DELETE FROM asyncjobs_keys WHERE key = OLD.key AND job_id = OLD.id;
+        END
+        """,
     ),
 )
 

@@ -41,7 +41,7 @@ JOB_COLUMNS: Final = (
     "id, name, queue, payload, state, due_at, enqueued_at, priority, attempts,"
     " max_attempts, timeout, key, schedule, lease_token, lease_expires_at, worker_id,"
     " started_at, finished_at, result, error_type, error_message, error_traceback,"
-    " progress, progress_message, cancel_requested, fire_at"
+    " progress, progress_message, cancel_requested, fire_at, partition"
 )
 #: A schedule row, in the order ``_codec.to_schedule`` reads it.
 SCHEDULE_COLUMNS: Final = (

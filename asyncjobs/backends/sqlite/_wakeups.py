@@ -76,6 +76,10 @@ class Wakeups:
         # The wake counter of each queue as wait_for_work last saw it: a different
         # value in the store means work arrived since, even while nobody waited.
         self._seen: dict[str, int] = {}
+        #: Queues this object claimed under a concurrency limit: a running job of
+        #: theirs ending wakes this object's waiters at once (other processes'
+        #: see the wake counter that the store's trigger bumps).
+        self.limited: set[str] = set()
 
     def reset(self) -> None:
         """Forget what was seen (the file was opened again): poll soon."""

@@ -1,7 +1,7 @@
 """The SQLite store: :class:`SQLiteBackend`, one method per operation of the contract.
 
 Its methods follow the contract's groups (StoreConnection, JobLifecycle,
-WorkSignals, QueueControl, ScheduleStore, Inspection) and hand each
+FlowControl, WorkSignals, QueueControl, ScheduleStore, Inspection) and hand each
 operation to the module that holds its SQL and the code that runs it.
 """
 
@@ -14,9 +14,20 @@ import anyio
 
 from ..._clock import Clock
 from ..._exceptions import ConfigurationError
-from ..._models import Handoff, Job, JobState, NewJob, Outcome, QueueStats, Schedule
+from ..._models import (
+    ClaimLimits,
+    ClaimReply,
+    Handoff,
+    Job,
+    JobStart,
+    JobState,
+    NewJob,
+    Outcome,
+    QueueStats,
+    Schedule,
+)
 from .. import HeartbeatReply
-from . import _checks, _control, _enqueue, _inspection, _lifecycle, _schedules
+from . import _checks, _control, _enqueue, _flow, _inspection, _lifecycle, _schedules
 from ._database import Database
 from ._wakeups import Wakeups
 from ._writer import Writer
@@ -142,10 +153,12 @@ class SQLiteBackend:
     # -- JobLifecycle ---------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob], handoff: Handoff | None = None) -> list[Job]:
-        """Insert *jobs* in one transaction; a matching active ``key`` returns that job.
+        """Insert *jobs* in one transaction, with the rules for keys other jobs hold.
 
         Waits at most ``write_timeout`` for the write lock.
 
+        :raises DuplicateJobError: when an ``on_conflict="raise"`` job meets the
+            holder of its key (nothing is stored).
         :raises SQLiteFullError: when the batch does not fit (nothing is stored).
         :raises SQLiteBusyError: when another process held the write lock for
             longer than ``write_timeout`` (nothing is stored).
@@ -168,12 +181,14 @@ class SQLiteBackend:
         """
         return await _lifecycle.heartbeat(self._db, leases, lease)
 
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[str]:
-        """Apply the outcomes whose lease token is current, in one atomic step.
+    async def settle(
+        self, outcomes: Sequence[Outcome], starts: Sequence[JobStart] = ()
+    ) -> list[str]:
+        """Apply the outcomes and handler starts whose lease token is current, in one atomic step.
 
-        :returns: the ids of the refused outcomes.
+        :returns: the ids of the refused outcomes (starts are never reported).
         """
-        return await _lifecycle.settle(self._db, self._wakeups, outcomes)
+        return await _lifecycle.settle(self._db, self._wakeups, outcomes, starts)
 
     async def recover_expired(self) -> int:
         """Requeue running jobs whose lease ran out; kill those out of attempts.
@@ -191,6 +206,20 @@ class SQLiteBackend:
     ) -> bool:
         """Store progress for a job whose lease is still held; ``False`` otherwise."""
         return await _lifecycle.set_progress(self._db, job_id, lease_token, progress, message)
+
+    # -- FlowControl ----------------------------------------------------------------
+
+    async def claim_limited(
+        self, queue: str, limit: int, worker_id: str, lease: float, limits: ClaimLimits
+    ) -> ClaimReply:
+        """Claim as :meth:`claim` does, within *limits*, in one write transaction.
+
+        The counts and rate windows are read and updated under the write lock,
+        so the limits hold across every process sharing the file.
+        """
+        return await _flow.claim_limited(
+            self._db, self._wakeups, queue, limit, worker_id, lease, limits
+        )
 
     # -- WorkSignals ----------------------------------------------------------------
 
@@ -287,6 +316,7 @@ class SQLiteBackend:
         state: JobState | None = None,
         name: str | None = None,
         schedule: str | None = None,
+        partition: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
@@ -297,10 +327,11 @@ class SQLiteBackend:
             state=state,
             name=name,
             schedule=schedule,
+            partition=partition,
             limit=limit,
             offset=offset,
         )
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """Count jobs per queue and state, from indexes only, in one snapshot."""
-        return await _inspection.queue_stats(self._db)
+    async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
+        """Count jobs per queue and state (of one *partition*, when given), in one snapshot."""
+        return await _inspection.queue_stats(self._db, partition=partition)
