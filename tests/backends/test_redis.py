@@ -2,7 +2,8 @@
 
 Server time with the system clock, cross-connection wake-ups, clear failures
 at ``open`` that never show the password, a restricted ACL user, a server
-restart with AOF, and bounded keys. Every test runs against a real
+restart with AOF, flow control that costs plain jobs nothing and races
+between connections that keep one key holder, and bounded keys. Every test runs against a real
 ``redis-server`` (see ``tests/redis_server.py``); nothing sleeps to wait for
 something except bounded polling where Redis itself keeps time (key expiry).
 """
@@ -24,8 +25,18 @@ import redis
 import redis.asyncio as aioredis
 
 from asyncjobs._clock import ManualClock, SystemClock
-from asyncjobs._exceptions import BackendError, ConfigurationError
-from asyncjobs._models import JobState, NewJob, Outcome, OutcomeKind, Schedule
+from asyncjobs._exceptions import BackendError, ConfigurationError, DuplicateJobError
+from asyncjobs._models import (
+    ClaimLimits,
+    JobState,
+    KeyScope,
+    NewJob,
+    OnConflict,
+    Outcome,
+    OutcomeKind,
+    RateWindow,
+    Schedule,
+)
 from asyncjobs.backends import Backend, from_url
 from asyncjobs.backends.redis import RedisBackend, RedisPersistenceWarning
 from tests.redis_server import RedisServer, free_port
@@ -796,6 +807,214 @@ async def test_a_waiter_blocked_across_a_restart_wakes_and_waits_again(
     finally:
         await store.aclose()
         await producer.aclose()
+
+
+# -- flow control: limits, rounds, key scopes ---------------------------------------
+
+
+async def test_a_raise_conflict_fails_only_its_own_call(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    now = clock.now()
+    [holder] = await backend.enqueue([new_job(now, key="k")])
+    probe = LaneProbe(backend)
+    plain = [[new_job(now)] for _ in range(30)]
+    clash = [new_job(now), new_job(now, key="k", on_conflict=OnConflict.RAISE)]
+    results: dict[int, list[Any]] = {}
+    failures: list[DuplicateJobError] = []
+
+    async def producer(index: int) -> None:
+        results[index] = await backend.enqueue(plain[index])
+
+    async def clasher() -> None:
+        try:
+            await backend.enqueue(clash)
+        except DuplicateJobError as exc:
+            failures.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for index in range(len(plain)):
+                tg.start_soon(producer, index)
+            tg.start_soon(clasher)
+
+    # The clash went in a script call of its own: the shared calls carried only the others.
+    assert sum(probe.batches) == len(plain)
+    [failure] = failures
+    assert (failure.key, failure.job_id) == ("k", holder.id)
+    assert all(results[i][0].id == plain[i][0].id for i in range(len(plain)))
+    assert await backend.get_job(clash[0].id) is None
+    assert len(await backend.list_jobs(limit=100)) == len(plain) + 1
+
+
+async def test_claims_and_settles_of_plain_jobs_touch_no_flow_control_keys(
+    backend: RedisBackend, clock: ManualClock, redis_url: str
+) -> None:
+    await backend.enqueue([new_job(clock.now())])  # connections made, scripts cached
+    inspect = sync_client(redis_url)
+    try:
+        inspect.config_resetstat()
+        for _ in range(10):
+            [job] = await backend.claim("default", 1, "w", LEASE)
+            assert job.lease_token is not None
+            retry = Outcome(job_id=job.id, lease_token=job.lease_token, kind=OutcomeKind.RETRY)
+            assert await backend.settle([retry]) == []
+        calls = command_calls(inspect)
+    finally:
+        inspect.close()
+    calls.pop("config|resetstat", None)
+    calls.pop("info", None)
+    assert calls.pop("evalsha") == 20
+    # No round, partition count or rate window is read or written for them; the one
+    # SISMEMBER per settle call asks whether the queue is claimed under a limit.
+    assert calls.pop("sismember") == 20
+    calls.pop("hello", None)  # a connection the pool opened meanwhile
+    calls.pop("ping", None)
+    assert set(calls) <= {
+        *("time", "publish"),  # the settle's sweep and the retry's wake-up
+        *("zrangebyscore", "zpopmin", "hmget", "hset", "hdel", "zadd", "zrem"),
+    }, calls
+
+
+async def test_key_holds_end_by_scope_and_a_window_key_has_a_ttl(
+    backend: RedisBackend, clock: ManualClock, redis_url: str
+) -> None:
+    prefix = backend._conn.keys.prefix
+    now = clock.now()
+    inspect = sync_client(redis_url)
+    try:
+        [window] = await backend.enqueue(
+            [new_job(now, key="w", key_scope=KeyScope.WINDOW, key_expires_at=now + 60)]
+        )
+        [queued] = await backend.enqueue(
+            [new_job(now, queue="q", key="q", key_scope=KeyScope.QUEUED)]
+        )
+        assert inspect.get(f"{prefix}:key:w") == b"~" + window.id.encode()
+        assert 0 < inspect.pttl(f"{prefix}:key:w") <= 60_000
+        assert inspect.get(f"{prefix}:key:q") == queued.id.encode()
+
+        [claimed] = await backend.claim("q", 1, "w", LEASE)
+
+        assert claimed.id == queued.id
+        assert not inspect.exists(f"{prefix}:key:q")
+    finally:
+        inspect.close()
+
+
+async def test_a_job_ending_in_a_limited_queue_wakes_another_process(redis_url: str) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    waiter = RedisBackend(redis_url, prefix=prefix)
+    worker = RedisBackend(redis_url, prefix=prefix)
+    await waiter.open(clock)
+    await worker.open(clock)
+    limits = ClaimLimits(global_concurrency=1)
+    try:
+        await worker.enqueue([new_job(clock.now()), new_job(clock.now())])
+        [job] = (await worker.claim_limited("default", 5, "w", LEASE, limits)).jobs
+        held = await waiter.claim_limited("default", 5, "w2", LEASE, limits)
+        assert held.held_by == "global_concurrency"
+        assert job.lease_token is not None
+        with anyio.fail_after(5):
+            await waiter.wait_for_work(["default"], None)  # subscribes, returns
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.wait_for_work, ["default"], None)
+                await anyio.wait_all_tasks_blocked()
+                done = Outcome(
+                    job_id=job.id, lease_token=job.lease_token, kind=OutcomeKind.COMPLETE
+                )
+                assert await worker.settle([done]) == []
+        assert len((await waiter.claim_limited("default", 5, "w2", LEASE, limits)).jobs) == 1
+    finally:
+        await waiter.aclose()
+        await worker.aclose()
+
+
+async def test_racing_enqueues_from_many_connections_leave_one_holder_per_scope(
+    redis_url: str,
+) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    stores = [RedisBackend(redis_url, prefix=prefix) for _ in range(4)]
+    for store in stores:
+        await store.open(clock)
+    now = clock.now()
+    variants: list[dict[str, Any]] = [
+        {"key_scope": KeyScope.QUEUED},
+        {"key_scope": KeyScope.ACTIVE},
+        {"key_scope": KeyScope.WINDOW, "key_expires_at": now + 60},
+        {"on_conflict": OnConflict.REPLACE},
+    ]
+    try:
+        for number, fields in enumerate(variants):
+            key = f"race-{number}"
+            returned: list[str] = []
+
+            async def racer(
+                store: RedisBackend, fields: dict[str, Any], key: str, returned: list[str]
+            ) -> None:
+                for _ in range(10):
+                    [job] = await store.enqueue([new_job(now, key=key, **fields)])
+                    returned.append(job.id)
+
+            async with anyio.create_task_group() as tg:
+                for store in stores:
+                    for _ in range(3):
+                        tg.start_soon(racer, store, fields, key, returned)
+
+            assert len(returned) == 120
+            assert len(set(returned)) == 1, fields
+        jobs = await stores[0].list_jobs(limit=1000)
+        assert len(jobs) == len(variants)
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def test_partition_counts_and_rate_windows_leave_no_unbounded_keys(
+    backend: RedisBackend, clock: ManualClock, redis_url: str
+) -> None:
+    prefix = backend._conn.keys.prefix
+    now = clock.now()
+    limits = ClaimLimits(
+        partition_concurrency=2,
+        rate=RateWindow(limit=100, per=30.0),
+        job_rates={"tasks.example": RateWindow(limit=100, per=20.0)},
+    )
+    await backend.enqueue([new_job(now, partition=f"p{i % 3}", max_attempts=1) for i in range(9)])
+    first = await backend.claim_limited("default", 9, "w", LEASE, limits)
+    assert len(first.jobs) == 6
+    assert first.held_by == "partition_concurrency"
+    inspect = sync_client(redis_url)
+    try:
+        assert inspect.hgetall(f"{prefix}:q:default:prunning") == {
+            b"p0": b"2",
+            b"p1": b"2",
+            b"p2": b"2",
+        }
+        outcomes = [
+            Outcome(job_id=job.id, lease_token=job.lease_token or "", kind=OutcomeKind.COMPLETE)
+            for job in first.jobs[:3]
+        ]
+        assert await backend.settle(outcomes) == []
+        clock.advance(LEASE + 1)
+        assert await backend.recover_expired() == 3  # the other three die (one attempt)
+        rest = await backend.claim_limited("default", 9, "w", LEASE, limits)
+        assert len(rest.jobs) == 3
+        outcomes = [
+            Outcome(job_id=job.id, lease_token=job.lease_token or "", kind=OutcomeKind.COMPLETE)
+            for job in rest.jobs
+        ]
+        assert await backend.settle(outcomes) == []
+
+        # Every running count went back to zero, and its hash with it.
+        assert not inspect.exists(f"{prefix}:q:default:prunning")
+        assert 0 < inspect.pttl(f"{prefix}:rate:queue:default") <= 30_000
+        assert 0 < inspect.pttl(f"{prefix}:rate:job:tasks.example") <= 20_000
+        [stats] = await backend.queue_stats(partition="p1")
+        assert stats.count(JobState.COMPLETE) + stats.count(JobState.DEAD) == 3
+    finally:
+        inspect.close()
 
 
 # -- bounded keys ---------------------------------------------------------------

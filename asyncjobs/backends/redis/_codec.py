@@ -119,7 +119,7 @@ def job_args(new: NewJob) -> list[str | bytes]:
 
 def checks_conflicts(jobs: Sequence[NewJob]) -> bool:
     """Whether an insert of *jobs* must check for ``raise`` conflicts before writing."""
-    return any(new.on_conflict == OnConflict.RAISE and new.key is not None for new in jobs)
+    return any(new.key is not None and new.on_conflict == OnConflict.RAISE for new in jobs)
 
 
 _KIND_CODES = {

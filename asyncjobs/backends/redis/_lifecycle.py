@@ -188,8 +188,11 @@ while #out < cap and scanned < __SCAN_LIMIT__ do
   end
 end
 claimed_round(queue, top)
+-- A window's claims all leave it per seconds after its last one: the key goes then.
 for _, w in pairs(windows) do
-  if w.added then redis.call('PEXPIRE', w.key, math.ceil(w.per * 1000)) end
+  if w.added then
+    redis.call('PEXPIRE', w.key, string.format('%.0f', math.ceil(w.per * 1000)))
+  end
 end
 -- Nothing due was held back: all asked for were claimed, or none is left.
 if #out >= limit or (skipped == 0 and redis.call('ZCARD', rk) == 0) then

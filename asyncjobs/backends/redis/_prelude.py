@@ -372,7 +372,7 @@ local function insert_jobs(pos, n)
           local ms = 0
           if key_expires then ms = math.ceil((tonumber(key_expires) - NOW) * 1000) end
           -- The TTL bounds the key; the scripts' clock judges the window.
-          if ms > 0 then redis.call('SET', dk, '~' .. id, 'PX', ms)
+          if ms > 0 then redis.call('SET', dk, '~' .. id, 'PX', string.format('%.0f', ms))
           else redis.call('DEL', dk) end
         else
           redis.call('SET', dk, id)
@@ -408,7 +408,7 @@ local function insert_jobs(pos, n)
       redis.call('ZADD', JOBS, seq, id)
       push(id, queue, due, seq, priority, round)
       queues[queue] = true
-      if round or has(flags, 'q') then
+      if round or (key and has(flags, 'q')) then
         inserted[id] = {partition = partition, round = round, key = has(flags, 'q') and key}
       else
         inserted[id] = true

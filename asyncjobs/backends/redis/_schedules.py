@@ -124,21 +124,23 @@ async def pause_schedule(conn: Connection, name: str, paused: bool) -> Schedule 
 
 # ARGV: name, expected fire time, has next ('1'/'0'), next fire time, n, check, then
 # n jobs (as for ENQUEUE). Returns the enqueue reply, or nil when the tick was
-# already fired (or paused); a conflict of a "raise" job writes nothing.
+# already fired (or paused); a "raise" job meeting a holder of its key stores none
+# of the jobs (the tick counts as fired).
 FIRE_SCHEDULE = script(
     "fire_schedule",
     """
 local sk = schedule_key(ARGV[5])
 local f = redis.call('HMGET', sk, 'next_fire_at', 'paused')
 if not f[1] or f[2] == '1' or tonumber(f[1]) ~= tonumber(ARGV[6]) then return false end
-local n = tonumber(ARGV[9])
-if ARGV[10] == '1' then
-  local conflict = check_conflicts(11, n)
-  if conflict then return conflict end
-end
 redis.call('HSET', sk, 'last_fire_at', ARGV[6])
 if ARGV[7] == '1' then redis.call('HSET', sk, 'next_fire_at', ARGV[8])
 else redis.call('HDEL', sk, 'next_fire_at') end
+local n = tonumber(ARGV[9])
+if ARGV[10] == '1' then
+  -- As in the memory store: the tick is fired, but a conflict stores none of its jobs.
+  local conflict = check_conflicts(11, n)
+  if conflict then return conflict end
+end
 local out = insert_jobs(11, n)
 publish_wakes()
 return out
