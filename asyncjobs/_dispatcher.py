@@ -33,10 +33,10 @@ from ._events import EventBus, JobLeaseLost, JobProgress, JobStarted
 from ._exceptions import AsyncJobsError
 from ._held import Claim, ClaimBook, StopReason
 from ._limits import Slots
-from ._models import ErrorInfo, Handoff, Job, JobState, Outcome, OutcomeKind
+from ._models import ClaimLimits, ErrorInfo, Handoff, Job, JobState, Outcome, OutcomeKind
 from ._registry import JobDefinition
 from ._resilience import LoopBackoff, StoreGuard, pause
-from ._retry import Permanent, Retry
+from ._retry import Backoff, ExponentialBackoff, Permanent, Retry
 from ._serialization import Codec
 from ._settler import Settlement, Settler
 from .backends import Backend
@@ -101,6 +101,15 @@ class _Feed:
         return self._claims.popleft()
 
 
+_DEFAULT_BACKOFF = ExponentialBackoff()
+
+
+def _definition_backoff(definition: JobDefinition | None, queue: str) -> Backoff:
+    if definition is not None and definition.backoff is not None:
+        return definition.backoff
+    return _DEFAULT_BACKOFF
+
+
 def error_info(exc: BaseException) -> ErrorInfo:
     """Describe *exc* for the store: qualified type, message, and traceback."""
     kind = type(exc)
@@ -133,6 +142,9 @@ class Dispatcher:
         shutdown_grace: float,
         guard: StoreGuard | None = None,
         maintenance: Callable[[], Any] | None = None,
+        heartbeat: float | None = None,
+        claim_limits: Mapping[str, ClaimLimits] | None = None,
+        backoff_for: Callable[[JobDefinition | None, str], Backoff] | None = None,
     ) -> None:
         self._backend = backend
         self._lookup = lookup
@@ -148,6 +160,12 @@ class Dispatcher:
         self.worker_id = worker_id
         self._shutdown_grace = shutdown_grace
         self._maintenance = maintenance
+        self._heartbeat = heartbeat if heartbeat is not None else lease / 3
+        # Queues whose claims carry cluster-wide limits (the store enforces them).
+        self._claim_limits = dict(claim_limits or {})
+        #: per queue, the limit that held back due jobs at its last claim (``None``: none).
+        self.held_by: dict[str, str | None] = dict.fromkeys(slots.limits)
+        self._backoff_for = backoff_for or _definition_backoff
         self.guard = guard if guard is not None else StoreGuard(clock)
         # Every claim held (buffered, running, or waiting for its outcome to be
         # written): its lease is heartbeated until the outcome is recorded.
@@ -213,15 +231,15 @@ class Dispatcher:
         handed-over job saves the wake-up and the claim's round trip. Pair every
         offer with :meth:`accept`, also when the enqueue fails.
         """
-        limits: dict[str, int] = {}
         if self._stopping or not self.guard.reachable:
             return None
-        for queue, count in counts.items():
-            if queue in self._waiting:
-                take = min(count, self.slots.free(queue))
-                if take > 0:
-                    self.slots.take(queue, take)
-                    limits[queue] = take
+        wanted = {
+            queue: count
+            for queue, count in counts.items()
+            # A cluster-limited queue's jobs go through claim_limited, never a handoff.
+            if queue in self._waiting and queue not in self._claim_limits
+        }
+        limits = self.slots.free_for(wanted) if wanted else {}
         if not limits:
             return None
         return Handoff(worker_id=self.worker_id, lease=self._lease, limits=limits)
@@ -330,6 +348,7 @@ class Dispatcher:
     async def _claim_loop(self, queue: str) -> None:
         slots = self.slots
         backoff = LoopBackoff()
+        limits = self._claim_limits.get(queue)
         while not self._stopping:
             wake = slots.event(queue)
             free = slots.free(queue)
@@ -342,8 +361,16 @@ class Dispatcher:
             jobs: list[Job] = []
             failure: Exception | None = None
             started = self._clock.now()
+            held_by: str | None = None
+            retry_at: float | None = None
             try:
-                jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
+                if limits is None:
+                    jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
+                else:
+                    reply = await self._backend.claim_limited(
+                        queue, free, self.worker_id, self._lease, limits
+                    )
+                    jobs, held_by, retry_at = reply.jobs, reply.held_by, reply.retry_at
             except Exception as exc:
                 failure = exc
             finally:
@@ -369,7 +396,22 @@ class Dispatcher:
                 # trip (an in-memory claim never yields on its own).
                 await anyio.lowlevel.checkpoint()
                 continue
+            if limits is not None:
+                self.held_by[queue] = held_by
             if wake.is_set() or self._stopping:
+                continue
+            if held_by is not None:
+                # Due jobs wait for a limit: until its window opens (a rate), or until
+                # a running job of the queue ends (the store wakes this queue then).
+                try:
+                    self._waiting.add(queue)
+                    try:
+                        await self._backend.wait_for_work([queue], retry_at, wake)
+                    finally:
+                        self._waiting.discard(queue)
+                except Exception as exc:
+                    self.guard.failed(f"wait ({queue})", exc)
+                    await pause(backoff.next_delay(), self._stop_event)
                 continue
             try:
                 deadline = await self._backend.next_due_at([queue])
@@ -607,8 +649,7 @@ class Dispatcher:
         if out_of_attempts:
             return self._dead(claim, exc)
         if delay is None:
-            backoff = claim.definition.backoff if claim.definition is not None else None
-            delay = backoff.delay_for(job.attempts) if backoff is not None else 1.0
+            delay = self._backoff_for(claim.definition, job.queue).delay_for(job.attempts)
         return Outcome(
             job_id=job.id,
             lease_token=claim.token,
@@ -642,12 +683,12 @@ class Dispatcher:
     # -- heartbeats -----------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        """Extend leases every third of a lease; recover jobs of dead workers.
+        """Extend leases every heartbeat (default: a third of a lease); recover dead workers' jobs.
 
         After a failed round the next one comes sooner (backoff, capped at the
         interval), so leases are renewed as soon as the store is back.
         """
-        interval = self._lease / 3
+        interval = self._heartbeat
         backoff = LoopBackoff(cap=interval)
         delay = interval
         next_beat = self._clock.now() + interval

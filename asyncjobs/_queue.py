@@ -9,28 +9,48 @@ part into the data a store's ``claim_limited`` takes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
-from typing import Any
 
 import attrs
 
-from ._exceptions import InvalidOptionError
+from ._exceptions import ConfigurationError, InvalidOptionError
+from ._limits import Slots
 from ._models import ClaimLimits, RateWindow
 from ._retry import Backoff, BackoffLike, make_backoff, seconds
 
-__all__ = ["Queue", "RateLimit", "claim_limits"]
+__all__ = ["DEFAULT_POOL", "Queue", "QueuePlan", "RateLimit", "claim_limits"]
 
 
-def _positive_int(what: str) -> Any:
-    def check(value: int | None) -> int | None:
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidOptionError(f"{what} must be an int of at least 1, got {value!r}")
-        return value
+def _positive_int(value: int | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidOptionError(f"{what} must be an int of at least 1, got {value!r}")
+    return value
 
-    return check
+
+def _limit(value: int) -> int:
+    checked = _positive_int(value, "RateLimit limit")
+    if checked is None:
+        raise InvalidOptionError("RateLimit limit must be an int of at least 1, got None")
+    return checked
+
+
+def _concurrency(value: int | None) -> int | None:
+    return _positive_int(value, "Queue concurrency")
+
+
+def _global_concurrency(value: int | None) -> int | None:
+    return _positive_int(value, "Queue global_concurrency")
+
+
+def _partition_concurrency(value: int | None) -> int | None:
+    return _positive_int(value, "Queue partition_concurrency")
+
+
+def _max_attempts(value: int | None) -> int | None:
+    return _positive_int(value, "Queue max_attempts")
 
 
 def _period(value: float | timedelta) -> float:
@@ -52,7 +72,7 @@ class RateLimit:
     ``RateLimit(100, per=timedelta(minutes=1))``; ``RateLimit(10, per=1)``.
     """
 
-    limit: int = attrs.field(converter=_positive_int("RateLimit limit"))
+    limit: int = attrs.field(converter=_limit)
     per: float = attrs.field(kw_only=True, converter=_period)
 
     def window(self) -> RateWindow:
@@ -71,7 +91,8 @@ def _weight(value: float) -> float:
     return float(value)
 
 
-def _rate_limit(value: RateLimit | None) -> RateLimit | None:
+def check_rate_limit(value: RateLimit | None) -> RateLimit | None:
+    """Check a ``rate_limit=`` value."""
     if value is not None and not isinstance(value, RateLimit):
         raise InvalidOptionError(
             f"rate_limit must be a RateLimit(limit, per=...), not {type(value).__name__}"
@@ -116,16 +137,12 @@ class Queue:
     :raises InvalidOptionError: for a value that cannot work.
     """
 
-    concurrency: int | None = attrs.field(default=None, converter=_positive_int("concurrency"))
+    concurrency: int | None = attrs.field(default=None, converter=_concurrency)
     weight: float = attrs.field(default=1.0, converter=_weight)
-    global_concurrency: int | None = attrs.field(
-        default=None, converter=_positive_int("global_concurrency")
-    )
-    rate_limit: RateLimit | None = attrs.field(default=None, converter=_rate_limit)
-    partition_concurrency: int | None = attrs.field(
-        default=None, converter=_positive_int("partition_concurrency")
-    )
-    max_attempts: int | None = attrs.field(default=None, converter=_positive_int("max_attempts"))
+    global_concurrency: int | None = attrs.field(default=None, converter=_global_concurrency)
+    rate_limit: RateLimit | None = attrs.field(default=None, converter=check_rate_limit)
+    partition_concurrency: int | None = attrs.field(default=None, converter=_partition_concurrency)
+    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts)
     backoff: Backoff | None = attrs.field(default=None, converter=_optional_backoff)
     timeout: float | None = attrs.field(default=None, converter=_optional_timeout)
     priority: int | None = attrs.field(default=None, converter=_optional_priority)
@@ -153,3 +170,92 @@ def claim_limits(queue: Queue, job_rates: Mapping[str, RateLimit]) -> ClaimLimit
         rate=queue.rate_limit.window() if queue.rate_limit is not None else None,
         job_rates={name: rate.window() for name, rate in job_rates.items()},
     )
+
+
+#: The pool shared by queues without their own ``concurrency`` when the runtime
+#: is given no ``max_concurrency``.
+DEFAULT_POOL = 10
+
+
+@attrs.frozen
+class QueuePlan:
+    """The runtime's queues as configured: their settings, the pool, and how it is shared.
+
+    Made once from ``JobRuntime(queues=..., max_concurrency=..., queue_selection=...)``;
+    each start of the runtime makes fresh :class:`~asyncjobs._limits.Slots` from it.
+    """
+
+    queues: Mapping[str, Queue]
+    max_concurrency: int | None
+    selection: str
+    prefetch: int
+
+    @classmethod
+    def make(
+        cls,
+        queues: Mapping[str, int | Queue] | None,
+        max_concurrency: int | None,
+        selection: str,
+        prefetch: int,
+    ) -> QueuePlan:
+        """Normalise ``queues=`` (an int means ``Queue(concurrency=int)``).
+
+        :raises ConfigurationError: for a queue value that is neither.
+        """
+        if queues is None:
+            queues = {"default": 10}
+        if not queues:
+            raise ConfigurationError("queues must name at least one queue")
+        settings: dict[str, Queue] = {}
+        for name, value in queues.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"queue names must be non-empty str, got {name!r}")
+            if isinstance(value, Queue):
+                settings[name] = value
+            elif isinstance(value, int) and not isinstance(value, bool):
+                if value < 1:
+                    raise ConfigurationError(
+                        f"queue {name!r} needs a concurrency limit of at least 1, got {value!r}"
+                    )
+                settings[name] = Queue(concurrency=value)
+            else:
+                raise ConfigurationError(
+                    f"queue {name!r} must be a Queue(...) or a concurrency int, got {value!r}"
+                )
+        return cls(settings, max_concurrency, selection, prefetch)
+
+    @property
+    def pool(self) -> int:
+        """The shared pool: ``max_concurrency``, else the caps added up (when all queues
+        have one), else :data:`DEFAULT_POOL`."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        caps = [queue.concurrency for queue in self.queues.values()]
+        if all(cap is not None for cap in caps):
+            return sum(cap for cap in caps if cap is not None)
+        return DEFAULT_POOL
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """Per queue, how many of its jobs this process may run at once."""
+        pool = self.pool
+        return {
+            name: queue.concurrency if queue.concurrency is not None else pool
+            for name, queue in self.queues.items()
+        }
+
+    def slots(self, only: Collection[str] | None = None) -> Slots:
+        """Fresh slot counts for one run of the runtime (of the *only* queues, when given)."""
+        limits = self.limits
+        if only is not None:
+            limits = {name: limits[name] for name in only}
+        return Slots(
+            limits,
+            self.pool,
+            self.prefetch,
+            weights={name: self.queues[name].weight for name in limits},
+            selection=self.selection,
+            # A job claimed ahead holds a cluster-wide slot (or a start in a rate
+            # window) without running: cluster-limited queues claim only for idle workers.
+            no_prefetch=[name for name in limits if self.queues[name].limited],
+        )

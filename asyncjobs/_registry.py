@@ -24,6 +24,9 @@ from ._exceptions import (
     NotRunningError,
     UnknownJobError,
 )
+from ._models import KeyScope, OnConflict
+from ._queue import RateLimit
+from ._queue import check_rate_limit as _check_rate_limit
 from ._retry import Backoff, BackoffLike, make_backoff, seconds
 
 if typing.TYPE_CHECKING:
@@ -86,6 +89,43 @@ def _check_delay(value: float | timedelta | None) -> float | None:
     return seconds(value, "delay")
 
 
+#: The longest partition name: partitions are counted per name in the store.
+MAX_PARTITION_LENGTH = 128
+
+
+def _check_partition(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_PARTITION_LENGTH:
+        raise InvalidOptionError(
+            f"partition must be a non-empty str of at most {MAX_PARTITION_LENGTH} characters, "
+            f"got {value!r:.60}"
+        )
+    return value
+
+
+def _check_key_scope(value: str | timedelta | None) -> KeyScope | timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise InvalidOptionError(f"a key_scope window must be positive, got {value}")
+        return value
+    if isinstance(value, str) and value in ("queued", "active"):
+        return KeyScope(value)
+    raise InvalidOptionError(
+        f"key_scope must be 'queued', 'active' or a timedelta (a throttle window), not {value!r}"
+    )
+
+
+def _check_on_conflict(value: str | None) -> OnConflict | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value in ("return", "replace", "raise"):
+        return OnConflict(value)
+    raise InvalidOptionError(f"on_conflict must be 'return', 'replace' or 'raise', not {value!r}")
+
+
 def _check_optional_priority(value: int | None) -> int | None:
     return None if value is None else _check_priority(value)
 
@@ -108,10 +148,16 @@ class JobOptions:
     max_attempts: int | None = attrs.field(default=None, converter=_check_optional_attempts)
     timeout: float | None = attrs.field(default=None, converter=_check_timeout)
     queue: str | None = None
+    partition: str | None = attrs.field(default=None, converter=_check_partition)
+    key_scope: KeyScope | timedelta | None = attrs.field(default=None, converter=_check_key_scope)
+    on_conflict: OnConflict | None = attrs.field(default=None, converter=_check_on_conflict)
 
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.at is not None:
             raise InvalidOptionError("give either delay or at, not both")
+        if self.key is None and (self.key_scope is not None or self.on_conflict is not None):
+            given = "key_scope" if self.key_scope is not None else "on_conflict"
+            raise InvalidOptionError(f"{given} needs a key: options(key=..., {given}=...)")
 
 
 @attrs.frozen(kw_only=True)
@@ -121,10 +167,11 @@ class JobDefinition:
     name: str
     function: Callable[..., Any]
     queue: str
-    max_attempts: int
-    backoff: Backoff
+    #: ``None`` (here and for ``backoff``, ``priority``): the queue's default, else the runtime's.
+    max_attempts: int | None
+    backoff: Backoff | None
     timeout: float | None
-    priority: int
+    priority: int | None
     is_async: bool
     #: the name of the parameter that receives the :class:`JobContext`, if any.
     context_parameter: str | None
@@ -132,6 +179,8 @@ class JobDefinition:
     context_position: int | None
     #: the handler's signature without the context parameter: what enqueue binds to.
     signature: inspect.Signature
+    #: starts of this job name allowed per period, cluster-wide.
+    rate_limit: RateLimit | None = None
 
     #: for plain signatures (no ``*args``, ``**kwargs`` or positional-only
     #: parameters): the parameter names and the required ones, for a fast check.
@@ -238,19 +287,33 @@ class JobFunction(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: float | timedelta | None = None,
         queue: str | None = None,
+        partition: str | None = None,
+        key_scope: str | timedelta | None = None,
+        on_conflict: str | None = None,
     ) -> JobFunction[P, R]:
         """Return this job with enqueue options set.
 
         :param delay: run no earlier than this long after enqueueing.
         :param at: run no earlier than this aware datetime.
         :param priority: lower runs first (default: the job's priority).
-        :param key: a dedup key: while a job with this key is queued or running,
-            enqueueing another returns that job instead.
+        :param key: a dedup key: while a job holds it (see *key_scope*),
+            enqueueing another with it meets *on_conflict*.
         :param max_attempts: attempts before the job goes dead.
         :param timeout: seconds (or timedelta) an attempt may run.
         :param queue: run on this queue instead of the job's own (checked at enqueue).
+        :param partition: a short string (a tenant, a customer): partitions of a
+            queue take turns, and ``Queue(partition_concurrency=)`` caps each.
+        :param key_scope: how long the job holds its key: ``"queued"`` (until it
+            starts), ``"active"`` (until it finishes; the default) or a
+            timedelta (that long after enqueue, whatever happens: a throttle).
+        :param on_conflict: when the key is held: ``"return"`` the holder (the
+            default), ``"replace"`` its arguments and due time (debounce; a
+            running holder is left alone and this job queues behind it), or
+            ``"raise"`` :class:`~asyncjobs.DuplicateJobError`.
         :raises InvalidOptionError: for a negative or NaN delay, a naive ``at``,
-            ``max_attempts < 1``, a non-positive timeout, or both delay and at.
+            ``max_attempts < 1``, a non-positive timeout, both delay and at, a
+            partition that is not a short string, an unknown *key_scope* or
+            *on_conflict*, or either of those without a key.
         """
         given: dict[str, Any] = {
             "delay": delay,
@@ -260,6 +323,9 @@ class JobFunction(Generic[P, R]):
             "max_attempts": max_attempts,
             "timeout": timeout,
             "queue": queue,
+            "partition": partition,
+            "key_scope": key_scope,
+            "on_conflict": on_conflict,
         }
         merged = attrs.evolve(
             self._options, **{name: value for name, value in given.items() if value is not None}
@@ -331,10 +397,11 @@ def make_definition(
     *,
     name: str | None,
     queue: str,
-    max_attempts: int,
+    max_attempts: int | None,
     backoff: BackoffLike,
     timeout: float | timedelta | None,
-    priority: int,
+    priority: int | None,
+    rate_limit: RateLimit | None = None,
 ) -> JobDefinition:
     """Validate a handler and its settings into a :class:`JobDefinition`.
 
@@ -365,10 +432,11 @@ def make_definition(
         name=job_name,
         function=function,
         queue=queue,
-        max_attempts=_check_max_attempts(max_attempts),
-        backoff=make_backoff(backoff),
+        max_attempts=_check_optional_attempts(max_attempts),
+        backoff=None if backoff is None else make_backoff(backoff),
         timeout=_check_timeout(timeout),
-        priority=_check_priority(priority),
+        priority=_check_optional_priority(priority),
+        rate_limit=_check_rate_limit(rate_limit),
         is_async=is_async,
         context_parameter=context_parameter,
         context_position=context_position,
@@ -431,31 +499,37 @@ class JobRegistry:
         *,
         name: str | None = None,
         queue: str = "default",
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         backoff: BackoffLike = None,
         timeout: float | timedelta | None = None,
-        priority: int = 0,
+        priority: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> _JobDecorator:
         """Register the decorated function as a job.
 
         :param name: the stored job name (default: ``module:qualname``). Keep it
             stable: queued jobs find their handler by it.
         :param queue: the queue it runs on.
-        :param max_attempts: attempts before it goes dead (at least 1).
+        :param max_attempts: attempts before it goes dead (at least 1; default:
+            its queue's ``Queue(max_attempts=)``, else 3).
         :param backoff: delay between attempts: a policy, seconds, a timedelta,
-            or a function of the attempt number (default: exponential with full jitter).
-        :param timeout: seconds an attempt may run before it fails.
-        :param priority: lower runs first.
+            or a function of the attempt number (default: its queue's, else the
+            runtime's ``default_backoff``, else exponential with full jitter).
+        :param timeout: seconds an attempt may run before it fails (default: its queue's).
+        :param priority: lower runs first (default: its queue's, else 0).
+        :param rate_limit: at most so many starts of this job per period, across
+            every process and queue (:class:`~asyncjobs.RateLimit`).
         :raises InvalidOptionError: for invalid settings.
         :raises UnknownQueueError: (on a runtime) for a queue it was not configured with.
         """
         settings = {
             "name": name,
             "queue": queue,
-            "max_attempts": _check_max_attempts(max_attempts),
-            "backoff": make_backoff(backoff),
+            "max_attempts": _check_optional_attempts(max_attempts),
+            "backoff": None if backoff is None else make_backoff(backoff),
             "timeout": _check_timeout(timeout),
-            "priority": _check_priority(priority),
+            "priority": _check_optional_priority(priority),
+            "rate_limit": _check_rate_limit(rate_limit),
         }
         return _JobDecorator(self, settings)
 

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import anyio
+import attrs
 
 from ._clock import Clock, SystemClock
 from ._dispatcher import Dispatcher
@@ -30,11 +31,21 @@ from ._exceptions import (
     UnknownQueueError,
 )
 from ._handle import JobHandle
-from ._limits import Slots
-from ._models import FINISHED_STATES, Job, JobState, NewJob, QueueStats, new_job_id
+from ._models import (
+    FINISHED_STATES,
+    ClaimLimits,
+    Job,
+    JobState,
+    KeyScope,
+    NewJob,
+    OnConflict,
+    QueueStats,
+    new_job_id,
+)
+from ._queue import Queue, QueuePlan, RateLimit, claim_limits
 from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDecorator
 from ._resilience import StoreGuard, StoreStatus
-from ._retry import BackoffLike, seconds
+from ._retry import Backoff, BackoffLike, ExponentialBackoff, make_backoff, seconds
 from ._scheduler import Scheduler
 from ._schedules import ScheduleBook, ScheduleSettings, _ScheduleDecorator, make_trigger
 from ._serialization import Codec, JSONCodec
@@ -72,6 +83,14 @@ def _make_backend(backend: Backend | str | None) -> Backend:
             f"not {type(backend).__name__}"
         )
     return backend
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not ``None`` (the last one is the fallback)."""
+    for value in values[:-1]:
+        if value is not None:
+            return value
+    return values[-1]
 
 
 def _retention(
@@ -120,8 +139,9 @@ class JobRuntime:
 
     :param backend: a backend, a URL for :func:`~asyncjobs.backends.from_url`, or
         ``None`` for ``$ASYNCJOBS_URL`` (or memory when unset).
-    :param queues: queue name -> how many of its jobs this process runs at once.
-        Default: ``{"default": 10}``.
+    :param queues: queue name -> a :class:`Queue` (its limits, weight and job
+        defaults) or an int, meaning ``Queue(concurrency=int)``: how many of its
+        jobs this process runs at once. Default: ``{"default": 10}``.
     :param role: ``"all"`` runs jobs and enqueues; ``"enqueue"`` only enqueues
         (a web process); ``"worker"`` runs jobs and schedules (its handlers may enqueue too);
         ``"all"`` is the same, named for processes that also serve requests.
@@ -129,7 +149,15 @@ class JobRuntime:
         timedelta; default 30 s). A crashed worker's jobs run again after this.
     :param shutdown_grace: how long leaving the runtime waits for running jobs
         before it cancels them and hands them back (default 10 s).
-    :param max_concurrency: a cap on running jobs across all queues.
+    :param max_concurrency: the pool: a cap on running jobs across all queues
+        (default: the queues' caps added up, or 10 when a queue has none).
+    :param queue_selection: how queues share the pool when it is the bottleneck:
+        ``"weighted"`` (by ``Queue(weight=)``, interleaved; a queue without due
+        work lends its share) or ``"strict"`` (declared order is priority
+        order: a later queue runs only on slots the earlier ones leave idle).
+    :param heartbeat: seconds (or timedelta) between lease renewals (default: a
+        third of the lease); less than the lease.
+    :param default_backoff: the backoff of jobs whose definition and queue name none.
     :param prefetch: how many jobs per worker slot to claim ahead (default 1: a
         queue with limit 10 holds up to 20, 10 running and 10 buffered), so
         workers never wait on a round trip to the store. Use 0 for long jobs
@@ -147,11 +175,14 @@ class JobRuntime:
         self,
         backend: Backend | str | None = None,
         *,
-        queues: Mapping[str, int] | None = None,
+        queues: Mapping[str, int | Queue] | None = None,
         role: Role = "all",
         lease: float | timedelta = 30.0,
         shutdown_grace: float | timedelta = 10.0,
         max_concurrency: int | None = None,
+        queue_selection: str = "weighted",
+        heartbeat: float | timedelta | None = None,
+        default_backoff: BackoffLike = None,
         prefetch: int = 1,
         clock: Clock | None = None,
         codec: Codec | None = None,
@@ -165,6 +196,12 @@ class JobRuntime:
         if not lease_seconds:
             raise ConfigurationError("lease must be more than 0 seconds")
         grace = seconds(shutdown_grace, "shutdown_grace")
+        beat = seconds(heartbeat, "heartbeat")
+        if beat is not None and not 0 < beat < lease_seconds:
+            raise ConfigurationError(
+                f"heartbeat must be more than 0 and less than the lease ({lease_seconds} s), "
+                f"got {beat} s"
+            )
         if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
             raise ConfigurationError(
                 f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
@@ -178,10 +215,13 @@ class JobRuntime:
         self.max_payload_bytes = max_payload_bytes
         self.retention = _retention(retention)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._max_concurrency = max_concurrency
-        self.slots = Slots(
-            dict(queues) if queues is not None else {"default": 10}, max_concurrency, prefetch
+        self.heartbeat = beat if beat is not None else lease_seconds / 3
+        self.default_backoff: Backoff = (
+            make_backoff(default_backoff) if default_backoff is not None else ExponentialBackoff()
         )
+        #: the configured queues, the pool and how it is shared.
+        self.queue_plan = QueuePlan.make(queues, max_concurrency, queue_selection, prefetch)
+        self.slots = self.queue_plan.slots()
         #: in-process lifecycle events; ``with runtime.events.subscribe() as stream: ...``
         self.events = EventBus()
         # Every job name this runtime can run, from its own and included registries.
@@ -206,18 +246,24 @@ class JobRuntime:
 
     @property
     def queues(self) -> Mapping[str, int]:
-        """The configured queues and their concurrency limits."""
-        return dict(self.slots.limits)
+        """The configured queues and their per-process concurrency limits."""
+        return self.queue_plan.limits
+
+    @property
+    def queue_settings(self) -> Mapping[str, Queue]:
+        """The configured queues as :class:`Queue` values."""
+        return dict(self.queue_plan.queues)
 
     def job(
         self,
         *,
         name: str | None = None,
         queue: str = "default",
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         backoff: BackoffLike = None,
         timeout: float | timedelta | None = None,
-        priority: int = 0,
+        priority: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> _JobDecorator:
         """Register the decorated function as a job; see :meth:`JobRegistry.job`.
 
@@ -231,6 +277,7 @@ class JobRuntime:
             backoff=backoff,
             timeout=timeout,
             priority=priority,
+            rate_limit=rate_limit,
         )
 
     def include(self, registry: JobRegistry) -> None:
@@ -245,8 +292,8 @@ class JobRuntime:
         self._registries.append(registry)
 
     def _check_queue(self, queue: str) -> None:
-        if queue not in self.slots.limits:
-            known = ", ".join(sorted(self.slots.limits))
+        if queue not in self.queue_plan.queues:
+            known = ", ".join(sorted(self.queue_plan.queues))
             raise UnknownQueueError(
                 f"queue {queue!r} is not configured (configured: {known}); "
                 f"add it to JobRuntime(queues={{...}})"
@@ -399,6 +446,9 @@ class JobRuntime:
                     shutdown_grace=self.shutdown_grace,
                     guard=self._guard,
                     maintenance=self._maintenance,
+                    heartbeat=self.heartbeat,
+                    claim_limits=self._claim_limits(),
+                    backoff_for=self._backoff_for,
                 )
                 await tasks.start(_shielded, self._dispatcher.run)
                 self._scheduler_loop = Scheduler(
@@ -440,7 +490,47 @@ class JobRuntime:
             self._exit_stack = None
             self._dispatcher = None
             self._scheduler_loop = None
-            self.slots = Slots(self.slots.limits, self._max_concurrency, self.slots.prefetch)
+            self.slots = self.queue_plan.slots(only=self.slots.limits)
+
+    def _claim_limits(self) -> dict[str, ClaimLimits]:
+        """What each queue's claims carry: its cluster-wide limits and every job's rate."""
+        job_rates = {
+            name: definition.rate_limit
+            for name, definition in self._definitions.items()
+            if definition.rate_limit is not None
+        }
+        limits: dict[str, ClaimLimits] = {}
+        for name, queue in self.queue_plan.queues.items():
+            made = claim_limits(queue, job_rates)
+            if made is not None:
+                limits[name] = made
+        return limits
+
+    def job_settings(
+        self,
+        definition: JobDefinition,
+        queue: str,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, int, float | None]:
+        """A job's ``(priority, max_attempts, timeout)``: the given values (from
+        options or a schedule), else its definition's, else its queue's, else the defaults."""
+        defaults = self.queue_plan.queues[queue]
+        return (
+            _first(priority, definition.priority, defaults.priority, 0),
+            _first(max_attempts, definition.max_attempts, defaults.max_attempts, 3),
+            _first(timeout, definition.timeout, defaults.timeout, None),
+        )
+
+    def _backoff_for(self, definition: JobDefinition | None, queue: str) -> Backoff:
+        """The backoff of a job: its definition's, else its queue's, else the runtime's."""
+        if definition is not None and definition.backoff is not None:
+            return definition.backoff
+        settings = self.queue_plan.queues.get(queue)
+        if settings is not None and settings.backoff is not None:
+            return settings.backoff
+        return self.default_backoff
 
     async def _close_backend(self) -> None:
         # Shielded so a cancelled host still releases connections (and threads).
@@ -573,6 +663,10 @@ class JobRuntime:
                 "pass a reference, or raise JobRuntime(max_payload_bytes=...)"
             )
         due_at = options.at.timestamp() if options.at is not None else now + (options.delay or 0.0)
+        priority, max_attempts, timeout = self.job_settings(
+            definition, queue, options.priority, options.max_attempts, options.timeout
+        )
+        scope = options.key_scope
         return NewJob(
             id=new_job_id(now),
             name=definition.name,
@@ -580,10 +674,16 @@ class JobRuntime:
             payload=payload,
             due_at=due_at,
             enqueued_at=now,
-            priority=options.priority if options.priority is not None else definition.priority,
-            max_attempts=options.max_attempts or definition.max_attempts,
-            timeout=options.timeout if options.timeout is not None else definition.timeout,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
             key=options.key,
+            partition=options.partition,
+            key_scope=KeyScope.WINDOW
+            if isinstance(scope, timedelta)
+            else (scope or KeyScope.ACTIVE),
+            key_expires_at=now + scope.total_seconds() if isinstance(scope, timedelta) else None,
+            on_conflict=options.on_conflict or OnConflict.RETURN,
         )
 
     # -- operating ------------------------------------------------------------------
@@ -600,6 +700,7 @@ class JobRuntime:
         state: JobState | str | None = None,
         name: str | None = None,
         schedule: str | None = None,
+        partition: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
@@ -617,13 +718,34 @@ class JobRuntime:
         if limit < 0 or offset < 0:
             raise InvalidOptionError("limit and offset must not be negative")
         return await self.backend.list_jobs(
-            queue=queue, state=job_state, name=name, schedule=schedule, limit=limit, offset=offset
+            queue=queue,
+            state=job_state,
+            name=name,
+            schedule=schedule,
+            partition=partition,
+            limit=limit,
+            offset=offset,
         )
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """Return counts per queue and state, from the store (every process's jobs)."""
+    async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
+        """Return counts per queue and state, from the store (every process's jobs).
+
+        :param partition: count only that partition's jobs.
+
+        ``held_by`` names the limit that held the queue back at this process's
+        last claim (``None`` in an enqueue-only process).
+        """
         self._require_started()
-        return await self.backend.queue_stats()
+        stats = await self.backend.queue_stats(partition=partition)
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return stats
+        return [
+            attrs.evolve(entry, held_by=held)
+            if (held := dispatcher.held_by.get(entry.queue)) is not None
+            else entry
+            for entry in stats
+        ]
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job: a queued one at once, a running one through its cancel scope.

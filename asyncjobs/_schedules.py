@@ -183,6 +183,9 @@ class ScheduleBook:
         definition.bind(tuple(settings.args), settings.kwargs)
         payload = runtime.codec.encode({"a": list(settings.args), "k": dict(settings.kwargs)})
         first = trigger.next_after(to_datetime(now))
+        priority, max_attempts, timeout = self.runtime.job_settings(
+            definition, queue, settings.priority, settings.max_attempts, settings.timeout
+        )
         return Schedule(
             name=settings.name or definition.name,
             job_name=definition.name,
@@ -194,9 +197,9 @@ class ScheduleBook:
             grace=seconds(settings.grace, "grace") or 0.0,
             overlap=settings.overlap,
             paused=settings.paused,
-            priority=settings.priority if settings.priority is not None else definition.priority,
-            max_attempts=settings.max_attempts or definition.max_attempts,
-            timeout=settings.timeout if settings.timeout is not None else definition.timeout,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
         )
 
     # -- at run time --------------------------------------------------------------

@@ -38,10 +38,6 @@ __all__ = [
     "take_snapshot",
 ]
 
-# When at most this many jobs are queued in all, one page of them is read to
-# split each queue's count into "due now" and "delayed"; above it the split is
-# left unknown rather than paying for a scan of the whole backlog.
-_DUE_SPLIT_MAX = 500
 # How many recently completed jobs the latency figures are computed from.
 _LATENCY_SAMPLE = 50
 
@@ -53,8 +49,11 @@ class QueueSnapshot:
     :ivar limit: how many of the queue's jobs this process runs at once;
         ``None`` when this process runs none (an ``enqueue`` runtime, or a
         queue only other processes serve).
-    :ivar due: queued jobs due now; ``None`` when not counted (a big backlog).
+    :ivar due: queued jobs due now; ``None`` when not counted.
     :ivar delayed: queued jobs due later (delays, retry backoff); ``None`` likewise.
+    :ivar claimed: of the ``running`` count, jobs claimed whose handler has not
+        started (waiting in a worker for a free slot): not counted as running.
+    :ivar held_by: the limit that held the queue back at this process's last claim.
     """
 
     name: str
@@ -63,10 +62,17 @@ class QueueSnapshot:
     limit: int | None = None
     due: int | None = None
     delayed: int | None = None
+    claimed: int = 0
+    held_by: str | None = None
 
     def count(self, state: JobState) -> int:
         """Return the number of jobs in *state* (0 when none)."""
         return self.counts.get(state, 0)
+
+    @property
+    def running(self) -> int:
+        """Jobs whose handler is running (claimed ones waiting for a worker excluded)."""
+        return self.count(JobState.RUNNING) - self.claimed
 
 
 @attrs.frozen(kw_only=True)
@@ -299,25 +305,34 @@ async def take_snapshot(
     # A limit only means something for a process that runs jobs.
     limits: Mapping[str, int] = runtime.queues if runtime.role != "enqueue" else {}
     counts = {queue.queue: dict(queue.counts) for queue in stats}
-    paused = {queue.queue for queue in stats if queue.paused}
+    by_name = {queue.queue: queue for queue in stats}
     for name in limits:
         counts.setdefault(name, {})
-    due, delayed = await _split_queued(runtime, counts, now)
 
-    queues = tuple(
-        QueueSnapshot(
+    def queue_snapshot(name: str, per_state: Mapping[JobState, int]) -> QueueSnapshot:
+        entry = by_name.get(name)
+        delayed = entry.delayed if entry is not None else 0
+        return QueueSnapshot(
             name=name,
             counts=per_state,
-            paused=name in paused,
+            paused=entry is not None and entry.paused,
             limit=limits.get(name),
-            due=due.get(name, 0) if due is not None else None,
-            delayed=delayed.get(name, 0) if delayed is not None else None,
+            due=per_state.get(JobState.QUEUED, 0) - delayed,
+            delayed=delayed,
+            claimed=entry.claimed if entry is not None else 0,
+            held_by=entry.held_by if entry is not None else None,
         )
-        for name, per_state in sorted(counts.items())
-    )
-    running_total = sum(per_state.get(JobState.RUNNING, 0) for per_state in counts.values())
+
+    queues = tuple(queue_snapshot(name, per_state) for name, per_state in sorted(counts.items()))
+    running_total = sum(queue.running for queue in queues)
     running = (
-        await runtime.list_jobs(state=JobState.RUNNING, limit=max_running) if running_total else []
+        [
+            job
+            for job in await runtime.list_jobs(state=JobState.RUNNING, limit=max_running)
+            if job.started_at is not None
+        ]
+        if running_total
+        else []
     )
     dead_total = sum(per_state.get(JobState.DEAD, 0) for per_state in counts.values())
     dead = await runtime.list_jobs(state=JobState.DEAD, limit=max_dead) if dead_total else []
@@ -375,26 +390,6 @@ def store_unreachable(
             store=status,
         )
     return attrs.evolve(previous, store=status)
-
-
-async def _split_queued(
-    runtime: JobRuntime, counts: Mapping[str, Mapping[JobState, int]], now: float
-) -> tuple[dict[str, int], dict[str, int]] | tuple[None, None]:
-    queued_total = sum(per_state.get(JobState.QUEUED, 0) for per_state in counts.values())
-    if queued_total == 0:
-        return {}, {}
-    if queued_total > _DUE_SPLIT_MAX:
-        return None, None
-    jobs = await runtime.list_jobs(state=JobState.QUEUED, limit=_DUE_SPLIT_MAX)
-    if len(jobs) >= _DUE_SPLIT_MAX:
-        # More arrived between the count and the read: the page may be partial.
-        return None, None
-    due: dict[str, int] = {}
-    delayed: dict[str, int] = {}
-    for job in jobs:
-        bucket = due if job.due_at <= now else delayed
-        bucket[job.queue] = bucket.get(job.queue, 0) + 1
-    return due, delayed
 
 
 def _by_start(jobs: Sequence[Job]) -> list[Job]:

@@ -28,7 +28,6 @@ from rich.logging import RichHandler
 from ._cli_format import _JOB_COLUMNS, _job_row, _jobs_table
 from ._dispatcher import SHUTDOWN_BOUND
 from ._exceptions import AsyncJobsError, JobNotFound, JobStateError, UnknownQueueError
-from ._limits import Slots
 from ._models import FINISHED_STATES, JobState
 from ._runtime import JobRuntime
 from ._snapshot import format_duration, take_snapshot
@@ -426,8 +425,7 @@ def _serve_only(runtime: JobRuntime, queues: Sequence[str]) -> None:
         )
     # The runtime has no "serve only these queues" switch yet, so narrow its slots:
     # the dispatcher claims from the queues its slots hold.
-    limits = runtime.slots.limits
-    runtime.slots = Slots({name: limits[name] for name in queues}, runtime.slots.max_concurrency)
+    runtime.slots = runtime.queue_plan.slots(only=queues)
 
 
 #: The name of the handler the worker installs, so a second set-up in one process

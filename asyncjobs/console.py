@@ -200,13 +200,18 @@ def _queues_table(snapshot: Snapshot) -> Table:
 
 
 def _usage(queue: QueueSnapshot) -> Text:
-    running = queue.count(JobState.RUNNING)
+    running = queue.running
     if queue.limit:
         text = _bar(running / queue.limit)
         text.append(f" {running}/{queue.limit}")
     else:
         # No limit known here (another process runs the queue): the count alone.
         text = Text(str(running))
+    if queue.claimed:
+        # Claimed ahead for a worker that is still busy: held, not running.
+        text.append(f" +{queue.claimed} claimed", style="dim")
+    if queue.held_by:
+        text.append(f" held: {queue.held_by.replace('_', ' ')}", style="yellow")
     return text
 
 
