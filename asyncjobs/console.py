@@ -184,6 +184,8 @@ def _queues_table(snapshot: Snapshot) -> Table:
         name = Text(queue.name)
         if queue.paused:
             name.append(" paused", style="bold yellow")
+        elif queue.held_by:
+            name.append(f" {_HELD.get(queue.held_by, queue.held_by)}", style="yellow")
         dead = queue.count(JobState.DEAD)
         table.add_row(
             name,
@@ -199,6 +201,15 @@ def _queues_table(snapshot: Snapshot) -> Table:
     return table
 
 
+#: How the queues table names the limit that holds a queue back.
+_HELD = {
+    "global_concurrency": "at global cap",
+    "partition_concurrency": "partitions full",
+    "rate_limit": "rate limited",
+    "job_rate_limit": "job rate limited",
+}
+
+
 def _usage(queue: QueueSnapshot) -> Text:
     running = queue.running
     if queue.limit:
@@ -209,9 +220,7 @@ def _usage(queue: QueueSnapshot) -> Text:
         text = Text(str(running))
     if queue.claimed:
         # Claimed ahead for a worker that is still busy: held, not running.
-        text.append(f" +{queue.claimed} claimed", style="dim")
-    if queue.held_by:
-        text.append(f" held: {queue.held_by.replace('_', ' ')}", style="yellow")
+        text.append(f" +{queue.claimed}", style="dim")
     return text
 
 

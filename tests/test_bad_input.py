@@ -12,6 +12,7 @@ import pytest
 from asyncjobs import (
     AsyncJobsError,
     ConfigurationError,
+    DuplicateJobError,
     InvalidOptionError,
     JobArgumentsError,
     JobFunction,
@@ -20,6 +21,8 @@ from asyncjobs import (
     JobRuntime,
     NotRunningError,
     PayloadTooLarge,
+    Queue,
+    RateLimit,
     SerializationError,
     UnknownJobError,
     UnknownQueueError,
@@ -232,3 +235,86 @@ async def test_every_error_derives_from_the_base() -> None:
         assert issubclass(error, AsyncJobsError)
     assert issubclass(JobArgumentsError, TypeError)
     assert issubclass(InvalidOptionError, ValueError)
+
+
+# -- flow control -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Queue(weight=-1), "weight must be a number above 0"),
+        (lambda: Queue(weight=0), "weight must be a number above 0"),
+        (lambda: Queue(weight=math.nan), "weight must be a number above 0"),
+        (lambda: Queue(concurrency=0), "concurrency must be an int of at least 1"),
+        (lambda: Queue(global_concurrency=0), "global_concurrency must be an int of at least 1"),
+        (lambda: Queue(global_concurrency=-3), "global_concurrency must be an int of at least 1"),
+        (
+            lambda: Queue(partition_concurrency=0),
+            "partition_concurrency must be an int of at least 1",
+        ),
+        (lambda: Queue(max_attempts=0), "max_attempts must be an int of at least 1"),
+        (lambda: Queue(timeout=0), "timeout must be more than 0"),
+        (lambda: Queue(rate_limit=10), "rate_limit must be a RateLimit"),  # type: ignore[arg-type]
+        (lambda: RateLimit(0, per=1), "RateLimit limit must be an int of at least 1"),
+        (lambda: RateLimit(-5, per=1), "RateLimit limit must be an int of at least 1"),
+        (lambda: RateLimit(5, per=0), "RateLimit per must be more than 0 seconds"),
+        (lambda: RateLimit(5, per=-1), "must not be negative"),
+        (lambda: RateLimit(5, per=timedelta(0)), "RateLimit per must be more than 0 seconds"),
+    ],
+)
+async def test_bad_flow_control_settings(make: Any, message: str) -> None:
+    with pytest.raises(InvalidOptionError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"key": "k", "key_scope": "forever"}, "key_scope must be 'queued', 'active' or a"),
+        ({"key": "k", "key_scope": timedelta(0)}, "a key_scope window must be positive"),
+        ({"key": "k", "on_conflict": "ignore"}, "on_conflict must be 'return', 'replace' or"),
+        ({"on_conflict": "raise"}, "on_conflict needs a key"),
+        ({"key_scope": "queued"}, "key_scope needs a key"),
+        ({"partition": ""}, "partition must be a non-empty str"),
+        ({"partition": 42}, "partition must be a non-empty str"),
+        ({"partition": "t" * 129}, "of at most 128 characters"),
+    ],
+)
+async def test_bad_flow_control_options(
+    runtime: JobRuntime, options: dict[str, Any], message: str
+) -> None:
+    send = register_send(runtime)
+    with pytest.raises(InvalidOptionError, match=message):
+        await send.options(**options).enqueue("a@example.com", "hi")
+    await assert_store_empty(runtime)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"queue_selection": "random"}, "queue_selection must be 'weighted' or 'strict'"),
+        ({"heartbeat": 30}, "heartbeat must be more than 0 and less than the lease"),
+        ({"heartbeat": 0}, "heartbeat must be more than 0 and less than the lease"),
+        ({"queues": {"default": "fast"}}, "must be a Queue"),
+        ({"queues": {}}, "queues must name at least one queue"),
+    ],
+)
+async def test_bad_flow_control_configuration(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        JobRuntime(**kwargs)
+
+
+async def test_a_duplicate_raise_stores_nothing_of_the_batch(runtime: JobRuntime) -> None:
+    send = register_send(runtime)
+    holder = await send.options(key="welcome").enqueue("a@example.com", "hi")
+    with pytest.raises(DuplicateJobError, match=f"job {holder.id} already holds the key"):
+        await runtime.enqueue_many(
+            [
+                send.call("b@example.com", "hi"),
+                send.options(key="welcome", on_conflict="raise").call("c@example.com", "hi"),
+            ]
+        )
+    assert [job.id for job in await runtime.list_jobs()] == [holder.id]
+    error = DuplicateJobError("welcome", holder.id)
+    assert "c@example.com" not in str(error)

@@ -91,6 +91,10 @@ async def busy(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Busy]:
         with runtime.events.subscribe() as events:
             report = await build_report.enqueue(pages=3)
             await events.wait_for(JobProgress, lambda e: e.job_id == report.id)
+            with anyio.fail_after(10):
+                # The worker reports a handler's start within a moment of it.
+                while (await report.refresh()).started_at is None:
+                    await anyio.sleep(0.01)
             dead = await charge_card.enqueue(42)
             await events.wait_for(JobDied, lambda e: e.job_id == dead.id)
             pending = {(await add.enqueue(n, 1)).id for n in range(3)}

@@ -424,3 +424,49 @@ async def test_jobs_claimed_ahead_are_not_counted_as_running(make_runtime: Runti
             assert job.started_at is not None
             assert job.finished_at is not None
             assert job.started_at <= job.finished_at
+
+
+async def test_small_partitions_start_within_one_round_of_a_huge_one(
+    make_runtime: RuntimeFactory,
+) -> None:
+    """The bound: with P partitions holding queued jobs, every partition's first job
+    starts among the queue's first P starts (one round), whatever the others hold."""
+    producer = make_runtime(role="enqueue", queues={"reports": 4})
+    runtime = make_runtime(queues={"reports": 4})
+
+    async def build(tenant: str) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    producer.job(queue="reports", name="build")(build)
+    runtime.job(queue="reports", name="build")(build)
+    async with producer:
+        call = producer.function("build")
+        await producer.enqueue_many(
+            [call.options(partition="big").call("big") for _ in range(5000)]
+        )
+        await producer.enqueue_many(
+            [
+                call.options(partition=f"small-{i}").call(f"small-{i}")
+                for i in range(20)
+                for _ in range(3)
+            ]
+        )
+
+    starts: list[str] = []
+    with runtime.events.subscribe() as events, anyio.fail_after(120):
+        async with runtime:
+            async for event in events:
+                if isinstance(event, JobStarted):
+                    job = await runtime.get_job(event.job_id)
+                    assert job is not None
+                    starts.append(job.partition or "")
+                    if len(starts) == 63:
+                        break
+
+    firsts = {name: starts.index(name) for name in {f"small-{i}" for i in range(20)}}
+    assert max(firsts.values()) < 21, starts
+    # The second round: each small partition's second job before the 42nd start.
+    seconds = {
+        name: [i for i, started in enumerate(starts) if started == name][1] for name in firsts
+    }
+    assert max(seconds.values()) < 42, starts

@@ -184,6 +184,9 @@ def sample(hint: Any, name: str) -> Any:
         return sample(options[0], name)
     if origin is not None and issubclass(origin, Mapping):
         return {}
+    if origin is list:
+        # A list of records (a claim's jobs): one sample, which carries the secret.
+        return [sample(typing.get_args(hint)[0], name)]
     if hint is str:
         return "text"
     if hint is bool:
