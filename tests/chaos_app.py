@@ -22,6 +22,10 @@ writing a module per test:
     how long the ``stubborn`` jobs ignore being cancelled (default 0: they
     return at once), so one process of a test can get a handler that will not
     stop and the next one a handler that finishes.
+``CHAOS_FLOW``
+    JSON of cluster-wide limits for the ``default`` queue:
+    ``{"global_concurrency": 3, "rate": [5, 0.5], "partition_concurrency": 2}``
+    (any of them; ``rate`` is ``RateLimit(limit, per=seconds)``).
 
 Run records are plain ``write(2)`` calls on a file opened with ``O_APPEND``:
 once ``write`` returns, the line is in the kernel's page cache and survives a
@@ -43,11 +47,12 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from asyncjobs import JobContext, JobRegistry, JobRuntime
+from asyncjobs import JobContext, JobRegistry, JobRuntime, Queue, RateLimit
 from asyncjobs.backends import Backend, from_url
 
 __all__ = [
     "ENV_CONCURRENCY",
+    "ENV_FLOW",
     "ENV_GRACE",
     "ENV_LEASE",
     "ENV_PREFIX",
@@ -79,6 +84,7 @@ ENV_RESULTS = "CHAOS_RESULTS"
 ENV_TICK = "CHAOS_TICK"
 ENV_TICK_HOLD = "CHAOS_TICK_HOLD"
 ENV_STUBBORN = "CHAOS_STUBBORN"
+ENV_FLOW = "CHAOS_FLOW"
 
 #: The one queue every chaos job runs on.
 QUEUE = "default"
@@ -116,6 +122,7 @@ def record_run(ctx: JobContext, event: str) -> None:
             "claimed_at": _claimed_at(ctx),
             "due_at": ctx.job.due_at,
             "fire_at": ctx.fire_at,
+            "partition": ctx.job.partition,
             "at": time.time(),
         }
     )
@@ -215,6 +222,17 @@ def make_backend(url: str, prefix: str | None = None) -> Backend:
     return from_url(url)
 
 
+def _queue(env: Mapping[str, str]) -> Queue:
+    """The ``default`` queue: its concurrency and the limits of ``CHAOS_FLOW``."""
+    flow = json.loads(env.get(ENV_FLOW, "{}"))
+    rate = flow.pop("rate", None)
+    return Queue(
+        concurrency=int(env.get(ENV_CONCURRENCY, "4")),
+        rate_limit=RateLimit(rate[0], per=rate[1]) if rate else None,
+        **flow,
+    )
+
+
 def build_runtime(
     env: Mapping[str, str], *, role: Literal["worker", "enqueue"] = "worker"
 ) -> JobRuntime:
@@ -226,7 +244,7 @@ def build_runtime(
     runtime = JobRuntime(
         make_backend(env[ENV_URL], env.get(ENV_PREFIX)),
         role=role,
-        queues={QUEUE: int(env.get(ENV_CONCURRENCY, "4"))},
+        queues={QUEUE: _queue(env)},
         lease=float(env.get(ENV_LEASE, "1")),
         shutdown_grace=float(env.get(ENV_GRACE, "0.2")),
     )

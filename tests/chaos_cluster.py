@@ -81,6 +81,7 @@ class Run:
     due_at: float
     fire_at: float | None
     at: float
+    partition: str | None = None
 
 
 def pid_of(job: Job) -> int:
@@ -143,6 +144,7 @@ class Cluster:
             "tick": chaos_app.ENV_TICK,
             "tick_hold": chaos_app.ENV_TICK_HOLD,
             "stubborn": chaos_app.ENV_STUBBORN,
+            "flow": chaos_app.ENV_FLOW,
         }
         env.setdefault(chaos_app.ENV_LEASE, str(LEASE))
         for name, value in settings.items():
