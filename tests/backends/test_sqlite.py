@@ -17,15 +17,33 @@ import subprocess
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from asyncjobs._clock import ManualClock
-from asyncjobs._exceptions import BackendError, ConfigurationError, SchemaVersionError
-from asyncjobs._models import ErrorInfo, Job, JobState, NewJob, Outcome, OutcomeKind
+from asyncjobs._clock import ManualClock, SystemClock
+from asyncjobs._exceptions import (
+    BackendError,
+    ConfigurationError,
+    DuplicateJobError,
+    SchemaVersionError,
+)
+from asyncjobs._models import (
+    ClaimLimits,
+    ErrorInfo,
+    Job,
+    JobStart,
+    JobState,
+    KeyScope,
+    NewJob,
+    OnConflict,
+    Outcome,
+    OutcomeKind,
+    RateWindow,
+)
 from asyncjobs.backends import from_url
 from asyncjobs.backends.sqlite import (
     SCHEMA_VERSION,
@@ -90,6 +108,53 @@ async def open_another(path: Path, clock: ManualClock, **options: Any) -> SQLite
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsafeSQLiteWarning)
         return await open_backend(path, clock, **options)
+
+
+def enqueue_scoped(
+    path: str,
+    key: str,
+    scope: str,
+    on_conflict: str,
+    barrier: Barrier,
+    results: multiprocessing.queues.Queue[str],
+) -> None:
+    """A racer in another process: enqueue one job with *key*, report what happened.
+
+    Reports ``"stored:<id>"`` (the job the store returned) or ``"raised:<id>"``
+    (the holder a :class:`DuplicateJobError` named).
+    """
+    # Several connections share the file by design here; the warning is tested elsewhere.
+    warnings.simplefilter("ignore", UnsafeSQLiteWarning)
+
+    async def main() -> str:
+        clock = SystemClock()
+        backend = SQLiteBackend(path)
+        await backend.open(clock)
+        try:
+            barrier.wait(timeout=45)
+            now = clock.now()
+            racer = uuid.uuid4().hex
+            new = NewJob(
+                id=racer,
+                name="tasks.race",
+                queue=QUEUE,
+                payload=f'{{"racer": "{racer}"}}'.encode(),
+                due_at=now,
+                enqueued_at=now,
+                key=key,
+                key_scope=KeyScope(scope),
+                key_expires_at=now + 3600 if scope == KeyScope.WINDOW else None,
+                on_conflict=OnConflict(on_conflict),
+            )
+            try:
+                [job] = await backend.enqueue([new])
+            except DuplicateJobError as exc:
+                return f"raised:{exc.job_id}"
+            return f"stored:{job.id}"
+        finally:
+            await backend.aclose()
+
+    results.put(anyio.run(main))
 
 
 @pytest.fixture
@@ -286,6 +351,71 @@ async def test_a_file_from_before_fire_at_upgrades_and_keeps_its_jobs(
         columns = [row[1] for row in db.execute("PRAGMA table_info(asyncjobs_jobs)")]
     db.close()
     assert "fire_at" in columns
+
+
+async def test_a_file_at_schema_4_upgrades_keeping_its_jobs_and_held_keys(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The file an asyncjobs at schema version 4 wrote: the released first four steps.
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as db:
+        for step in _schema._MIGRATIONS[:4]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("UPDATE asyncjobs_schema SET version = 4")
+        insert = (
+            "INSERT INTO asyncjobs_jobs (id, name, queue, payload, state, due_at, enqueued_at,"
+            " priority, max_attempts, key, attempts, lease_token, lease_expires_at, worker_id,"
+            " started_at, finished_at) VALUES (?, 'tasks.old', ?, x'7b7d', ?, ?, ?, 0, 3, ?, ?,"
+            " ?, ?, ?, ?, ?)"
+        )
+        then = clock.now() - 5
+        for job_id, state, key, attempts, token, started, finished in (
+            ("queued-keyed", "queued", "k:queued", 0, None, None, None),
+            ("running-keyed", "running", "k:running", 1, "t" * 32, then, None),
+            ("done-keyed", "complete", "k:done", 1, None, then, then),
+            ("plain", "queued", None, 0, None, None, None),
+        ):
+            expires = None if token is None else clock.now() + LEASE
+            worker = None if token is None else "old-worker"
+            row = (job_id, QUEUE, state, then, then, key, attempts, token, expires, worker)
+            db.execute(insert, (*row, started, finished))
+    db.close()
+
+    backend = await open_backend(path, clock)
+    try:
+        # The keys of the active jobs are still held; the finished job's is free.
+        for key, holder in (("k:queued", "queued-keyed"), ("k:running", "running-keyed")):
+            [job] = await backend.enqueue([new_job(clock, key=key)])
+            assert job.id == holder
+        [fresh] = await backend.enqueue([new_job(clock, key="k:done")])
+        assert fresh.id != "done-keyed"
+        running = await backend.get_job("running-keyed")
+        assert running is not None
+        assert (running.state, running.started_at, running.partition) == (
+            JobState.RUNNING,
+            then,
+            None,
+        )
+        # The old jobs are in round 0 and keep their claim order; new ones join them.
+        [part] = await backend.enqueue([new_job(clock, partition="p")])
+        claimed = await backend.claim(QUEUE, 10, "worker-1", LEASE)
+        assert [job.id for job in claimed] == ["queued-keyed", "plain", fresh.id, part.id]
+        assert all(job.started_at is None for job in claimed)
+    finally:
+        await backend.aclose()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (SCHEMA_VERSION,)
+        keys = db.execute("SELECT key, job_id, scope FROM asyncjobs_keys ORDER BY key").fetchall()
+        indexes = [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
+    db.close()
+    assert keys == [
+        ("k:done", fresh.id, "active"),
+        ("k:queued", "queued-keyed", "active"),
+        ("k:running", "running-keyed", "active"),
+    ]
+    assert "asyncjobs_jobs_active_key" not in indexes
 
 
 async def test_a_failing_migration_leaves_the_file_as_it_was(
@@ -590,6 +720,59 @@ async def test_eight_processes_racing_one_key_create_one_job(tmp_path: Path) -> 
     assert rows == [(ids[0], "welcome:42", "queued")]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("scope", "on_conflict"),
+    [
+        (KeyScope.QUEUED, OnConflict.RETURN),
+        (KeyScope.WINDOW, OnConflict.RAISE),
+        (KeyScope.ACTIVE, OnConflict.REPLACE),
+    ],
+)
+async def test_eight_processes_racing_one_key_of_any_scope_and_rule_create_one_job(
+    tmp_path: Path, scope: KeyScope, on_conflict: OnConflict
+) -> None:
+    path = tmp_path / "race.db"
+    racers = 8
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(racers)
+    results: multiprocessing.queues.Queue[str] = context.Queue()
+    processes = [
+        context.Process(
+            target=enqueue_scoped,
+            args=(str(path), "digest:7", str(scope), str(on_conflict), barrier, results),
+        )
+        for _ in range(racers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        reports = [await anyio.to_thread.run_sync(results.get, True, 50) for _ in range(racers)]
+    finally:
+        for process in processes:
+            await anyio.to_thread.run_sync(process.join, 10)
+            if process.is_alive():
+                process.kill()
+
+    assert [process.exitcode for process in processes] == [0] * racers
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, key, state, payload FROM asyncjobs_jobs").fetchall()
+        keys = db.execute("SELECT key, job_id, scope FROM asyncjobs_keys").fetchall()
+    db.close()
+    [(job_id, key, state, payload)] = rows
+    assert (key, state) == ("digest:7", "queued")
+    assert keys == [("digest:7", job_id, str(scope))]
+    if on_conflict is OnConflict.RAISE:
+        assert sorted(reports) == sorted([f"stored:{job_id}"] + [f"raised:{job_id}"] * 7)
+    else:
+        assert reports == [f"stored:{job_id}"] * racers
+    if on_conflict is OnConflict.REPLACE:
+        # The holder took the payload of one of the racers (the last to write).
+        assert payload.startswith(b'{"racer": "')
+    else:
+        assert payload == f'{{"racer": "{job_id}"}}'.encode()
+
+
 async def test_a_second_backend_on_the_file_sees_an_enqueue_within_the_poll(
     store: SQLiteBackend, tmp_path: Path, clock: ManualClock
 ) -> None:
@@ -712,6 +895,167 @@ async def test_a_cancelled_write_is_all_or_nothing_and_leaves_the_store_usable(
     assert all(job is None for job in found) or all(job is not None for job in found)
     [job] = await store.enqueue([new_job(clock)])
     assert await store.get_job(job.id) == job
+
+
+# -- flow control: what the other processes see ------------------------------
+
+
+def wake_seq(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        row = db.execute(
+            "SELECT wake_seq FROM asyncjobs_queues WHERE name = ?", (QUEUE,)
+        ).fetchone()
+    db.close()
+    return int(row[0])
+
+
+async def test_a_slot_freed_in_a_limited_queue_wakes_another_process(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    other = await open_another(path, clock)
+    try:
+        await store.enqueue([new_job(clock) for _ in range(2)])
+        limits = ClaimLimits(global_concurrency=1)
+        [running] = (await store.claim_limited(QUEUE, 5, "worker-1", LEASE, limits)).jobs
+        held = await other.claim_limited(QUEUE, 5, "worker-2", LEASE, limits)
+        assert (held.jobs, held.held_by) == ([], "global_concurrency")
+        await other.wait_for_work([QUEUE], None)  # marks the wake counter seen
+        claimed: list[Job] = []
+
+        async def worker() -> None:
+            while not claimed:
+                await other.wait_for_work([QUEUE], None)  # no deadline: only the poll wakes it
+                claimed.extend((await other.claim_limited(QUEUE, 5, "w-2", LEASE, limits)).jobs)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                await anyio.wait_all_tasks_blocked()
+                assert await store.settle([complete(running)]) == []
+
+        assert len(claimed) == 1
+    finally:
+        await other.aclose()
+
+
+async def test_only_a_limited_queue_is_woken_by_a_job_ending(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    await store.enqueue([new_job(clock) for _ in range(3)])
+    [plain] = await store.claim(QUEUE, 1, "worker-1", LEASE)
+    before = wake_seq(path)
+    assert await store.settle([complete(plain)]) == []
+    assert wake_seq(path) == before  # an unlimited queue: finishing wakes nobody
+
+    limits = ClaimLimits(partition_concurrency=1)
+    [limited] = (await store.claim_limited(QUEUE, 1, "worker-1", LEASE, limits)).jobs
+    before = wake_seq(path)
+    assert await store.settle([complete(limited)]) == []
+    assert wake_seq(path) == before + 1
+
+
+async def test_limited_claims_page_through_many_held_jobs_without_skipping_any(
+    store: SQLiteBackend, clock: ManualClock
+) -> None:
+    # All due at one instant: the pages follow (priority, round, due_at, seq).
+    slow = await store.enqueue([new_job(clock, name="tasks.slow") for _ in range(600)])
+    fast = await store.enqueue([new_job(clock, name="tasks.fast") for _ in range(300)])
+    limits = ClaimLimits(job_rates={"tasks.slow": RateWindow(limit=1, per=60.0)})
+
+    reply = await store.claim_limited(QUEUE, 1000, "worker-1", LEASE, limits)
+
+    assert [job.id for job in reply.jobs] == [slow[0].id] + [job.id for job in fast]
+    assert reply.held_by == "job_rate_limit"
+    assert reply.retry_at == clock.now() + 60.0
+
+
+async def test_a_full_partition_is_skipped_across_pages(
+    store: SQLiteBackend, clock: ManualClock
+) -> None:
+    await store.enqueue([new_job(clock, partition="big") for _ in range(700)])
+    small = await store.enqueue([new_job(clock, partition=f"small-{i}") for i in range(3)])
+    limits = ClaimLimits(partition_concurrency=1)
+    first = await store.claim_limited(QUEUE, 1, "worker-1", LEASE, limits)
+    assert first.jobs[0].partition == "big"
+
+    reply = await store.claim_limited(QUEUE, 10, "worker-1", LEASE, limits)
+
+    assert sorted(job.id for job in reply.jobs) == sorted(job.id for job in small)
+    assert reply.held_by == "partition_concurrency"
+
+
+async def test_rate_windows_keep_only_the_claims_inside_them(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    await store.enqueue([new_job(clock) for _ in range(50)])
+    limits = ClaimLimits(
+        rate=RateWindow(limit=2, per=10.0),
+        job_rates={"tasks.example": RateWindow(limit=5, per=10.0)},
+    )
+    claimed = 0
+    for _ in range(25):
+        claimed += len((await store.claim_limited(QUEUE, 5, "worker-1", LEASE, limits)).jobs)
+        clock.advance(5.0)
+
+    assert claimed == 26  # 2 per 10 s, over 125 s (the last window half used)
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        rows = db.execute(
+            "SELECT name, COUNT(*) FROM asyncjobs_rate_claims GROUP BY name"
+        ).fetchall()
+    db.close()
+    assert dict(rows) == {"queue:default": 2, "job:tasks.example": 2}
+
+
+async def test_pruning_a_keyed_job_drops_its_key_row(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    window = {"key_scope": KeyScope.WINDOW, "key_expires_at": clock.now() + 3600}
+    [job] = await store.enqueue([new_job(clock, key="k", **window)])
+    [running] = await store.claim(QUEUE, 1, "worker-1", LEASE)
+    assert await store.settle([complete(running)]) == []
+    clock.advance(10)
+
+    assert await store.prune({JobState.COMPLETE: clock.now()}) == 1
+
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM asyncjobs_keys").fetchone() == (0,)
+    db.close()
+    [again] = await store.enqueue([new_job(clock, key="k", **window)])
+    assert again.id != job.id
+
+
+async def test_starts_and_outcomes_in_one_settle(store: SQLiteBackend, clock: ManualClock) -> None:
+    await store.enqueue([new_job(clock) for _ in range(3)])
+    first, second, third = await store.claim(QUEUE, 3, "worker-1", LEASE)
+    assert first.lease_token
+    assert second.lease_token
+    clock.advance(1)
+    starts = [
+        JobStart(job_id=first.id, lease_token=first.lease_token, started_at=clock.now()),
+        JobStart(job_id=second.id, lease_token=second.lease_token, started_at=clock.now()),
+    ]
+    retry = Outcome(
+        job_id=third.id,
+        lease_token=third.lease_token or "",
+        kind=OutcomeKind.RETRY,
+        due_at=clock.now() + 5,
+        started_at=clock.now() - 0.5,
+    )
+
+    assert await store.settle([complete(second), retry], starts) == []
+
+    stored = {job.id: job for job in await store.list_jobs()}
+    assert stored[first.id].started_at == clock.now()
+    assert (stored[second.id].state, stored[second.id].started_at) == (
+        JobState.COMPLETE,
+        clock.now(),
+    )
+    assert (stored[third.id].state, stored[third.id].started_at) == (
+        JobState.QUEUED,
+        clock.now() - 0.5,
+    )
 
 
 # -- batches larger than one statement can bind ------------------------------
