@@ -568,10 +568,12 @@ class MemoryBackend:
             return None
         if entry.state is JobState.DEAD:
             if entry.key is not None:
-                if self._holder(entry.key, self._clock.now()) is not None:
+                holder = self._holder(entry.key, self._clock.now())
+                if holder is not None and holder is not entry:
                     # Another job took the key meanwhile: reviving would break dedup.
                     return entry.to_job()
-                self._keys[entry.key] = _KeyHold(entry.id, KeyScope.ACTIVE, None)
+                if holder is None:
+                    self._keys[entry.key] = _KeyHold(entry.id, KeyScope.ACTIVE, None)
             entry.attempts = 0
             entry.finished_at = None
             self._requeue(entry, due_at)

@@ -56,11 +56,14 @@ if not f[1] then return false end
 if f[1] == 'dead' then
   local del = {'finished_at'}
   if f[3] then
-    -- Another job took the key meanwhile (or this one's window still holds it):
-    -- reviving this one would break dedup.
-    if key_holder(f[3]) then return pack_job(jk) end
-    redis.call('SET', dedup_key(f[3]), id)
-    add(del, 'key_scope', 'key_expires_at')  -- revived, it holds its key while active
+    local holder = key_holder(f[3])
+    -- Another job took the key meanwhile: reviving this one would break dedup.
+    if holder and holder ~= id then return pack_job(jk) end
+    if not holder then
+      redis.call('SET', dedup_key(f[3]), id)
+      add(del, 'key_scope', 'key_expires_at')  -- revived, it holds its key while active
+    end
+    -- Its own throttle window still running: it keeps holding the key by that window.
   end
   redis.call('PERSIST', jk)
   redis.call('ZREM', qkey(f[2], 'dead'), id)

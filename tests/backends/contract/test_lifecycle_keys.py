@@ -23,7 +23,7 @@ from asyncjobs._clock import ManualClock
 from asyncjobs._models import JobState, KeyScope, OnConflict, OutcomeKind
 from asyncjobs.backends import Backend
 
-from ._support import QUEUE, claim_ids, enqueue, new_job, outcome, settle_ok, start, stored
+from ._support import BOOM, QUEUE, claim_ids, enqueue, new_job, outcome, settle_ok, start, stored
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +166,18 @@ async def test_raise_without_a_holder_enqueues(backend: Backend, clock: ManualCl
     [job] = await backend.enqueue([new])
 
     assert job.id == new.id
+
+
+async def test_a_dead_job_holding_its_own_window_key_can_be_retried(
+    backend: Backend, clock: ManualClock
+) -> None:
+    window = {"key": KEY, "key_scope": KeyScope.WINDOW, "key_expires_at": clock.now() + 60}
+    running = await start(backend, clock, **window)
+    await settle_ok(backend, outcome(running, OutcomeKind.DEAD, error=BOOM))
+
+    revived = await backend.retry_dead(running.id, clock.now())
+
+    assert revived is not None
+    assert revived.state is JobState.QUEUED
+    # It still holds its window: a new job with the key gets it back.
+    assert (await enqueue(backend, clock, key=KEY)).id == running.id
