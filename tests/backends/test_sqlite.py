@@ -407,13 +407,13 @@ async def test_a_file_at_schema_4_upgrades_keeping_its_jobs_and_held_keys(
 
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (SCHEMA_VERSION,)
-        keys = db.execute("SELECT key, job_id, scope FROM asyncjobs_keys ORDER BY key").fetchall()
+        keys = db.execute("SELECT key, job_id FROM asyncjobs_keys ORDER BY key").fetchall()
         indexes = [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
     db.close()
     assert keys == [
-        ("k:done", fresh.id, "active"),
-        ("k:queued", "queued-keyed", "active"),
-        ("k:running", "running-keyed", "active"),
+        ("k:done", fresh.id),
+        ("k:queued", "queued-keyed"),
+        ("k:running", "running-keyed"),
     ]
     assert "asyncjobs_jobs_active_key" not in indexes
 
@@ -756,12 +756,15 @@ async def test_eight_processes_racing_one_key_of_any_scope_and_rule_create_one_j
 
     assert [process.exitcode for process in processes] == [0] * racers
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT id, key, state, payload FROM asyncjobs_jobs").fetchall()
-        keys = db.execute("SELECT key, job_id, scope FROM asyncjobs_keys").fetchall()
+        rows = db.execute(
+            "SELECT id, key, state, payload, key_scope FROM asyncjobs_jobs"
+        ).fetchall()
+        keys = db.execute("SELECT key, job_id FROM asyncjobs_keys").fetchall()
     db.close()
-    [(job_id, key, state, payload)] = rows
+    [(job_id, key, state, payload, stored_scope)] = rows
     assert (key, state) == ("digest:7", "queued")
-    assert keys == [("digest:7", job_id, str(scope))]
+    assert stored_scope == (None if scope is KeyScope.ACTIVE else str(scope))
+    assert keys == [("digest:7", job_id)]
     if on_conflict is OnConflict.RAISE:
         assert sorted(reports) == sorted([f"stored:{job_id}"] + [f"raised:{job_id}"] * 7)
     else:

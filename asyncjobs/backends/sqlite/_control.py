@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
-from ..._models import FINISHED_STATES, Job, JobState, KeyScope
+from ..._models import FINISHED_STATES, Job, JobState
 from ._codec import to_job
 from ._database import Database
-from ._keys import holders, take_keys
+from ._keys import holders, take_key
 from ._statements import JOB_COLUMNS, all_rows, first_row
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
@@ -61,13 +61,14 @@ async def retry_dead(db: Database, wakeups: Wakeups, job_id: str, due_at: float)
         if job.key is not None:
             if holders(conn, [job.key], tx.now):
                 return job, False  # another job holds the key: reviving would break dedup
-            # Revived, it holds its key while active, whatever scope it had.
-            take_keys(conn, [(job.key, job.id, KeyScope.ACTIVE, None)])
+            take_key(conn, job.key, job.id)
+        # Revived, it holds its key while active, whatever scope it had.
         row = first_row(
             conn,
             "UPDATE asyncjobs_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
             " due_at = ?, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
-            f" cancel_requested = 0 WHERE id = ? RETURNING {JOB_COLUMNS}",
+            " cancel_requested = 0, key_scope = NULL"
+            f" WHERE id = ? RETURNING {JOB_COLUMNS}",
             (due_at, job_id),
         )
         assert row is not None

@@ -24,7 +24,7 @@ from ..._exceptions import DuplicateJobError
 from ..._models import Handoff, Job, JobState, KeyScope, NewJob, OnConflict
 from ._codec import insert_row
 from ._database import Database
-from ._keys import KeyHold, holders, take_keys
+from ._keys import KeyHold, holders
 from ._statements import NOW_CTE, Row, all_rows, first_row
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
@@ -70,8 +70,9 @@ _MAX_INSERT_ROWS: Final = 500
 _INSERT_FULL_SQL: Final = """
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, due_at, enqueued_at, priority,
-         max_attempts, timeout, key, schedule, fire_at, partition, round, state)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+         max_attempts, timeout, key, schedule, fire_at, partition, round,
+         key_scope, key_expires_at, state)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
 """
 _REPLACE_SQL: Final = (
     "UPDATE asyncjobs_jobs SET payload = ?, due_at = ? WHERE id = ? AND state = 'queued'"
@@ -120,6 +121,13 @@ class _Rounds:
             )
 
 
+def _key_columns(new: NewJob) -> tuple[str | None, float | None]:
+    """``key_scope`` and ``key_expires_at`` of a new job (NULL for the default scope)."""
+    if new.key is None or new.key_scope is KeyScope.ACTIVE:
+        return None, None
+    return str(new.key_scope), new.key_expires_at
+
+
 def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
     """Insert *jobs* inside the caller's transaction, applying the key conflict rules at *now*.
 
@@ -131,7 +139,8 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
     stored: list[Job] = []
     inserts: dict[str, tuple[NewJob, int]] = {}
     replaced: dict[str, Job] = {}
-    takes: list[tuple[str, str, KeyScope, float | None]] = []
+    # New jobs of this batch that a later one of it replaced (debounced).
+    rebuilt: set[str] = set()
     for new in jobs:
         if new.key is not None:
             hold = held.get(new.key)
@@ -151,6 +160,7 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
                     else:
                         changed = attrs.evolve(pending[0], payload=new.payload, due_at=new.due_at)
                         inserts[holder.id] = (changed, pending[1])
+                        rebuilt.add(holder.id)
                     stored.append(holder)
                     continue
                 if (
@@ -162,7 +172,6 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
                 # Replace with a running holder: the new job queues behind it, taking the key.
             job = new.queued()
             held[new.key] = KeyHold(job, new.key_scope, new.key_expires_at)
-            takes.append((new.key, new.id, new.key_scope, new.key_expires_at))
         else:
             job = new.queued()
         inserts[new.id] = (new, rounds.next(new.queue, new.partition))
@@ -174,22 +183,22 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
         # A due time moved earlier is work for the queue's waiters in other processes.
         bump(conn, {job.queue for job in replaced.values()})
     rows: list[Row] = [
-        (*insert_row(new), new.partition, round_) for new, round_ in inserts.values()
+        (*insert_row(new), new.partition, round_, *_key_columns(new))
+        for new, round_ in inserts.values()
     ]
-    if rows:
-        # The insert trigger bumps the queues' wake counters.
+    # The insert triggers bump the queues' wake counters and take the keys.
+    if len(rows) == 1:
+        conn.execute(_INSERT_FULL_SQL, rows[0])
+    elif rows:
         conn.executemany(_INSERT_FULL_SQL, rows)
-    take_keys(conn, takes)
     rounds.save()
-    return [_latest(job, inserts, replaced) for job in stored]
-
-
-def _latest(job: Job, inserts: dict[str, tuple[NewJob, int]], replaced: dict[str, Job]) -> Job:
-    """*job* as stored at the end of the batch (a later replace in it may have changed it)."""
-    if job.id in replaced:
-        return replaced[job.id]
-    pending = inserts.get(job.id)
-    return job if pending is None else pending[0].queued()
+    if not replaced and not rebuilt:
+        return stored
+    # A job replaced later in the batch is returned as it was stored in the end.
+    return [
+        replaced.get(job.id) or (inserts[job.id][0].queued() if job.id in rebuilt else job)
+        for job in stored
+    ]
 
 
 async def enqueue(

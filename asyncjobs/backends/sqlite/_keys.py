@@ -1,22 +1,24 @@
-"""Dedup keys: which job holds a key, judged by the holder's scope, and taking a key.
+"""Dedup keys: which job holds a key, judged by the holder's scope.
 
-``asyncjobs_keys`` names, per key, the job that took it last, with that job's
-``key_scope`` and ``key_expires_at``. Its primary key is what makes one job
-the holder however many processes race a key: the lookup and the take run in
-the same write transaction (the writer's ``BEGIN IMMEDIATE``). Whether the
-named job still holds the key is judged from its row when the key is next
-wanted, so claiming or finishing a job writes nothing here:
+``asyncjobs_keys`` names, per key, the job that took it last; the job's row
+says for how long it holds it (``key_scope``, ``key_expires_at``). The table's
+primary key is what makes one job the holder however many processes race a
+key: the lookup here and the insert that takes the key (the insert trigger of
+schema 5) run in the same write transaction (the writer's ``BEGIN
+IMMEDIATE``). Whether the named job still holds the key is judged from its row
+when the key is next wanted, so claiming or finishing a job writes nothing
+here:
 
 - ``queued``: while the job waits for its first claim (queued, no attempt);
-- ``active``: while it is queued or running;
-- ``window``: until ``expires_at``, whatever its state. Pruning the job ends
-  the hold (the delete trigger of schema 5 drops its row).
+- ``active`` (also a job stored before schema 5): while it is queued or running;
+- ``window``: until ``key_expires_at``, whatever its state. Pruning the job
+  ends the hold (the delete trigger of schema 5 drops its row).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Final
 
 import attrs
@@ -25,19 +27,19 @@ from ..._models import Job, JobState, KeyScope
 from ._codec import to_job
 from ._statements import JOB_COLUMNS, all_rows, chunked, marks
 
-__all__ = ["HOLDERS_SQL", "KeyHold", "holders", "take_keys"]
+__all__ = ["HOLDERS_SQL", "KeyHold", "holders", "take_key"]
 
 _JOB_COLUMNS_OF_J: Final = ", ".join(f"j.{column.strip()}" for column in JOB_COLUMNS.split(","))
 #: The stored takers of some keys (``{marks}``: one ``?`` per key), with their jobs.
 HOLDERS_SQL: Final = (
-    f"SELECT k.scope, k.expires_at, {_JOB_COLUMNS_OF_J}"
+    f"SELECT j.key_scope, j.key_expires_at, {_JOB_COLUMNS_OF_J}"
     " FROM asyncjobs_keys AS k JOIN asyncjobs_jobs AS j ON j.id = k.job_id"
     " WHERE k.key IN ({marks})"
 )
+_ONE_HOLDER_SQL: Final = HOLDERS_SQL.format(marks="?")
 _TAKE_SQL: Final = """
-    INSERT INTO asyncjobs_keys (key, job_id, scope, expires_at) VALUES (?, ?, ?, ?)
-    ON CONFLICT (key) DO UPDATE SET
-        job_id = excluded.job_id, scope = excluded.scope, expires_at = excluded.expires_at
+    INSERT INTO asyncjobs_keys (key, job_id) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id
 """
 
 
@@ -62,18 +64,15 @@ def holders(conn: sqlite3.Connection, keys: Collection[str], now: float) -> dict
     """The jobs holding *keys* at *now* (inside the caller's write transaction)."""
     found: dict[str, KeyHold] = {}
     for chunk in chunked(sorted(keys)):
-        rows = all_rows(conn, HOLDERS_SQL.format(marks=marks(len(chunk))), chunk)
+        sql = _ONE_HOLDER_SQL if len(chunk) == 1 else HOLDERS_SQL.format(marks=marks(len(chunk)))
+        rows = all_rows(conn, sql, chunk)
         for scope, expires_at, *job_row in rows:
-            hold = KeyHold(to_job(tuple(job_row)), KeyScope(scope), expires_at)
+            hold = KeyHold(to_job(tuple(job_row)), KeyScope(scope or KeyScope.ACTIVE), expires_at)
             if hold.job.key is not None and hold.holds(now):
                 found[hold.job.key] = hold
     return found
 
 
-def take_keys(
-    conn: sqlite3.Connection, takes: Iterable[tuple[str, str, KeyScope, float | None]]
-) -> None:
-    """Record ``(key, job_id, scope, expires_at)`` takes, in order (a later one wins)."""
-    conn.executemany(
-        _TAKE_SQL, [(key, job_id, str(scope), expires) for key, job_id, scope, expires in takes]
-    )
+def take_key(conn: sqlite3.Connection, key: str, job_id: str) -> None:
+    """Make the stored job *job_id* the holder of *key* (a new job takes its key on insert)."""
+    conn.execute(_TAKE_SQL, (key, job_id))

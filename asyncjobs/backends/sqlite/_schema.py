@@ -171,21 +171,32 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (queue, partition)
         ) WITHOUT ROWID
         """,
-        # Who took each key last, and for how long it holds it. Whether it still
-        # holds it is read from its job at the next enqueue with the key (so a
-        # job finishing or being claimed writes nothing here).
+        # How long a keyed job holds its key (NULL: while active, as before 5).
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN key_scope TEXT",
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN key_expires_at REAL",
+        # The job that took each key last. Whether it still holds the key is read
+        # from its row when the key is next wanted, so claiming or finishing a
+        # job writes nothing here.
         """
         CREATE TABLE asyncjobs_keys (
             key TEXT PRIMARY KEY,
-            job_id TEXT NOT NULL,
-            scope TEXT NOT NULL,
-            expires_at REAL
+            job_id TEXT NOT NULL
         ) WITHOUT ROWID
         """,
         """
-        INSERT INTO asyncjobs_keys (key, job_id, scope)
-        SELECT key, id, 'active' FROM asyncjobs_jobs
+        INSERT INTO asyncjobs_keys (key, job_id)
+        SELECT key, id FROM asyncjobs_jobs
         WHERE key IS NOT NULL AND state IN ('queued', 'running')
+        """,
+        # A keyed job is only inserted when its key is free (``_keys.py`` judges
+        # that in the same transaction): inserting it takes the key.
+        """
+        CREATE TRIGGER asyncjobs_jobs_key AFTER INSERT ON asyncjobs_jobs
+        WHEN NEW.key IS NOT NULL
+        BEGIN
+            INSERT INTO asyncjobs_keys (key, job_id) VALUES (NEW.key, NEW.id)
+            ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id;
+        END
         """,
         "DROP INDEX asyncjobs_jobs_active_key",
         # Claim times in the rate windows ("queue:<name>", "job:<name>").
