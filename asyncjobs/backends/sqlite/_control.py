@@ -58,17 +58,21 @@ async def retry_dead(db: Database, wakeups: Wakeups, job_id: str, due_at: float)
         job = to_job(row)
         if job.state is not JobState.DEAD:
             return job, False
+        rescope = ""
         if job.key is not None:
-            if holders(conn, [job.key], tx.now):
+            hold = holders(conn, [job.key], tx.now).get(job.key)
+            if hold is not None and hold.job.id != job.id:
                 return job, False  # another job holds the key: reviving would break dedup
-            take_key(conn, job.key, job.id)
-        # Revived, it holds its key while active, whatever scope it had.
+            if hold is None:
+                # Revived, it holds its key while active, whatever scope it had; a
+                # job still inside its own throttle window keeps that window.
+                take_key(conn, job.key, job.id)
+                rescope = ", key_scope = NULL"
         row = first_row(
             conn,
             "UPDATE asyncjobs_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
             " due_at = ?, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,"
-            " cancel_requested = 0, key_scope = NULL"
-            f" WHERE id = ? RETURNING {JOB_COLUMNS}",
+            f" cancel_requested = 0{rescope} WHERE id = ? RETURNING {JOB_COLUMNS}",
             (due_at, job_id),
         )
         assert row is not None

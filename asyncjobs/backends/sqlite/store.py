@@ -249,8 +249,9 @@ class SQLiteBackend:
     async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
         """Queue a dead job again at *due_at* with its attempts reset.
 
-        A dead job whose ``key`` an active job holds meanwhile is left dead:
-        reviving it would make two active jobs share the key.
+        A dead job whose ``key`` another job holds meanwhile is left dead:
+        reviving it would make two jobs hold the key. (One still inside its
+        own throttle window holds it itself, and is revived.)
         """
         return await _control.retry_dead(self._db, self._wakeups, job_id, due_at)
 
