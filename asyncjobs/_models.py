@@ -17,6 +17,9 @@ import attrs
 __all__ = [
     "ACTIVE_STATES",
     "FINISHED_STATES",
+    "MAX_ATTEMPT_HISTORY",
+    "Attempt",
+    "AuditRecord",
     "ClaimLimits",
     "ClaimReply",
     "ErrorInfo",
@@ -32,8 +35,10 @@ __all__ = [
     "QueueStats",
     "RateWindow",
     "Schedule",
+    "WorkerRecord",
     "new_job_id",
     "size_repr",
+    "tags_repr",
 ]
 
 
@@ -53,6 +58,12 @@ def size_repr(value: bytes | None) -> str:
     if value is None:
         return "None"
     return f"<{len(value)} byte{'' if len(value) == 1 else 's'}>"
+
+
+def tags_repr(tags: Mapping[str, str] | None) -> str:
+    """Format tags for a repr by their number only: like arguments, they stay out of logs."""
+    count = len(tags) if tags else 0
+    return f"<{count} tag{'' if count == 1 else 's'}>"
 
 
 class JobState(enum.StrEnum):
@@ -136,6 +147,8 @@ class NewJob:
     #: for ``KeyScope.WINDOW``: when the key is free again.
     key_expires_at: float | None = None
     on_conflict: OnConflict = OnConflict.RETURN
+    #: a small str -> str map (tenant, correlation id), kept with the job.
+    tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr)
 
     def queued(self) -> Job:
         """The record a store holds right after inserting this job: queued, never attempted."""
@@ -154,6 +167,7 @@ class NewJob:
             schedule=self.schedule,
             fire_at=self.fire_at,
             partition=self.partition,
+            tags=self.tags,
         )
 
 
@@ -217,6 +231,7 @@ class Job:
     progress_message: str | None = None
     cancel_requested: bool = False
     partition: str | None = None
+    tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -248,6 +263,48 @@ class Outcome:
     #: when the handler started (written as the job's ``started_at``); ``None``
     #: for an attempt whose handler never started.
     started_at: float | None = None
+    #: delete the job instead of keeping it finished (retention 0 for its state).
+    remove: bool = False
+
+
+#: How many attempts a store keeps in a job's history (the latest ones).
+MAX_ATTEMPT_HISTORY = 25
+
+
+@attrs.frozen(kw_only=True)
+class Attempt:
+    """One attempt of a job, as the store recorded it when the attempt ended.
+
+    :ivar number: the attempt's number (1 for the first).
+    :ivar outcome: the :class:`OutcomeKind` value, or ``"lease_expired"`` when
+        crash recovery took the job back from a worker that stopped heartbeating.
+    """
+
+    number: int
+    worker_id: str | None
+    started_at: float | None
+    finished_at: float
+    outcome: str
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkerRecord:
+    """A live runtime as the store keeps it: its id, when it was last seen, and its
+    description (encoded by the runtime; the store does not read it)."""
+
+    id: str
+    last_seen: float
+    data: bytes
+
+
+@attrs.frozen(kw_only=True)
+class AuditRecord:
+    """One operator action as the store keeps it: when, and the encoded entry."""
+
+    at: float
+    data: bytes
 
 
 @attrs.frozen(kw_only=True)

@@ -19,6 +19,8 @@ import attrs
 from .._clock import Clock
 from .._exceptions import ConfigurationError
 from .._models import (
+    Attempt,
+    AuditRecord,
     ClaimLimits,
     ClaimReply,
     Handoff,
@@ -29,6 +31,7 @@ from .._models import (
     Outcome,
     QueueStats,
     Schedule,
+    WorkerRecord,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from .sqlite import SQLiteBackend
 
 __all__ = [
+    "AuditTrail",
     "Backend",
     "FlowControl",
     "HeartbeatReply",
@@ -49,6 +53,7 @@ __all__ = [
     "ScheduleStore",
     "StoreConnection",
     "WorkSignals",
+    "WorkerRegistry",
     "from_url",
 ]
 
@@ -147,8 +152,11 @@ class JobLifecycle(Protocol):
 
         An outcome whose lease token is not the job's current one is refused
         and changes nothing; its ``started_at`` (when given) becomes the job's.
-        Each of *starts* sets ``started_at`` of a running job whose token
-        matches (others are ignored: not reported as refused).
+        Each applied outcome adds an :class:`~asyncjobs._models.Attempt` to the
+        job's history (the latest ``MAX_ATTEMPT_HISTORY`` are kept); one with
+        ``remove`` deletes a job that it finishes (history included) instead
+        of keeping it. Each of *starts* sets ``started_at`` of a running job
+        whose token matches (others are ignored: not reported as refused).
         :returns: the ids of the refused outcomes.
         """
         ...
@@ -157,7 +165,8 @@ class JobLifecycle(Protocol):
         """Requeue running jobs whose lease has expired (their worker died).
 
         A job with no attempts left becomes ``dead`` instead, so a job that
-        keeps killing its worker does not go round forever.
+        keeps killing its worker does not go round forever. Each adds an
+        attempt with outcome ``"lease_expired"`` to the job's history.
         :returns: how many jobs were recovered or killed.
         """
         ...
@@ -247,6 +256,68 @@ class QueueControl(Protocol):
         """
         ...
 
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a job that is not running, with its history; it frees its key.
+
+        :returns: ``False`` when there is no such job or it is running.
+        """
+        ...
+
+    async def purge(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        finished_before: float | None = None,
+    ) -> int:
+        """Delete every job matching all given filters, except running ones.
+
+        *tags* matches jobs that carry every given tag; *finished_before*
+        matches finished jobs that ended before it.
+        :returns: how many jobs were deleted.
+        """
+        ...
+
+
+@runtime_checkable
+class WorkerRegistry(Protocol):
+    """Live runtimes, so every process can list them; the store keeps opaque records."""
+
+    async def register_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of ``record.id``."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's record (at its shutdown); unknown ids are ignored."""
+        ...
+
+    async def list_workers(self, seen_since: float) -> list[WorkerRecord]:
+        """Return the records last seen at or after *seen_since*, ordered by id.
+
+        Older records are dead workers: the store may delete them now.
+        """
+        ...
+
+
+@runtime_checkable
+class AuditTrail(Protocol):
+    """Operator actions, kept so that any process can list them."""
+
+    async def record_audit(self, record: AuditRecord) -> None:
+        """Store one entry."""
+        ...
+
+    async def list_audit(self, limit: int = 100, before: float | None = None) -> list[AuditRecord]:
+        """Return up to *limit* entries, newest first (those before *before*, when given)."""
+        ...
+
+    async def prune_audit(self, before: float) -> int:
+        """Delete the entries recorded before *before*; return how many."""
+        ...
+
 
 @runtime_checkable
 class ScheduleStore(Protocol):
@@ -303,6 +374,10 @@ class Inspection(Protocol):
         """Return one job, or ``None`` when it does not exist."""
         ...
 
+    async def get_attempts(self, job_id: str) -> list[Attempt]:
+        """Return a job's attempt history, oldest first (empty for an unknown job)."""
+        ...
+
     async def list_jobs(
         self,
         *,
@@ -311,10 +386,20 @@ class Inspection(Protocol):
         name: str | None = None,
         schedule: str | None = None,
         partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        enqueued_after: float | None = None,
+        enqueued_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[Job]:
-        """Return a page of jobs matching every given filter, newest enqueued first."""
+        """Return a page of jobs matching every given filter, newest enqueued first.
+
+        *tags* matches jobs carrying every given tag; the time range is on
+        ``enqueued_at`` (``after <= t < before``). *after* is a cursor: the id of
+        the last job of the previous page (the page continues after it; an
+        unknown id gives an empty page).
+        """
         ...
 
     async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
@@ -336,9 +421,11 @@ class Backend(
     QueueControl,
     ScheduleStore,
     Inspection,
+    WorkerRegistry,
+    AuditTrail,
     Protocol,
 ):
-    """The storage contract: one object the runtime holds, in seven groups of operations.
+    """The storage contract: one object the runtime holds, in nine groups of operations.
 
     ``tests/backends/contract/`` is its executable spec, one module per
     group. No inheritance is needed: a class with these methods is

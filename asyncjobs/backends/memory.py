@@ -20,6 +20,9 @@ from .._exceptions import DuplicateJobError
 from .._models import (
     ACTIVE_STATES,
     FINISHED_STATES,
+    MAX_ATTEMPT_HISTORY,
+    Attempt,
+    AuditRecord,
     ClaimLimits,
     ClaimReply,
     ErrorInfo,
@@ -35,6 +38,7 @@ from .._models import (
     QueueStats,
     RateWindow,
     Schedule,
+    WorkerRecord,
 )
 from . import HeartbeatReply
 
@@ -78,8 +82,28 @@ class _Entry:
     progress: float | None = None
     progress_message: str | None = None
     cancel_requested: bool = False
+    tags: dict[str, str] = attrs.field(factory=dict)
+    history: list[Attempt] = attrs.field(factory=list)
     # Bumped whenever the entry is (re)queued, so older heap items are known stale.
     version: int = 0
+
+    def record(
+        self, now: float, outcome: str, started_at: float | None, error: ErrorInfo | None
+    ) -> None:
+        """Add the attempt that just ended to the history (the latest ones are kept)."""
+        self.history.append(
+            Attempt(
+                number=self.attempts,
+                worker_id=self.worker_id,
+                started_at=started_at,
+                finished_at=now,
+                outcome=outcome,
+                error_type=error.type if error is not None else None,
+                error_message=error.message if error is not None else None,
+            )
+        )
+        if len(self.history) > MAX_ATTEMPT_HISTORY:
+            del self.history[0]
 
     def to_job(self) -> Job:
         return Job(
@@ -108,6 +132,7 @@ class _Entry:
             progress_message=self.progress_message,
             cancel_requested=self.cancel_requested,
             partition=self.partition,
+            tags=dict(self.tags),
         )
 
 
@@ -118,6 +143,24 @@ class _KeyHold:
     job_id: str
     scope: KeyScope
     expires_at: float | None
+
+
+def _matches(
+    entry: _Entry,
+    *,
+    queue: str | None,
+    state: JobState | None,
+    name: str | None,
+    partition: str | None,
+    tags: Mapping[str, str] | None,
+) -> bool:
+    return (
+        (queue is None or entry.queue == queue)
+        and (state is None or entry.state is state)
+        and (name is None or entry.name == name)
+        and (partition is None or entry.partition == partition)
+        and (not tags or all(entry.tags.get(key) == value for key, value in tags.items()))
+    )
 
 
 # Ready jobs sort by (priority, round, due_at, seq): the claim order. Delayed jobs sort
@@ -146,6 +189,8 @@ class MemoryBackend:
         self._windows: dict[str, deque[float]] = {}
         # Queues claimed under a concurrency limit: a job ending there wakes waiters.
         self._limited: set[str] = set()
+        self._workers: dict[str, WorkerRecord] = {}
+        self._audit: list[AuditRecord] = []
         self._paused: set[str] = set()
         self._schedules: dict[str, Schedule] = {}
         self._seq = itertools.count()
@@ -322,6 +367,7 @@ class MemoryBackend:
             fire_at=new.fire_at,
             partition=new.partition,
             round=self._round_for(new.queue, new.partition),
+            tags=dict(new.tags),
         )
         self._jobs[entry.id] = entry
         if entry.key is not None:
@@ -500,6 +546,7 @@ class MemoryBackend:
             if outcome.started_at is not None:
                 entry.started_at = outcome.started_at
             kind = outcome.kind
+            entry.record(now, kind.value, outcome.started_at, outcome.error)
             if kind is OutcomeKind.COMPLETE:
                 entry.result = outcome.result
                 entry.error = None
@@ -517,6 +564,9 @@ class MemoryBackend:
                     entry.error = outcome.error
                 self._requeue(entry, now if outcome.due_at is None else outcome.due_at)
                 requeued = True
+                continue
+            if outcome.remove:
+                self._delete(entry)
         if requeued:
             self._notify()
         return refused
@@ -531,6 +581,7 @@ class MemoryBackend:
         ]
         for entry in expired:
             entry.error = _EXPIRED_ERROR
+            entry.record(now, "lease_expired", entry.started_at, _EXPIRED_ERROR)
             if entry.attempts >= entry.max_attempts:
                 self._finish(entry, JobState.DEAD, now)
             else:
@@ -602,12 +653,90 @@ class MemoryBackend:
             del self._jobs[job_id]
         return len(doomed)
 
+    def _delete(self, entry: _Entry) -> None:
+        hold = self._keys.get(entry.key) if entry.key is not None else None
+        if hold is not None and hold.job_id == entry.id:
+            del self._keys[entry.key]  # type: ignore[arg-type]  # a window hold too
+        # Its heap items go stale with it (``_is_current`` finds no job).
+        del self._jobs[entry.id]
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a job that is not running."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.state is JobState.RUNNING:
+            return False
+        self._delete(entry)
+        return True
+
+    async def purge(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        finished_before: float | None = None,
+    ) -> int:
+        """Delete the matching jobs that are not running."""
+        doomed = [
+            entry
+            for entry in self._jobs.values()
+            if entry.state is not JobState.RUNNING
+            and _matches(entry, queue=queue, state=state, name=name, partition=partition, tags=tags)
+            and (
+                finished_before is None
+                or (entry.finished_at is not None and entry.finished_at < finished_before)
+            )
+        ]
+        for entry in doomed:
+            self._delete(entry)
+        return len(doomed)
+
+    # -- workers and the audit trail --------------------------------------------
+
+    async def register_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace a worker's record."""
+        self._workers[record.id] = record
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        self._workers.pop(worker_id, None)
+
+    async def list_workers(self, seen_since: float) -> list[WorkerRecord]:
+        """Return the workers seen since *seen_since*; forget the others."""
+        for worker_id in [w for w, r in self._workers.items() if r.last_seen < seen_since]:
+            del self._workers[worker_id]
+        return [self._workers[worker_id] for worker_id in sorted(self._workers)]
+
+    async def record_audit(self, record: AuditRecord) -> None:
+        """Keep one audit entry."""
+        self._audit.append(record)
+
+    async def list_audit(self, limit: int = 100, before: float | None = None) -> list[AuditRecord]:
+        """Return the newest entries first."""
+        entries = [r for r in reversed(self._audit) if before is None or r.at < before]
+        entries.sort(key=lambda record: record.at, reverse=True)  # stable: newest kept first
+        return entries[:limit]
+
+    async def prune_audit(self, before: float) -> int:
+        """Drop entries older than *before*."""
+        kept = [record for record in self._audit if record.at >= before]
+        dropped = len(self._audit) - len(kept)
+        self._audit = kept
+        return dropped
+
     # -- reading --------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job | None:
         """Return one job."""
         entry = self._jobs.get(job_id)
         return None if entry is None else entry.to_job()
+
+    async def get_attempts(self, job_id: str) -> list[Attempt]:
+        """Return a job's attempt history, oldest first."""
+        entry = self._jobs.get(job_id)
+        return [] if entry is None else list(entry.history)
 
     async def list_jobs(
         self,
@@ -617,18 +746,28 @@ class MemoryBackend:
         name: str | None = None,
         schedule: str | None = None,
         partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        enqueued_after: float | None = None,
+        enqueued_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[Job]:
         """Return a page of matching jobs, newest first."""
+        below = None
+        if after is not None:
+            cursor = self._jobs.get(after)
+            if cursor is None:
+                return []
+            below = cursor.seq
         matches = [
             entry
             for entry in self._jobs.values()
-            if (queue is None or entry.queue == queue)
-            and (state is None or entry.state is state)
-            and (name is None or entry.name == name)
+            if _matches(entry, queue=queue, state=state, name=name, partition=partition, tags=tags)
             and (schedule is None or entry.schedule == schedule)
-            and (partition is None or entry.partition == partition)
+            and (enqueued_after is None or entry.enqueued_at >= enqueued_after)
+            and (enqueued_before is None or entry.enqueued_at < enqueued_before)
+            and (below is None or entry.seq < below)
         ]
         matches.sort(key=lambda entry: entry.seq, reverse=True)
         return [entry.to_job() for entry in matches[offset : offset + limit]]

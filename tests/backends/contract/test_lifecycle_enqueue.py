@@ -69,6 +69,7 @@ pytestmark = pytest.mark.anyio
                 "schedule": "hourly",
                 "fire_at": 1_767_225_600.1,
                 "partition": "tenant-42",
+                "tags": {"tenant": "t-42", "correlation_id": "c-1"},
             },
             id="every-field",
         ),
