@@ -495,6 +495,7 @@ class Dispatcher:
                     job_name=job.name,
                     queue=job.queue,
                     attempt=job.attempts,
+                    due_at=job.due_at,
                 )
             )
         started = claim.started_at = self._clock.now()

@@ -65,9 +65,14 @@ class JobEnqueued(JobEvent):
 
 @attrs.frozen(kw_only=True)
 class JobStarted(JobEvent):
-    """A worker claimed the job and is about to call its handler."""
+    """A worker claimed the job and is about to call its handler.
+
+    ``due_at`` is when this attempt became due (``None`` from a publisher that
+    does not know it): the start minus it is the attempt's queue wait.
+    """
 
     attempt: int
+    due_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
