@@ -15,15 +15,19 @@ Design (see ``DESIGN.md`` section 3):
   taking a host-wide queue for the write lock (a ``flock``); writes that queue
   up meanwhile commit together, each in a savepoint of its own.
 - **Claims** are one ``UPDATE ... WHERE seq IN (SELECT ... ORDER BY priority,
-  due_at, seq LIMIT ?) RETURNING ...`` (the pause check included), all rows
-  read before the statement ends. Partial covering indexes keep the cost of a
-  claim, a lease sweep, a dedup check and a prune independent of how many
-  finished jobs the file holds.
+  round, due_at, seq LIMIT ?) RETURNING ...`` (the pause check included), all
+  rows read before the statement ends. Partial covering indexes keep the cost
+  of a claim, a lease sweep and a prune independent of how many finished jobs
+  the file holds.
+- **Limited claims** (global and per-partition concurrency, rate windows) are
+  one write transaction that reads the counts it judges by and updates them;
+  partition rounds are kept per partition and per queue.
 - **Outcomes** are one ``UPDATE ... FROM (VALUES ...) RETURNING id`` per kind:
   the lease-token check and the write in one statement.
-- **Dedup** is enforced by a unique partial index on ``key`` over queued and
-  running jobs, checked inside the writer's exclusive transaction: however
-  many processes race one key, one job is created.
+- **Dedup** is enforced by a key table (one holder per key, its primary key),
+  looked up and taken inside the writer's exclusive transaction: however many
+  processes race one key, one job takes it. The holder's scope (queued,
+  active, window) is judged from its row.
 - **Leases** carry a random 128-bit token; heartbeats, progress and outcomes
   are applied only with the current one. A lease runs from when the write
   lock is held, and is never lost to a wait for the lock alone.
@@ -55,8 +59,12 @@ docstring of the file that implements it):
 - ``_schema.py``: tables, indexes and triggers as migrations; :data:`SCHEMA_VERSION`
 - ``_statements.py``: SQL every operation shares: column lists, the clock CTE, chunking
 - ``_codec.py``: rows to ``Job`` and ``Schedule`` records, and back
-- ``_enqueue.py``: inserts, dedup by key, handing a new job to an idle worker
-- ``_lifecycle.py``: claim, heartbeat, settle, lease recovery, progress
+- ``_enqueue.py``: inserts, the key conflict rules, partition rounds, handing a
+  new job to an idle worker
+- ``_keys.py``: which job holds a dedup key, by the holder's scope
+- ``_lifecycle.py``: claim, heartbeat, settle (outcomes and handler starts),
+  lease recovery, progress
+- ``_flow.py``: claims under cluster-wide limits (``claim_limited``)
 - ``_wakeups.py``: wake-ups (in-process and the poll of other processes'), the next due time
 - ``_control.py``: cancel, retry a dead job, pause a queue, prune
 - ``_schedules.py``: stored schedules and the once-per-tick fire
