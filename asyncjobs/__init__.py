@@ -7,6 +7,7 @@ or Redis, with no broker to run. Start with :class:`JobRuntime`.
 
 from __future__ import annotations
 
+from ._admin import Admin
 from ._clock import Clock, ManualClock, SystemClock
 from ._context import JobContext, current_job
 from ._events import (
@@ -22,7 +23,13 @@ from ._events import (
     JobRetrying,
     JobStarted,
     JobWasCancelled,
+    OperatorAction,
+    QueuePaused,
+    QueueResumed,
+    ScheduleChanged,
     ScheduleFired,
+    WorkerJoined,
+    WorkerLeft,
 )
 from ._exceptions import (
     AsyncJobsError,
@@ -47,9 +54,20 @@ from ._exceptions import (
     UnknownJobError,
     UnknownQueueError,
 )
+from ._explain import Explanation
 from ._handle import JobHandle
 from ._misfire import MisfireDecision, misfire_fire_times
-from ._models import ErrorInfo, Job, JobState, KeyScope, OnConflict, QueueStats, Schedule
+from ._models import (
+    Attempt,
+    ErrorInfo,
+    Job,
+    JobState,
+    KeyScope,
+    OnConflict,
+    QueueStats,
+    Schedule,
+)
+from ._operating import AuditEntry, Health, JobDetail, Percentiles, QueueOverview, WorkerInfo
 from ._queue import Queue, RateLimit
 from ._registry import JobCall, JobDefinition, JobFunction, JobOptions, JobRegistry
 from ._resilience import StoreStatus
@@ -62,9 +80,12 @@ from ._triggers import CronTrigger, IntervalTrigger
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admin",
     "AsyncJobsError",
-    "Backoff",
+    "Attempt",
+    "AuditEntry",
     "BackendError",
+    "Backoff",
     "Clock",
     "Codec",
     "ConfigurationError",
@@ -73,8 +94,10 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventStream",
+    "Explanation",
     "ExponentialBackoff",
     "FixedBackoff",
+    "Health",
     "IntervalTrigger",
     "InvalidOptionError",
     "InvalidScheduleError",
@@ -87,6 +110,7 @@ __all__ = [
     "JobContext",
     "JobDead",
     "JobDefinition",
+    "JobDetail",
     "JobDied",
     "JobEnqueued",
     "JobEvent",
@@ -112,14 +136,20 @@ __all__ = [
     "MisfireDecision",
     "NotRunningError",
     "OnConflict",
+    "OperatorAction",
     "PayloadTooLarge",
+    "Percentiles",
     "Permanent",
     "Queue",
+    "QueueOverview",
+    "QueuePaused",
+    "QueueResumed",
     "QueueStats",
     "RateLimit",
     "Retry",
     "Schedule",
     "ScheduleBook",
+    "ScheduleChanged",
     "ScheduleFired",
     "ScheduleNotFound",
     "SchemaVersionError",
@@ -128,6 +158,9 @@ __all__ = [
     "SystemClock",
     "UnknownJobError",
     "UnknownQueueError",
+    "WorkerInfo",
+    "WorkerJoined",
+    "WorkerLeft",
     "current_job",
     "misfire_fire_times",
 ]

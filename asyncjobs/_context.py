@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar, Token
 
 import attrs
@@ -57,6 +57,11 @@ class JobContext:
     def attempt(self) -> int:
         """This attempt's number, starting at 1."""
         return self.job.attempts
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """The job's tags (``options(tags=...)``), e.g. a tenant or a correlation id."""
+        return self.job.tags
 
     @property
     def max_attempts(self) -> int:

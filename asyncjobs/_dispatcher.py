@@ -20,7 +20,7 @@ import logging
 import math
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -145,6 +145,7 @@ class Dispatcher:
         heartbeat: float | None = None,
         claim_limits: Mapping[str, ClaimLimits] | None = None,
         backoff_for: Callable[[JobDefinition | None, str], Backoff] | None = None,
+        remove: Collection[JobState] = (),
     ) -> None:
         self._backend = backend
         self._lookup = lookup
@@ -185,7 +186,12 @@ class Dispatcher:
         self._heartbeats_done = False
         self._beat_wake = anyio.Event()
         self._settler = Settler(
-            backend=backend, guard=self.guard, clock=clock, bus=bus, forget=self._claims.forget
+            backend=backend,
+            guard=self.guard,
+            clock=clock,
+            bus=bus,
+            forget=self._claims.forget,
+            remove=remove,
         )
         self._outcomes: MemoryObjectSendStream[Settlement] | None = None
 
@@ -548,9 +554,13 @@ class Dispatcher:
                 claim,
                 AsyncJobsError(f"no job is registered as {job.name!r} in this worker"),
             )
+        types = definition.types
         try:
-            payload = self._codec.decode(job.payload)
-            args, kwargs = payload["a"], payload["k"]
+            if types is not None and types.arguments:
+                args, kwargs = types.decode_arguments(self._codec, job.payload)
+            else:
+                payload = self._codec.decode(job.payload)
+                args, kwargs = payload["a"], payload["k"]
         except Exception as exc:
             # A payload that cannot be read will not be readable on the next attempt either.
             return self._dead(claim, exc)
@@ -573,7 +583,10 @@ class Dispatcher:
         if claim.scope.cancel_called:
             return None
         try:
-            result = self._encoded_none if value is None else self._codec.encode(value)
+            if types is not None and types.result is not None:
+                result = types.encode_result(self._codec, value)
+            else:
+                result = self._encoded_none if value is None else self._codec.encode(value)
         except Exception as exc:
             return self._dead(claim, exc)
         return Outcome(

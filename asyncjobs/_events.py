@@ -32,7 +32,13 @@ __all__ = [
     "JobRetrying",
     "JobStarted",
     "JobWasCancelled",
+    "OperatorAction",
+    "QueuePaused",
+    "QueueResumed",
+    "ScheduleChanged",
     "ScheduleFired",
+    "WorkerJoined",
+    "WorkerLeft",
 ]
 
 logger = logging.getLogger("asyncjobs")
@@ -135,6 +141,61 @@ class ScheduleFired(Event):
     job_id: str
 
 
+@attrs.frozen(kw_only=True)
+class QueuePaused(Event):
+    """A queue was paused (claims stop in every process sharing the store)."""
+
+    queue: str
+
+
+@attrs.frozen(kw_only=True)
+class QueueResumed(Event):
+    """A paused queue was resumed."""
+
+    queue: str
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleChanged(Event):
+    """A schedule was added, removed, paused, resumed or triggered by hand.
+
+    :ivar change: ``"added"``, ``"removed"``, ``"paused"``, ``"resumed"`` or ``"triggered"``.
+    """
+
+    schedule: str
+    change: str
+
+
+@attrs.frozen(kw_only=True)
+class WorkerJoined(Event):
+    """This runtime registered itself in the store."""
+
+    worker_id: str
+
+
+@attrs.frozen(kw_only=True)
+class WorkerLeft(Event):
+    """This runtime removed itself from the store at shutdown."""
+
+    worker_id: str
+
+
+@attrs.frozen(kw_only=True)
+class OperatorAction(Event):
+    """An operator action, as the audit trail records it.
+
+    :ivar actor: who asked (given by the caller; the OS user for the CLI).
+    :ivar action: e.g. ``"job.retry"``, ``"queue.pause"``, ``"jobs.purge"``.
+    :ivar target: the job id, queue or schedule name, or a filter description.
+    :ivar result: ``"ok"``, or why the action did not happen.
+    """
+
+    actor: str
+    action: str
+    target: str
+    result: str
+
+
 class EventStream:
     """One subscriber's events, in the order they were published."""
 
@@ -173,11 +234,28 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        self._callbacks: list[tuple[tuple[type[Event], ...], Callable[[Event], object]]] = []
 
     @property
     def has_subscribers(self) -> bool:
         """Whether anyone listens; publishers skip building events when not."""
-        return bool(self._subscribers)
+        return bool(self._subscribers) or bool(self._callbacks)
+
+    def on(self, *kinds: type[Event], callback: Callable[[Event], object]) -> Callable[[], None]:
+        """Call *callback* with every event of *kinds* (all events when none), as published.
+
+        The callback runs in the publisher's task and must not block; an
+        exception it raises is logged and does not reach the publisher.
+        :returns: a function that removes the callback.
+        """
+        entry = (kinds or (Event,), callback)
+        self._callbacks.append(entry)
+
+        def remove() -> None:
+            if entry in self._callbacks:
+                self._callbacks.remove(entry)
+
+        return remove
 
     @contextmanager
     def subscribe(
@@ -203,7 +281,13 @@ class EventBus:
             receive.close()
 
     def publish(self, event: Event) -> None:
-        """Hand *event* to every matching subscriber without waiting."""
+        """Hand *event* to every matching subscriber and callback without waiting."""
+        for kinds, callback in self._callbacks:
+            if isinstance(event, kinds):
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("an event callback failed on %s", type(event).__name__)
         for subscriber in self._subscribers:
             if isinstance(event, subscriber.kinds) and (
                 subscriber.where is None or subscriber.where(event)

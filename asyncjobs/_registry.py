@@ -25,6 +25,7 @@ from ._exceptions import (
     UnknownJobError,
 )
 from ._models import KeyScope, OnConflict
+from ._payloads import PayloadTypes, payload_types
 from ._queue import RateLimit
 from ._queue import check_rate_limit as _check_rate_limit
 from ._retry import Backoff, BackoffLike, make_backoff, seconds
@@ -118,6 +119,32 @@ def _check_key_scope(value: str | timedelta | None) -> KeyScope | timedelta | No
     )
 
 
+#: Tags are for correlation, not data: a few short strings.
+MAX_TAGS = 16
+MAX_TAG_LENGTH = 200
+
+
+def _check_tags(value: Mapping[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidOptionError(f"tags must be a dict of str to str, not {type(value).__name__}")
+    if len(value) > MAX_TAGS:
+        raise InvalidOptionError(f"at most {MAX_TAGS} tags per job, got {len(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or not isinstance(item, str):
+            raise InvalidOptionError(
+                "tags must map non-empty str keys to str values "
+                f"(got a {type(key).__name__} key with a {type(item).__name__} value)"
+            )
+        if len(key) > MAX_TAG_LENGTH or len(item) > MAX_TAG_LENGTH:
+            raise InvalidOptionError(
+                f"tag {key[:40]!r} is longer than {MAX_TAG_LENGTH} characters: tags are for "
+                "correlation ids and names; pass data as arguments"
+            )
+    return dict(value)
+
+
 def _check_on_conflict(value: str | None) -> OnConflict | None:
     if value is None:
         return None
@@ -151,6 +178,7 @@ class JobOptions:
     partition: str | None = attrs.field(default=None, converter=_check_partition)
     key_scope: KeyScope | timedelta | None = attrs.field(default=None, converter=_check_key_scope)
     on_conflict: OnConflict | None = attrs.field(default=None, converter=_check_on_conflict)
+    tags: Mapping[str, str] | None = attrs.field(default=None, converter=_check_tags, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.at is not None:
@@ -181,6 +209,8 @@ class JobDefinition:
     signature: inspect.Signature
     #: starts of this job name allowed per period, cluster-wide.
     rate_limit: RateLimit | None = None
+    #: how arguments and result convert by the handler's annotations; ``None``: plain JSON.
+    types: PayloadTypes | None = None
 
     #: for plain signatures (no ``*args``, ``**kwargs`` or positional-only
     #: parameters): the parameter names and the required ones, for a fast check.
@@ -290,6 +320,7 @@ class JobFunction(Generic[P, R]):
         partition: str | None = None,
         key_scope: str | timedelta | None = None,
         on_conflict: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> JobFunction[P, R]:
         """Return this job with enqueue options set.
 
@@ -310,6 +341,9 @@ class JobFunction(Generic[P, R]):
             default), ``"replace"`` its arguments and due time (debounce; a
             running holder is left alone and this job queues behind it), or
             ``"raise"`` :class:`~asyncjobs.DuplicateJobError`.
+        :param tags: a small str -> str map (tenant, correlation id) stored with
+            the job, read as ``ctx.tags``, filterable in listings, never logged
+            (merged with tags given before).
         :raises InvalidOptionError: for a negative or NaN delay, a naive ``at``,
             ``max_attempts < 1``, a non-positive timeout, both delay and at, a
             partition that is not a short string, an unknown *key_scope* or
@@ -326,6 +360,7 @@ class JobFunction(Generic[P, R]):
             "partition": partition,
             "key_scope": key_scope,
             "on_conflict": on_conflict,
+            "tags": {**(self._options.tags or {}), **tags} if tags is not None else None,
         }
         merged = attrs.evolve(
             self._options, **{name: value for name, value in given.items() if value is not None}
@@ -405,7 +440,8 @@ def make_definition(
 ) -> JobDefinition:
     """Validate a handler and its settings into a :class:`JobDefinition`.
 
-    :raises ConfigurationError: for a handler that is not callable.
+    :raises ConfigurationError: for a handler that is not callable, or annotated
+        with a type payloads cannot carry.
     :raises InvalidOptionError: for invalid settings.
     """
     if not callable(function):
@@ -441,6 +477,7 @@ def make_definition(
         context_parameter=context_parameter,
         context_position=context_position,
         signature=signature,
+        types=payload_types(function, signature, job_name),
     )
 
 

@@ -16,14 +16,12 @@ from typing import Any, Literal, TypeVar
 import anyio
 import attrs
 
+from ._admin import Admin
 from ._clock import Clock, SystemClock
 from ._dispatcher import Dispatcher
 from ._events import EventBus, JobEnqueued, JobWasCancelled
 from ._exceptions import (
     ConfigurationError,
-    InvalidOptionError,
-    JobNotFound,
-    JobStateError,
     NotRunningError,
     PayloadTooLarge,
     SerializationError,
@@ -42,6 +40,8 @@ from ._models import (
     QueueStats,
     new_job_id,
 )
+from ._operating import WorkerInfo
+from ._presence import Presence
 from ._queue import Queue, QueuePlan, RateLimit, claim_limits
 from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDecorator
 from ._resilience import StoreGuard, StoreStatus
@@ -65,6 +65,8 @@ _DEFAULT_RETENTION: dict[JobState, float] = {
     JobState.DEAD: 7 * 86_400.0,
 }
 _PRUNE_EVERY = 60.0
+#: How long the audit trail keeps an operator action.
+AUDIT_RETENTION = 30 * 86_400.0
 
 
 def _make_backend(backend: Backend | str | None) -> Backend:
@@ -234,6 +236,8 @@ class JobRuntime:
         self._scheduler_loop: Scheduler | None = None
         self._dispatcher: Dispatcher | None = None
         self._guard = StoreGuard(self.clock)
+        self._presence: Presence | None = None
+        self._started_at = 0.0
         self._exit_stack: AsyncExitStack | None = None
         self._last_prune = float("-inf")
 
@@ -432,7 +436,20 @@ class JobRuntime:
         try:
             await self.backend.open(self.clock)
             stack.push_async_callback(self._close_backend)
+            self._started_at = self.clock.now()
+            self._presence = Presence(
+                backend=self.backend,
+                clock=self.clock,
+                bus=self.events,
+                guard=self._guard,
+                worker_id=self.worker_id,
+                interval=self.heartbeat,
+                describe=self._describe,
+            )
+            # Left after every task has stopped and before the store closes.
+            stack.push_async_callback(self._presence.leave)
             tasks = await stack.enter_async_context(anyio.create_task_group())
+            await tasks.start(self._presence.run)
             if self.role != "enqueue":
                 self._dispatcher = Dispatcher(
                     backend=self.backend,
@@ -449,6 +466,7 @@ class JobRuntime:
                     heartbeat=self.heartbeat,
                     claim_limits=self._claim_limits(),
                     backoff_for=self._backoff_for,
+                    remove={state for state, age in self.retention.items() if age == 0},
                 )
                 await tasks.start(_shielded, self._dispatcher.run)
                 self._scheduler_loop = Scheduler(
@@ -481,6 +499,8 @@ class JobRuntime:
             self._scheduler_loop.stop()
         if self._dispatcher is not None:
             self._dispatcher.stop()
+        if self._presence is not None:
+            self._presence.stop()
         try:
             # The body's own exception is not passed to the task group, so it
             # propagates as itself rather than wrapped in an exception group.
@@ -490,7 +510,58 @@ class JobRuntime:
             self._exit_stack = None
             self._dispatcher = None
             self._scheduler_loop = None
+            self._presence = None
             self.slots = self.queue_plan.slots(only=self.slots.limits)
+
+    def _describe(self) -> WorkerInfo:
+        """This runtime as the workers registry shows it (host and pid filled in later)."""
+        dispatcher = self._dispatcher
+        runs = self.role != "enqueue"
+        limits: dict[str, dict[str, str]] = {}
+        for name, queue in self.queue_plan.queues.items():
+            described: dict[str, str] = {}
+            if queue.global_concurrency is not None:
+                described["global_concurrency"] = str(queue.global_concurrency)
+            if queue.partition_concurrency is not None:
+                described["partition_concurrency"] = str(queue.partition_concurrency)
+            if queue.rate_limit is not None:
+                rate = queue.rate_limit
+                described["rate_limit"] = f"{rate.limit} per {rate.per:g} s"
+            if described:
+                limits[name] = described
+        return WorkerInfo(
+            id=self.worker_id,
+            host="",
+            pid=0,
+            role=self.role,
+            queues=dict(self.slots.limits) if runs else {},
+            pool=self.slots.max_concurrency if runs else 0,
+            limits=limits if runs else {},
+            jobs=tuple(sorted(self._definitions)) if runs else (),
+            held={q: h for q, h in dispatcher.held_by.items() if h} if dispatcher else {},
+            running=dispatcher.slots.total if dispatcher is not None else 0,
+            started_at=self._started_at,
+        )
+
+    @property
+    def admin(self) -> Admin:
+        """Inspection and operator actions on this runtime's store (see :class:`Admin`).
+
+        Actions taken through it are audited with the actor ``"app"`` unless
+        they name their own.
+        :raises NotRunningError: when the runtime is not started.
+        """
+        self._require_started()
+        return Admin(self.backend, clock=self.clock, actor="app", bus=self.events, local=self)
+
+    def kick(self, queue: str) -> None:
+        """Wake this process's claim loop of *queue* (for :class:`Admin`)."""
+        if self._dispatcher is not None:
+            self._dispatcher.kick(queue)
+
+    def cancel_local(self, job_id: str) -> bool:
+        """Cancel a job this process runs (for :class:`Admin`)."""
+        return self._dispatcher is not None and self._dispatcher.cancel_local(job_id)
 
     def _claim_limits(self) -> dict[str, ClaimLimits]:
         """What each queue's claims carry: its cluster-wide limits and every job's rate."""
@@ -555,14 +626,16 @@ class JobRuntime:
 
     async def _maintenance(self) -> None:
         now = self.clock.now()
-        if now - self._last_prune < _PRUNE_EVERY or not self.retention:
+        if now - self._last_prune < _PRUNE_EVERY:
             return
         self._last_prune = now
-        pruned = await self.backend.prune(
-            {state: now - age for state, age in self.retention.items()}
-        )
-        if pruned:
-            logger.info("pruned %d finished jobs past their retention", pruned)
+        if self.retention:
+            pruned = await self.backend.prune(
+                {state: now - age for state, age in self.retention.items()}
+            )
+            if pruned:
+                logger.info("pruned %d finished jobs past their retention", pruned)
+        await self.backend.prune_audit(now - AUDIT_RETENTION)
 
     # -- enqueueing ---------------------------------------------------------------
 
@@ -648,9 +721,16 @@ class JobRuntime:
         options = call.options
         queue = options.queue or definition.queue
         self._check_queue(queue)
+        types = definition.types
         try:
-            payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
+            if types is not None and types.arguments:
+                # Typed by the handler's annotations; its errors name the argument.
+                payload = types.encode_arguments(self.codec, call.args, call.kwargs)
+            else:
+                payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
         except SerializationError as exc:
+            if types is not None and types.arguments:
+                raise
             raise SerializationError(
                 f"the arguments of job {definition.name!r} cannot be encoded: {exc.__cause__}; "
                 "pass plain values (str, int, float, bool, None, lists, dicts with str keys) "
@@ -684,6 +764,7 @@ class JobRuntime:
             else (scope or KeyScope.ACTIVE),
             key_expires_at=now + scope.total_seconds() if isinstance(scope, timedelta) else None,
             on_conflict=options.on_conflict or OnConflict.RETURN,
+            tags=dict(options.tags) if options.tags else {},
         )
 
     # -- operating ------------------------------------------------------------------
@@ -701,30 +782,26 @@ class JobRuntime:
         name: str | None = None,
         schedule: str | None = None,
         partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[Job]:
         """Return a page of stored jobs, newest first, filtered by any of the arguments.
 
+        See :meth:`Admin.list_jobs` for the time range and cursor.
         :raises InvalidOptionError: for an unknown state or a negative limit/offset.
         """
-        self._require_started()
-        try:
-            job_state = None if state is None else JobState(state)
-        except ValueError:
-            raise InvalidOptionError(
-                f"unknown job state {state!r}; use one of {', '.join(s.value for s in JobState)}"
-            ) from None
-        if limit < 0 or offset < 0:
-            raise InvalidOptionError("limit and offset must not be negative")
-        return await self.backend.list_jobs(
+        return await self.admin.list_jobs(
             queue=queue,
-            state=job_state,
+            state=state,
             name=name,
             schedule=schedule,
             partition=partition,
+            tags=tags,
             limit=limit,
             offset=offset,
+            after=after,
         )
 
     async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
@@ -751,17 +828,12 @@ class JobRuntime:
         """Cancel a job: a queued one at once, a running one through its cancel scope.
 
         A job running in another process is cancelled at that worker's next
-        heartbeat (within a third of the lease).
+        heartbeat. Audited (see :meth:`Admin.cancel`).
 
         :raises JobNotFound: when no such job exists.
         """
-        self._require_started()
-        job = await self.backend.cancel(job_id)
-        if job is None:
-            raise JobNotFound(f"no job {job_id!r} in the store")
-        if job.state is JobState.RUNNING and self._dispatcher is not None:
-            self._dispatcher.cancel_local(job_id)
-        elif job.state is JobState.CANCELLED and self.events.has_subscribers:
+        job = await self.admin.cancel(job_id)
+        if job.state is JobState.CANCELLED and self.events.has_subscribers:
             self.events.publish(
                 JobWasCancelled(
                     timestamp=self.clock.now(), job_id=job.id, job_name=job.name, queue=job.queue
@@ -770,41 +842,20 @@ class JobRuntime:
         return job
 
     async def retry(self, job_id: str) -> Job:
-        """Queue a dead job again, now, with its attempts reset.
+        """Queue a dead job again, now, with its attempts reset (audited).
 
         :raises JobNotFound: when no such job exists.
         :raises JobStateError: when the job is not dead.
         """
-        self._require_started()
-        current = await self.backend.get_job(job_id)
-        if current is None:
-            raise JobNotFound(f"no job {job_id!r} in the store")
-        if current.state is not JobState.DEAD:
-            raise JobStateError(
-                f"job {job_id} is {current.state.value}, not dead: only dead jobs can be retried"
-            )
-        job = await self.backend.retry_dead(job_id, self.clock.now())
-        if job is None:
-            raise JobNotFound(f"no job {job_id!r} in the store")
-        if job.state is JobState.DEAD:
-            raise JobStateError(
-                f"job {job_id} stays dead: an active job holds its dedup key {job.key!r}"
-            )
-        if self._dispatcher is not None:
-            self._dispatcher.kick(job.queue)
-        return job
+        return await self.admin.retry(job_id)
 
     async def pause(self, queue: str) -> None:
-        """Stop every process sharing the store from claiming jobs of *queue*."""
-        self._require_started()
-        await self.backend.pause_queue(queue, True)
+        """Stop every process sharing the store from claiming jobs of *queue* (audited)."""
+        await self.admin.pause(queue)
 
     async def resume(self, queue: str) -> None:
-        """Let workers claim jobs of *queue* again."""
-        self._require_started()
-        await self.backend.pause_queue(queue, False)
-        if self._dispatcher is not None:
-            self._dispatcher.kick(queue)
+        """Let workers claim jobs of *queue* again (audited)."""
+        await self.admin.resume(queue)
 
     @property
     def store_status(self) -> StoreStatus:

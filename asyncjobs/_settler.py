@@ -15,7 +15,7 @@ once their leases expire.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import anyio
@@ -33,13 +33,19 @@ from ._events import (
     JobWasCancelled,
 )
 from ._held import Claim
-from ._models import JobStart, Outcome, OutcomeKind
+from ._models import JobStart, JobState, Outcome, OutcomeKind
 from ._resilience import LoopBackoff, StoreGuard, pause
 from .backends import Backend
 
 __all__ = ["START_REPORT_DELAY", "Settlement", "Settler"]
 
 logger = logging.getLogger("asyncjobs")
+
+_FINAL_KIND = {
+    JobState.COMPLETE: OutcomeKind.COMPLETE,
+    JobState.DEAD: OutcomeKind.DEAD,
+    JobState.CANCELLED: OutcomeKind.CANCELLED,
+}
 
 #: Seconds a handler runs before its start is written on its own: most jobs end
 #: sooner, and their outcome carries the start at no extra write.
@@ -66,12 +72,15 @@ class Settler:
         clock: Clock,
         bus: EventBus,
         forget: Callable[[Claim], None],
+        remove: Collection[JobState] = (),
     ) -> None:
         self._backend = backend
         self._guard = guard
         self._clock = clock
         self._bus = bus
         self._forget = forget
+        # Outcomes ending in these states delete the job as they settle it (retention 0).
+        self._remove = frozenset(_FINAL_KIND[state] for state in remove)
         self._give_up = anyio.Event()
         self.pending = 0
         # Claims whose handler started and whose start is not written yet, by token,
@@ -148,6 +157,11 @@ class Settler:
     async def _write(self, batch: list[Settlement]) -> set[str]:
         """Write *batch*, retrying while the store is away; return the refused tokens."""
         outcomes = [settlement.outcome for settlement in batch]
+        if self._remove:
+            outcomes = [
+                attrs.evolve(outcome, remove=True) if outcome.kind in self._remove else outcome
+                for outcome in outcomes
+            ]
         backoff = LoopBackoff()
         while True:
             try:
