@@ -75,14 +75,17 @@ class JobHandle(Generic[R]):
     async def result(self, timeout: float | None = None) -> R:
         """Wait for the job and return the handler's return value.
 
+        The value comes back as the handler's return annotation says (a
+        dataclass, a ``datetime``, ...; see typed payloads in ``docs/jobs.md``).
+
+        :raises SerializationError: when the stored result no longer fits that annotation.
         :raises JobDead: when the job went dead (the error is attached).
         :raises JobCancelled: when it was cancelled.
         :raises JobTimeout: when it is not finished within *timeout* seconds.
         """
         job = await self.wait(timeout)
         if job.state is JobState.COMPLETE:
-            value: Any = None if job.result is None else self._runtime.codec.decode(job.result)
-            return cast(R, value)
+            return self._decoded_result(job)
         if job.state is JobState.CANCELLED:
             raise JobCancelled(job.id)
         error = job.error
@@ -92,6 +95,18 @@ class JobHandle(Generic[R]):
             None if error is None else error.message,
             None if error is None else error.traceback,
         )
+
+    def _decoded_result(self, job: Job) -> R:
+        """The stored result as the handler's return annotation says (plain JSON if none)."""
+        if job.result is None:
+            return cast(R, None)
+        runtime = self._runtime
+        definition = runtime._definitions.get(job.name)
+        types = None if definition is None else definition.types
+        if types is not None and types.result is not None:
+            return cast(R, types.decode_result(runtime.codec, job.result))
+        value: Any = runtime.codec.decode(job.result)
+        return cast(R, value)
 
     async def _wait_finished(self) -> Job:
         poll = _POLL_START

@@ -181,7 +181,11 @@ class ScheduleBook:
         queue = settings.queue or definition.queue
         runtime._check_queue(queue)
         definition.bind(tuple(settings.args), settings.kwargs)
-        payload = runtime.codec.encode({"a": list(settings.args), "k": dict(settings.kwargs)})
+        types = definition.types
+        if types is not None and types.arguments:
+            payload = types.encode_arguments(runtime.codec, tuple(settings.args), settings.kwargs)
+        else:
+            payload = runtime.codec.encode({"a": list(settings.args), "k": dict(settings.kwargs)})
         first = trigger.next_after(to_datetime(now))
         priority, max_attempts, timeout = self.runtime.job_settings(
             definition, queue, settings.priority, settings.max_attempts, settings.timeout
