@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar, cast
 import anyio
 
 from ._events import JobCompleted, JobDied, JobEvent, JobWasCancelled
-from ._exceptions import JobCancelled, JobDead, JobNotFound, JobTimeout
+from ._exceptions import InvalidOptionError, JobCancelled, JobDead, JobNotFound, JobTimeout
 from ._models import FINISHED_STATES, Job, JobState
 
 if typing.TYPE_CHECKING:
@@ -65,7 +65,10 @@ class JobHandle(Generic[R]):
 
         :param timeout: real seconds to wait; ``None`` waits as long as it takes.
         :raises JobTimeout: when the job is not finished in time.
+        :raises InvalidOptionError: for a negative or NaN timeout.
         """
+        if timeout is not None and not timeout >= 0:
+            raise InvalidOptionError(f"timeout must be None or at least 0 seconds, got {timeout}")
         try:
             with anyio.fail_after(timeout):
                 return await self._wait_finished()

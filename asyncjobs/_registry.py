@@ -247,6 +247,24 @@ class JobDefinition:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
+            problem = str(exc)
+            takes_any = any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in self.signature.parameters.values()
+            )
+            unknown = [
+                name
+                for name in kwargs
+                if not takes_any
+                and (
+                    name not in self.signature.parameters
+                    or self.signature.parameters[name].kind is inspect.Parameter.POSITIONAL_ONLY
+                )
+            ]
+            if unknown:
+                # inspect reports the first missing parameter; the unknown name is the news.
+                problem = f"unexpected keyword argument{'s' if len(unknown) > 1 else ''} " + (
+                    ", ".join(repr(name) for name in unknown)
+                )
             bare = self.signature.replace(
                 parameters=[
                     p.replace(annotation=inspect.Parameter.empty)
@@ -255,7 +273,7 @@ class JobDefinition:
                 return_annotation=inspect.Signature.empty,
             )
             raise JobArgumentsError(
-                f"arguments for job {self.name!r} do not match {self.name}{bare}: {exc}"
+                f"arguments for job {self.name!r} do not match {self.name}{bare}: {problem}"
             ) from None
 
 

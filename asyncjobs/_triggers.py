@@ -607,7 +607,8 @@ def _positive_duration(value: object, name: str) -> timedelta:
             f"{name} must be a timedelta or a number of seconds, got {type(value).__name__}"
         )
     if period <= timedelta(0):
-        raise InvalidScheduleError(f"{name} must be positive, got {period!r}")
+        given = value if isinstance(value, int | float) else period.total_seconds()
+        raise InvalidScheduleError(f"{name} must be positive, got {given:g} seconds")
     return period
 
 

@@ -14,6 +14,7 @@ from asyncjobs import (
     ConfigurationError,
     DuplicateJobError,
     InvalidOptionError,
+    InvalidScheduleError,
     JobArgumentsError,
     JobFunction,
     JobNotFound,
@@ -318,3 +319,24 @@ async def test_a_duplicate_raise_stores_nothing_of_the_batch(runtime: JobRuntime
     assert [job.id for job in await runtime.list_jobs()] == [holder.id]
     error = DuplicateJobError("welcome", holder.id)
     assert "c@example.com" not in str(error)
+
+
+async def test_an_unknown_keyword_argument_is_named(runtime: JobRuntime) -> None:
+    send = register_send(runtime)
+    with pytest.raises(JobArgumentsError, match="unexpected keyword argument 'cc'"):
+        await send.enqueue("a@example.com", "hi", cc="b@example.com")  # type: ignore[call-arg]
+    await assert_store_empty(runtime)
+
+
+async def test_a_negative_interval_is_reported_in_seconds(runtime: JobRuntime) -> None:
+    with pytest.raises(InvalidScheduleError, match=r"every must be positive, got -5 seconds"):
+        runtime.every(-5)
+    with pytest.raises(InvalidScheduleError, match=r"got -90 seconds"):
+        runtime.every(timedelta(seconds=-90))
+
+
+async def test_a_negative_result_timeout_is_an_invalid_option(runtime: JobRuntime) -> None:
+    send = register_send(runtime)
+    handle = await send.enqueue("a@example.com", "hi")
+    with pytest.raises(InvalidOptionError, match="timeout must be None or at least 0"):
+        await handle.result(timeout=-1)

@@ -310,6 +310,9 @@ class MemoryBackend:
         entry.lease_expires_at = None
         entry.worker_id = None
         entry.cancel_requested = False
+        # Progress belonged to the attempt that ended: a queued job shows none.
+        entry.progress = None
+        entry.progress_message = None
         self._unset_running(entry)
         self._push(entry)
 
