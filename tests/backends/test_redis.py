@@ -3,7 +3,9 @@
 Server time with the system clock, cross-connection wake-ups, clear failures
 at ``open`` that never show the password, a restricted ACL user, a server
 restart with AOF, flow control that costs plain jobs nothing and races
-between connections that keep one key holder, and bounded keys. Every test runs against a real
+between connections that keep one key holder, bounded keys (attempt histories,
+deleted jobs, workers and the audit trail included), and encodings that keep
+any text. Every test runs against a real
 ``redis-server`` (see ``tests/redis_server.py``); nothing sleeps to wait for
 something except bounded polling where Redis itself keeps time (key expiry).
 """
@@ -27,7 +29,9 @@ import redis.asyncio as aioredis
 from asyncjobs._clock import ManualClock, SystemClock
 from asyncjobs._exceptions import BackendError, ConfigurationError, DuplicateJobError
 from asyncjobs._models import (
+    AuditRecord,
     ClaimLimits,
+    ErrorInfo,
     JobState,
     KeyScope,
     NewJob,
@@ -36,6 +40,7 @@ from asyncjobs._models import (
     OutcomeKind,
     RateWindow,
     Schedule,
+    WorkerRecord,
 )
 from asyncjobs.backends import Backend, from_url
 from asyncjobs.backends.redis import RedisBackend, RedisPersistenceWarning
@@ -873,6 +878,7 @@ async def test_claims_and_settles_of_plain_jobs_touch_no_flow_control_keys(
     assert set(calls) <= {
         *("time", "publish"),  # the settle's sweep and the retry's wake-up
         *("zrangebyscore", "zpopmin", "hmget", "hset", "hdel", "zadd", "zrem"),
+        "rpush",  # the attempt's entry in the job's history
     }, calls
 
 
@@ -1067,11 +1073,15 @@ async def test_finished_jobs_get_a_ttl_and_active_ones_none(redis_url: str) -> N
         assert 0 < ttl(ids[JobState.CANCELLED]) <= 60_000
         assert 60_000 < ttl(ids[JobState.DEAD]) <= 600_000
         assert ttl(queued.id) == -1  # active jobs never expire
+        # A job's attempt history expires with it.
+        history = f"{prefix}:attempts:{ids[JobState.DEAD]}"
+        assert 60_000 < inspect.pttl(history) <= 600_000
         # Dedup keys live only while their job is active.
         assert not inspect.exists(f"{prefix}:key:a", f"{prefix}:key:b", f"{prefix}:key:c")
         # Retrying a dead job makes it permanent again.
         await store.retry_dead(ids[JobState.DEAD], clock.now())
         assert ttl(ids[JobState.DEAD]) == -1
+        assert inspect.pttl(history) == -1
         assert inspect.get(f"{prefix}:key:b") == ids[JobState.DEAD].encode()
     finally:
         inspect.close()
@@ -1121,6 +1131,142 @@ async def test_pruning_everything_leaves_only_fixed_keys(redis_url: str) -> None
     finally:
         inspect.close()
         await store.aclose()
+
+
+async def test_deleting_and_removing_jobs_leaves_only_fixed_keys(
+    backend: RedisBackend, clock: ManualClock, redis_url: str
+) -> None:
+    prefix = backend._conn.keys.prefix
+    now = clock.now()
+    window: dict[str, Any] = {"key": "w", "key_scope": KeyScope.WINDOW, "key_expires_at": now + 60}
+    held, other, removed = await backend.enqueue(
+        [new_job(now, max_attempts=2, **window), new_job(now, tags={"t": "1"}), new_job(now)]
+    )
+    claimed = {job.id: job for job in await backend.claim("default", 3, "w", LEASE)}
+
+    def settled(job_id: str, kind: OutcomeKind, **fields: Any) -> Outcome:
+        token = claimed[job_id].lease_token or ""
+        return Outcome(job_id=job_id, lease_token=token, kind=kind, **fields)
+
+    assert (
+        await backend.settle(
+            [
+                settled(held.id, OutcomeKind.RETRY, due_at=now),
+                settled(other.id, OutcomeKind.DEAD),
+                settled(removed.id, OutcomeKind.COMPLETE, remove=True),
+            ]
+        )
+        == []
+    )
+    inspect = sync_client(redis_url)
+    try:
+        assert inspect.get(f"{prefix}:key:w") == b"~" + held.id.encode()
+        assert inspect.llen(f"{prefix}:attempts:{held.id}") == 1
+        assert not inspect.exists(f"{prefix}:job:{removed.id}", f"{prefix}:attempts:{removed.id}")
+
+        assert await backend.delete_job(held.id) is True  # queued, holding its window
+        assert await backend.purge(tags={"t": "1"}) == 1
+
+        keys = {key.decode() for key in inspect.scan_iter(match=f"{prefix}:*")}
+        assert keys == {f"{prefix}:seq", f"{prefix}:queues"}
+        assert await backend.claim("default", 3, "w", LEASE) == []
+    finally:
+        inspect.close()
+
+
+async def test_tags_with_any_text_round_trip_and_filter(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    tags = {"": "empty key", "a:b": "", "3:x": "-", "ünï": "cödé 🎉", "k" * 300: "v" * 1000}
+    tagged, plain = await backend.enqueue([new_job(clock.now(), tags=tags), new_job(clock.now())])
+
+    assert (await backend.get_job(tagged.id)) == tagged
+    assert (await backend.get_job(plain.id)) == plain
+    for key, value in tags.items():
+        assert [job.id for job in await backend.list_jobs(tags={key: value})] == [tagged.id]
+    assert await backend.list_jobs(tags={"a:b": "x"}) == []
+    assert await backend.list_jobs(tags={"a": "b:"}) == []
+
+
+async def test_listings_and_purges_carry_on_across_scan_chunks(
+    backend: RedisBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncjobs.backends.redis import _control, _inspection
+
+    monkeypatch.setattr(_inspection, "_LIST_CHUNK", 3)
+    monkeypatch.setattr(_control, "_PURGE_CHUNK", 3)
+    jobs = await backend.enqueue([new_job(clock.now(), tags={"n": str(i % 2)}) for i in range(10)])
+    odd = [job.id for job in reversed(jobs) if job.tags["n"] == "1"]
+
+    first = await backend.list_jobs(tags={"n": "1"}, limit=2)
+    rest = await backend.list_jobs(tags={"n": "1"}, after=first[-1].id)
+    skipped = await backend.list_jobs(tags={"n": "1"}, offset=3, limit=1)
+
+    assert [job.id for job in first + rest] == odd
+    assert [job.id for job in skipped] == odd[3:4]
+    assert [job.id for job in await backend.list_jobs(limit=4, after=odd[0])] == [
+        job.id for job in reversed(jobs)
+    ][1:5]
+    assert await backend.purge(tags={"n": "1"}) == 5
+    assert len(await backend.list_jobs()) == 5
+
+
+async def test_history_entries_keep_any_error_text(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    [job] = await backend.enqueue([new_job(clock.now(), max_attempts=3)])
+    [claimed] = await backend.claim("default", 1, "w:1", LEASE)
+    message = "2:xx-\n\x00 ünï € -"
+    error = ErrorInfo(type="-", message=message, traceback="tb")
+    retry = Outcome(
+        job_id=job.id, lease_token=claimed.lease_token or "", kind=OutcomeKind.RETRY, error=error
+    )
+    assert await backend.settle([retry]) == []
+
+    [attempt] = await backend.get_attempts(job.id)
+
+    assert (attempt.error_type, attempt.error_message) == ("-", message)
+    assert (attempt.worker_id, attempt.started_at) == ("w:1", None)
+
+
+async def test_aged_out_workers_leave_both_keys(
+    backend: RedisBackend, clock: ManualClock, redis_url: str
+) -> None:
+    prefix = backend._conn.keys.prefix
+    now = clock.now()
+    for i in range(3):
+        await backend.register_worker(WorkerRecord(id=f"w{i}", last_seen=now - 100 * i, data=b""))
+
+    alive = await backend.list_workers(seen_since=now - 150)
+
+    assert [(w.id, w.last_seen) for w in alive] == [("w0", now), ("w1", now - 100)]
+    inspect = sync_client(redis_url)
+    try:
+        assert set(inspect.hkeys(f"{prefix}:workers")) == {b"w0", b"w1"}
+        assert set(inspect.zrange(f"{prefix}:workers:seen", 0, -1)) == {b"w0", b"w1"}
+        await backend.remove_worker("w0")
+        await backend.remove_worker("w1")
+        assert not inspect.exists(f"{prefix}:workers", f"{prefix}:workers:seen")
+    finally:
+        inspect.close()
+
+
+async def test_audit_entries_of_one_time_are_all_kept_newest_first(
+    backend: RedisBackend, clock: ManualClock
+) -> None:
+    at = clock.now()
+    records = [AuditRecord(at=at, data=b"same") for _ in range(3)]
+    records += [AuditRecord(at=at, data=f"n{i}".encode()) for i in range(3)]
+    for record in records:
+        await backend.record_audit(record)
+
+    listed = await backend.list_audit()
+
+    assert [r.data for r in listed] == [b"n2", b"n1", b"n0", b"same", b"same", b"same"]
+    assert await backend.list_audit(limit=0) == []
+    assert await backend.prune_audit(at) == 0
+    assert await backend.prune_audit(at + 0.001) == 6
+    assert await backend.list_audit() == []
 
 
 # -- construction -----------------------------------------------------------------

@@ -13,9 +13,12 @@ is how users reach it; this package also exports
 - ``_enqueue.py``: the insert scripts, and the group commit that shares them between callers
 - ``_lifecycle.py``: claim, heartbeat, settle, recovery, progress (scripts and callers)
 - ``_wakeups.py``: pub/sub wake-ups and the next due time
-- ``_control.py``: cancel, retry a dead job, pause a queue, prune (scripts and callers)
+- ``_control.py``: cancel, retry a dead job, pause a queue, prune, delete, purge (scripts
+  and callers)
 - ``_schedules.py``: stored schedules and the once-per-tick fire (scripts and callers)
-- ``_inspection.py``: one job, a filtered page, counts per queue (scripts and callers)
+- ``_inspection.py``: one job and its attempts, a filtered page, counts per queue (scripts
+  and callers)
+- ``_registry.py``: the live workers and the audit trail (scripts and callers)
 """
 
 from __future__ import annotations

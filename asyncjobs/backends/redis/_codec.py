@@ -1,16 +1,19 @@
 """Records <-> Redis: script arguments from new jobs and outcomes, Job and Schedule from replies.
 
 Floats travel as strings: Python's ``repr`` in, Lua's ``'%.17g'`` out, both
-exact, so a time written by a test's clock reads back equal.
+exact, so a time written by a test's clock reads back equal. Lists of values
+(a job's tags, an attempt) are packed as a job is: each value as
+``<len>:<bytes>``, or ``-`` when absent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..._exceptions import BackendError, DuplicateJobError
 from ..._models import (
+    Attempt,
     ErrorInfo,
     Job,
     JobStart,
@@ -24,16 +27,20 @@ from ..._models import (
 )
 
 __all__ = [
+    "ATTEMPT_FIELDS",
     "JOB_FIELDS",
+    "decode_attempt",
     "decode_enqueued",
     "decode_job",
     "decode_packed",
     "decode_schedule",
+    "filter_args",
     "job_args",
     "num",
     "outcome_args",
     "start_args",
     "schedule_fields",
+    "tags_arg",
 ]
 
 #: The order in which the scripts pack a job's hash fields (``pack_job``) and
@@ -66,12 +73,88 @@ JOB_FIELDS = (
     "cancel_requested",
     "fire_at",
     "partition",
+    "tags",
+)
+
+#: The order of an attempt's values as the scripts pack it (``record_attempt``):
+#: number, outcome, finished_at, worker_id, started_at, error type and message.
+ATTEMPT_FIELDS = (
+    "number",
+    "outcome",
+    "finished_at",
+    "worker_id",
+    "started_at",
+    "error_type",
+    "error_message",
 )
 
 
 def num(value: float) -> str:
     """A float as exact text (repr round-trips; Lua's tonumber reads it back exactly)."""
     return repr(float(value))
+
+
+def tags_arg(tags: Mapping[str, str]) -> bytes:
+    """Tags as the job hash's ``tags`` field: each key, then its value, as ``<len>:<bytes>``."""
+    parts: list[bytes] = []
+    for key, value in tags.items():
+        for text in (key.encode(), value.encode()):
+            parts += (b"%d:" % len(text), text)
+    return b"".join(parts)
+
+
+def _decode_tags(packed: bytes | None) -> dict[str, str]:
+    if not packed:
+        return {}
+    values = _unpack(packed)
+    return {
+        (key or b"").decode(): (value or b"").decode()
+        for key, value in zip(values[::2], values[1::2], strict=True)
+    }
+
+
+def filter_args(
+    *,
+    queue: str | None = None,
+    state: JobState | None = None,
+    name: str | None = None,
+    schedule: str | None = None,
+    partition: str | None = None,
+    enqueued_after: float | None = None,
+    enqueued_before: float | None = None,
+    finished_before: float | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> list[str | bytes]:
+    """The arguments of a job filter (see ``read_filter`` in the Lua prelude).
+
+    The flags, then a value for each given filter in the flags' order: q queue,
+    s state, n name, c schedule, p partition, a enqueued at or after, b enqueued
+    before, f finished before, t tags (their count, then key/value pairs).
+    """
+    flags = ""
+    values: list[str | bytes] = []
+    texts = (
+        ("q", queue),
+        ("s", None if state is None else JobState(state).value),
+        ("n", name),
+        ("c", schedule),
+        ("p", partition),
+    )
+    for flag, text in texts:
+        if text is not None:
+            flags += flag
+            values.append(text)
+    times = (("a", enqueued_after), ("b", enqueued_before), ("f", finished_before))
+    for flag, time in times:
+        if time is not None:
+            flags += flag
+            values.append(num(time))
+    if tags:
+        flags += "t"
+        values.append(str(len(tags)))
+        for key, value in tags.items():
+            values += [key, value]
+    return [flags, *values]
 
 
 # -- new jobs and outcomes -> script arguments ----------------------------------------
@@ -99,6 +182,8 @@ def job_args(new: NewJob) -> list[str | bytes]:
         flags += "f"
     if new.partition is not None:
         flags += "p"
+    if new.tags:
+        flags += "t"
     head = (
         f"{flags}|{num(new.due_at)}|{num(new.enqueued_at)}|{int(new.priority)}|"
         f"{int(new.max_attempts)}|{'' if new.timeout is None else num(new.timeout)}"
@@ -114,6 +199,8 @@ def job_args(new: NewJob) -> list[str | bytes]:
         args.append(new.partition)
     if key is not None and new.key_expires_at is not None:
         args.append(num(new.key_expires_at))
+    if new.tags:
+        args.append(tags_arg(new.tags))
     return args
 
 
@@ -151,6 +238,8 @@ def outcome_args(outcome: Outcome) -> list[str | bytes]:
     if outcome.started_at is not None:
         code += "S"
         args.append(num(outcome.started_at))
+    if outcome.remove:
+        code += "X"
     args[2] = code
     return args
 
@@ -220,6 +309,7 @@ def decode_job(values: Sequence[bytes | None]) -> Job:
         cancel_requested,
         fire_at,
         partition,
+        tags,
     ) = values
     if (
         job_id is None
@@ -267,12 +357,29 @@ def decode_job(values: Sequence[bytes | None]) -> Job:
         progress_message=_text(progress_message),
         cancel_requested=cancel_requested == b"1",
         partition=_text(partition),
+        tags=_decode_tags(tags),
     )
 
 
 def decode_packed(packed: bytes) -> Job:
     """A job packed by the scripts' ``pack_job``."""
     return decode_job(_unpack(packed))
+
+
+def decode_attempt(packed: bytes) -> Attempt:
+    """An attempt packed by the scripts' ``record_attempt`` (see :data:`ATTEMPT_FIELDS`)."""
+    number, outcome, finished_at, worker_id, started_at, error_type, error_message = _unpack(packed)
+    if number is None or outcome is None or finished_at is None:
+        raise BackendError(f"an attempt in Redis is incomplete: {packed!r}")
+    return Attempt(
+        number=int(number),
+        worker_id=_text(worker_id),
+        started_at=_float(started_at),
+        finished_at=float(finished_at),
+        outcome=outcome.decode(),
+        error_type=_text(error_type),
+        error_message=_text(error_message),
+    )
 
 
 def decode_enqueued(news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]:

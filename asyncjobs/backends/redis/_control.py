@@ -1,6 +1,8 @@
-"""Operator actions on jobs and queues: cancel, retry a dead job, pause a queue, prune.
+"""Operator actions on jobs and queues: cancel, retry a dead job, pause a queue,
+prune, delete a job, purge.
 
-Each is one script, seen at once by every process sharing the server.
+Each is one script (a purge or a prune one per chunk), seen at once by every
+process sharing the server.
 """
 
 from __future__ import annotations
@@ -8,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..._models import FINISHED_STATES, Job, JobState
-from ._codec import decode_packed, num
+from ._codec import decode_packed, filter_args, num
 from ._connection import Connection
 from ._prelude import script
 from ._wakeups import Wakeups
 
-__all__ = ["SCRIPTS", "cancel", "pause_queue", "prune", "retry_dead"]
+__all__ = ["SCRIPTS", "cancel", "delete_job", "pause_queue", "prune", "purge", "retry_dead"]
 
 # Bounds on the work one script call does, so no call blocks the server for long.
 _PRUNE_CHUNK = 1_000
+_PURGE_CHUNK = 2_000
 
 # ARGV: id. Returns the packed job after the change, or nil.
 CANCEL = script(
@@ -66,6 +69,7 @@ if f[1] == 'dead' then
     -- Its own throttle window still running: it keeps holding the key by that window.
   end
   redis.call('PERSIST', jk)
+  redis.call('PERSIST', attempts_key(id))
   redis.call('ZREM', qkey(f[2], 'dead'), id)
   redis.call('ZREM', EXPIRY, expiry_member('dead', f[2], id))
   requeue(id, f[2], ARGV[6], f[4], f[5], {'attempts', 0}, del, f[6])
@@ -127,7 +131,7 @@ for i = 6, #ARGV, 2 do
     local zk = qkey(queue, state)
     local ids = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. cutoff, 'LIMIT', 0, limit - count)
     for _, id in ipairs(ids) do
-      redis.call('DEL', job_key(id))
+      redis.call('DEL', job_key(id), attempts_key(id))
       redis.call('ZREM', JOBS, id)
       redis.call('ZREM', EXPIRY, expiry_member(state, queue, id))
     end
@@ -159,4 +163,87 @@ async def prune(conn: Connection, cutoffs: Mapping[JobState, float]) -> int:
             return total
 
 
-SCRIPTS = (CANCEL, RETRY_DEAD, PAUSE_QUEUE, PRUNE)
+# ARGV: id. Returns 1 when the job was deleted, 0 when it is missing or running.
+DELETE_JOB = script(
+    "delete_job",
+    """
+local id = ARGV[5]
+local f = redis.call('HMGET', job_key(id), unpack(DELETE_FIELDS))
+if not f[1] or f[1] == 'running' then return 0 end
+delete_job(id, f)
+return 1
+""",
+    "delete",
+)
+
+
+async def delete_job(conn: Connection, job_id: str) -> bool:
+    """Delete a job that is not running, with its history; it frees its key."""
+    return bool(await conn.run(DELETE_JOB, [job_id]))
+
+
+# ARGV: the highest seq to look at (ZREVRANGEBYSCORE's max: '+inf', then '(' + the
+# last one), how many, then a filter (see read_filter). Deletes the matching jobs
+# that are not running among the next ones, newest first. Returns {number scanned,
+# last seq scanned, number deleted}.
+PURGE_SCAN = script(
+    "purge_scan",
+    """
+sweep(__SWEEP_LIMIT__)
+local ids = redis.call('ZREVRANGEBYSCORE', JOBS, ARGV[5], '-inf', 'WITHSCORES',
+                       'LIMIT', 0, tonumber(ARGV[6]))
+local flt = read_filter(7)
+local deleted = 0
+for i = 1, #ids, 2 do
+  local id = ids[i]
+  local jk = job_key(id)
+  local f = redis.call('HMGET', jk, unpack(FILTER_FIELDS))
+  if f[2] ~= 'running' and job_matches(flt, f) then
+    delete_job(id, redis.call('HMGET', jk, unpack(DELETE_FIELDS)))
+    deleted = deleted + 1
+  end
+end
+local last = ''
+if #ids > 0 then last = ids[#ids] end
+return {#ids / 2, last, deleted}
+""",
+    "sweep",
+    "filter",
+    "delete",
+)
+
+
+async def purge(
+    conn: Connection,
+    *,
+    queue: str | None,
+    state: JobState | None,
+    name: str | None,
+    partition: str | None,
+    tags: Mapping[str, str] | None,
+    finished_before: float | None,
+) -> int:
+    """Delete every job matching all given filters, except running ones.
+
+    Scans the enqueue index in chunks, each one script call (atomic by itself).
+    """
+    flt = filter_args(
+        queue=queue,
+        state=state,
+        name=name,
+        partition=partition,
+        tags=tags,
+        finished_before=finished_before,
+    )
+    if state is JobState.RUNNING:
+        return 0
+    total, below = 0, "+inf"
+    while True:
+        scanned, last, deleted = await conn.run(PURGE_SCAN, [below, str(_PURGE_CHUNK), *flt])
+        total += int(deleted)
+        if int(scanned) < _PURGE_CHUNK:
+            return total
+        below = "(" + last.decode()
+
+
+SCRIPTS = (CANCEL, RETRY_DEAD, PAUSE_QUEUE, PRUNE, DELETE_JOB, PURGE_SCAN)

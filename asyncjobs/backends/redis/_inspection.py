@@ -1,4 +1,5 @@
-"""Reads for the console, the CLI and tools: one job, a filtered page, counts per queue.
+"""Reads for the console, the CLI and tools: one job and its attempts, a filtered page,
+counts per queue.
 
 Never on the hot path; a filtered listing scans the enqueue index on the
 server in bounded chunks.
@@ -6,15 +7,15 @@ server in bounded chunks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
-from ..._models import Job, JobState, QueueStats
-from ._codec import JOB_FIELDS, decode_job
+from ..._models import Attempt, Job, JobState, QueueStats
+from ._codec import JOB_FIELDS, decode_attempt, decode_job, filter_args
 from ._connection import Connection
 from ._prelude import script
 
-__all__ = ["SCRIPTS", "get_job", "list_jobs", "queue_stats"]
+__all__ = ["SCRIPTS", "get_attempts", "get_job", "list_jobs", "queue_stats"]
 
 # Bounds on the work one script call does, so no call blocks the server for long.
 _LIST_CHUNK = 2_000
@@ -28,26 +29,41 @@ async def get_job(conn: Connection, job_id: str) -> Job | None:
     return None if values[0] is None else decode_job(values)
 
 
-# ARGV: first rank, how many, filter flags (q s n c p), queue, state, name, schedule,
-# partition. Returns {number scanned, matching ids}, newest first.
+async def get_attempts(conn: Connection, job_id: str) -> list[Attempt]:
+    """Return a job's attempt history, oldest first (empty for an unknown job)."""
+    client = conn.require_client()
+    with conn.failures():
+        entries = cast("list[bytes]", await client.lrange(conn.keys.attempts(job_id), 0, -1))
+    return [decode_attempt(entry) for entry in entries]
+
+
+# ARGV: the highest seq to look at (ZREVRANGEBYSCORE's max: '+inf', '(' + the last
+# one scanned, or '#' + a cursor job's id: below its seq), how many, then a filter
+# (see read_filter). Returns {number scanned, last seq scanned, matching ids}, newest
+# first; {-1} when the cursor job does not exist.
 LIST_SCAN = script(
     "list_scan",
     """
-local start, count, flags = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local ids = redis.call('ZREVRANGE', JOBS, start, start + count - 1)
+local below = ARGV[5]
+if string.byte(below, 1) == 35 then
+  local seq = redis.call('HGET', job_key(string.sub(below, 2)), 'seq')
+  if not seq then return {-1} end
+  below = '(' .. seq
+end
+local ids = redis.call('ZREVRANGEBYSCORE', JOBS, below, '-inf', 'WITHSCORES',
+                       'LIMIT', 0, tonumber(ARGV[6]))
+local flt = read_filter(7)
 local out = {}
-local fq, fs, fn, fc = has(flags, 'q'), has(flags, 's'), has(flags, 'n'), has(flags, 'c')
-local fp = has(flags, 'p')
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', job_key(id), 'queue', 'state', 'name', 'schedule', 'partition')
-  if f[1] and (not fq or f[1] == ARGV[8]) and (not fs or f[2] == ARGV[9])
-      and (not fn or f[3] == ARGV[10]) and (not fc or f[4] == ARGV[11])
-      and (not fp or f[5] == ARGV[12]) then
-    out[#out + 1] = id
+for i = 1, #ids, 2 do
+  if job_matches(flt, redis.call('HMGET', job_key(ids[i]), unpack(FILTER_FIELDS))) then
+    out[#out + 1] = ids[i]
   end
 end
-return {#ids, out}
+local last = ''
+if #ids > 0 then last = ids[#ids] end
+return {#ids / 2, last, out}
 """,
+    "filter",
 )
 
 
@@ -59,26 +75,33 @@ async def list_jobs(
     name: str | None,
     schedule: str | None,
     partition: str | None,
+    tags: Mapping[str, str] | None,
+    enqueued_after: float | None,
+    enqueued_before: float | None,
     limit: int,
     offset: int,
+    after: str | None,
 ) -> list[Job]:
     """Return a page of jobs matching every given filter, newest enqueued first.
 
-    Filtering scans the enqueue index in chunks on the server; a page of an
-    unfiltered listing costs two round trips.
+    Filtering (or a cursor) scans the enqueue index in chunks on the server; a
+    page of an unfiltered listing costs two round trips.
     """
     client = conn.require_client()
     if limit <= 0:
         return []
     offset = max(0, offset)
-    flags = (
-        ("q" if queue is not None else "")
-        + ("s" if state is not None else "")
-        + ("n" if name is not None else "")
-        + ("c" if schedule is not None else "")
-        + ("p" if partition is not None else "")
+    flt = filter_args(
+        queue=queue,
+        state=state,
+        name=name,
+        schedule=schedule,
+        partition=partition,
+        enqueued_after=enqueued_after,
+        enqueued_before=enqueued_before,
+        tags=tags,
     )
-    if not flags:
+    if flt == [""] and after is None:
         # decode_responses=False: members come back as bytes.
         with conn.failures():
             raw_ids = cast(
@@ -88,25 +111,18 @@ async def list_jobs(
         ids = [item.decode() for item in raw_ids]
     else:
         matches: list[str] = []
-        rank = 0
+        below = "+inf" if after is None else "#" + after
+        # Unfiltered (a cursor only), every job scanned is one of the page.
+        chunk = _LIST_CHUNK if flt != [""] else offset + limit
         while len(matches) < offset + limit:
-            scanned, found = await conn.run(
-                LIST_SCAN,
-                [
-                    str(rank),
-                    str(_LIST_CHUNK),
-                    flags,
-                    queue or "",
-                    "" if state is None else JobState(state).value,
-                    name or "",
-                    schedule or "",
-                    partition or "",
-                ],
-            )
+            reply = await conn.run(LIST_SCAN, [below, str(chunk), *flt])
+            if reply[0] == -1:
+                return []  # the cursor's job is gone
+            scanned, last, found = reply
             matches += [item.decode() for item in found]
-            if scanned < _LIST_CHUNK:
+            if scanned < chunk:
                 break
-            rank += _LIST_CHUNK
+            below = "(" + last.decode()
         ids = matches[offset : offset + limit]
     if not ids:
         return []

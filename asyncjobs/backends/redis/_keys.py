@@ -5,7 +5,12 @@ Key layout under the prefix ``P`` (default ``asyncjobs``)::
     P:job:<id>              hash    one job; its fields are named after Job's attributes
                                     (error as error_type/error_message/error_traceback,
                                     plus seq, the enqueue order); finished jobs expire
-                                    (finished_ttl, dead_ttl)
+                                    (finished_ttl, dead_ttl); tags as one field, each
+                                    key and value as <len>:<bytes>
+    P:attempts:<id>         list    one job's attempt history, oldest first: the latest
+                                    MAX_ATTEMPT_HISTORY, each packed as a job is (see
+                                    _codec.ATTEMPT_FIELDS); expires, is pruned and is
+                                    deleted with its job
     P:jobs                  zset    every job id by seq (listing, newest first)
     P:seq                   string  the enqueue-order counter
     P:key:<key>             string  dedup key -> the job holding it: its id (scopes
@@ -41,17 +46,26 @@ Key layout under the prefix ``P`` (default ``asyncjobs``)::
                                     per seconds after its last claim
     P:schedule:<name>       hash    one schedule; fields named after Schedule's attributes
     P:schedules             set     schedule names
+    P:workers               hash    worker id -> its record's data (register_worker)
+    P:workers:seen          zset    worker ids by last_seen; list_workers deletes the
+                                    ones not seen since its cutoff (from both keys)
+    P:audit                 zset    audit entries by time, member = %016d of a counter
+                                    + the entry's data (unique for equal times; newest
+                                    first by ZREVRANGE); prune_audit trims it
+    P:audit:seq             string  the audit entries' counter
     P:wake:<queue>          channel published when a queue gets work (enqueue, retry,
                                     release, recovery, resume; in a limited queue,
                                     also a running job's end)
 
-Every key is bounded: a job's keys live while it is active, and for
-``finished_ttl`` (``dead_ttl`` for dead jobs) after it finished, or until
-``prune`` deletes it; a window hold and a rate window expire by themselves;
-the per-queue round keys grow with the number of partitions, as ``P:queues``
-does with queues. The scripts build their keys from the prefix (no key is
-passed in ``KEYS``), so Redis Cluster is not supported; a restricted ACL user
-needs ``~P:*`` keys and ``&P:*`` channels.
+Every key is bounded: a job's keys (its history too) live while it is active,
+and for ``finished_ttl`` (``dead_ttl`` for dead jobs) after it finished, or
+until ``prune``, ``purge`` or ``delete_job`` deletes it; a window hold and a
+rate window expire by themselves; the per-queue round keys grow with the
+number of partitions, as ``P:queues`` does with queues; the workers' keys
+hold the live runtimes (aged-out ones are deleted when listed), the audit
+trail what ``prune_audit`` keeps. The scripts build their keys from the
+prefix (no key is passed in ``KEYS``), so Redis Cluster is not supported; a
+restricted ACL user needs ``~P:*`` keys and ``&P:*`` channels.
 
 Both sides of the layout live here: :class:`Keys` for the Python side, and
 :data:`LUA_KEYS`, the helpers every script uses for the same names.
@@ -81,6 +95,26 @@ class Keys:
         return f"{self.prefix}:seq"
 
     @property
+    def workers(self) -> str:
+        """Worker id -> its record's data."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def workers_seen(self) -> str:
+        """Worker ids by when they were last seen."""
+        return f"{self.prefix}:workers:seen"
+
+    @property
+    def audit(self) -> str:
+        """The audit entries by time."""
+        return f"{self.prefix}:audit"
+
+    @property
+    def audit_seq(self) -> str:
+        """The audit entries' counter (keeps members unique for equal times)."""
+        return f"{self.prefix}:audit:seq"
+
+    @property
     def schedules(self) -> str:
         """The set of schedule names."""
         return f"{self.prefix}:schedules"
@@ -88,6 +122,10 @@ class Keys:
     def job(self, job_id: str) -> str:
         """One job's hash."""
         return f"{self.prefix}:job:{job_id}"
+
+    def attempts(self, job_id: str) -> str:
+        """One job's attempt history."""
+        return f"{self.prefix}:attempts:{job_id}"
 
     def schedule(self, name: str) -> str:
         """One schedule's hash."""
@@ -107,7 +145,12 @@ local PAUSED = P .. ':paused'
 local EXPIRY = P .. ':expiry'
 local SCHEDULES = P .. ':schedules'
 local LIMITED = P .. ':limited'
+local WORKERS = P .. ':workers'
+local WORKERS_SEEN = P .. ':workers:seen'
+local AUDIT = P .. ':audit'
+local AUDIT_SEQ = P .. ':audit:seq'
 local function job_key(id) return P .. ':job:' .. id end
+local function attempts_key(id) return P .. ':attempts:' .. id end
 local function qkey(queue, part) return P .. ':q:' .. queue .. ':' .. part end
 local function dedup_key(key) return P .. ':key:' .. key end
 local function schedule_key(name) return P .. ':schedule:' .. name end

@@ -276,7 +276,7 @@ async def heartbeat(conn: Connection, leases: Mapping[str, str], lease: float) -
 
 
 # ARGV: error type, error message. Returns {how many jobs were requeued or killed,
-# queues woken}.
+# queues woken}. Each adds a "lease_expired" attempt to its job's history.
 RECOVER = script(
     "recover",
     """
@@ -285,8 +285,9 @@ for _, queue in ipairs(redis.call('SMEMBERS', QUEUES)) do
   local rk = qkey(queue, 'running')
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', rk, '-inf', NOW_S)) do
     local f = redis.call('HMGET', job_key(id), 'state', 'attempts', 'max_attempts', 'key',
-                         'seq', 'priority', 'round', 'partition')
+                         'seq', 'priority', 'round', 'partition', 'worker_id', 'started_at')
     if f[1] == 'running' then
+      record_attempt(id, f[2], 'lease_expired', f[9], f[10], ARGV[5], ARGV[6])
       local set, del = {}, {}
       error_fields(set, del, true, ARGV[5], ARGV[6], nil)
       if tonumber(f[2]) >= tonumber(f[3]) then finish(id, queue, f[4], 'dead', set, del, f[8])
@@ -300,6 +301,7 @@ end
 return {count, publish_wakes()}
 """,
     "finish",
+    "attempts",
 )
 
 
@@ -344,7 +346,10 @@ async def set_progress(
 # outcomes of id, token, code, then the values the code announces. The code is the
 # kind (c complete, r retry, l release, d dead, x cancelled) and flags for present
 # values, in this order: R result, D due_at, E error type and message, T traceback,
-# S started_at (see _codec.outcome_args). Returns {refused ids, queues woken}.
+# S started_at; and X: delete the job if the outcome finishes it (see
+# _codec.outcome_args). Each applied outcome adds an attempt to its job's history
+# (its start: the outcome's, or the one the job has). Returns {refused ids, queues
+# woken}.
 SETTLE = script(
     "settle",
     """
@@ -369,22 +374,29 @@ while pos <= #ARGV do
   if has(code, 'S') then started = ARGV[pos]; pos = pos + 1 end
   local f = redis.call('HMGET', job_key(id), 'state', 'lease_token', 'queue', 'key',
                        'attempts', 'seq', 'priority', 'error_type', 'result', 'round',
-                       'partition')
+                       'partition', 'worker_id', 'started_at')
   if f[1] ~= 'running' or f[2] ~= token then
     refused[#refused + 1] = id
   else
     local kind, queue, set, del = string.sub(code, 1, 1), f[3], {}, {}
     if started then add(set, 'started_at', started) end
-    if kind == 'c' then
+    if kind ~= 'r' and kind ~= 'l' and has(code, 'X') then
+      remove_running(id, queue, f[4], f[11])
+    elseif kind == 'c' then
+      record_attempt(id, f[5], 'complete', f[12], started or f[13], etype, emsg)
       if result then add(set, 'result', result) elseif f[9] then add(del, 'result') end
       if f[8] then error_fields(set, del, false) end
       finish(id, queue, f[4], 'complete', set, del, f[11])
     elseif kind == 'd' or kind == 'x' then
-      error_fields(set, del, etype ~= nil, etype, emsg, etb)
       local state = 'dead'
       if kind == 'x' then state = 'cancelled' end
+      record_attempt(id, f[5], state, f[12], started or f[13], etype, emsg)
+      error_fields(set, del, etype ~= nil, etype, emsg, etb)
       finish(id, queue, f[4], state, set, del, f[11])
     else
+      local outcome = 'retry'
+      if kind == 'l' then outcome = 'release' end
+      record_attempt(id, f[5], outcome, f[12], started or f[13], etype, emsg)
       if kind == 'l' then
         local attempts = tonumber(f[5]) - 1
         if attempts < 0 then attempts = 0 end
@@ -401,6 +413,8 @@ return {refused, publish_wakes()}
 """,
     "finish",
     "sweep",
+    "attempts",
+    "delete",
 )
 
 

@@ -15,6 +15,7 @@ import hashlib
 
 import attrs
 
+from ..._models import MAX_ATTEMPT_HISTORY
 from ._codec import JOB_FIELDS
 from ._keys import LUA_KEYS
 
@@ -223,8 +224,10 @@ local function finish(id, queue, key, state, set, del, partition)
   local ttl = FIN_TTL
   if state == 'dead' then ttl = DEAD_TTL end
   if ttl > 0 then
-    -- The hash expires by itself; its sweep entry drops it from the indexes then.
+    -- The hash (and its history) expires by itself; its sweep entry drops it from
+    -- the indexes then.
     redis.call('PEXPIRE', jk, ttl)
+    redis.call('PEXPIRE', attempts_key(id), ttl)
     redis.call('ZADD', EXPIRY, fmt(server_now() + ttl / 1000), expiry_member(state, queue, id))
   end
 end
@@ -253,9 +256,120 @@ local function sweep(limit)
     local id = string.sub(m, c2 + n + 1)
     redis.call('ZREM', qkey(queue, state), id)
     redis.call('ZREM', JOBS, id)
-    redis.call('DEL', job_key(id))
+    redis.call('DEL', job_key(id), attempts_key(id))
   end
   if #doomed > 0 then redis.call('ZREM', EXPIRY, unpack(doomed)) end
+end
+
+--@section attempts
+-- Add the attempt that just ended (finished now) to a job's history, keeping the
+-- latest __MAX_ATTEMPTS__; packed as a job is, in _codec.ATTEMPT_FIELDS order.
+-- Record it before the job finishes: finish() gives the history the job's TTL.
+local function packed(v) if v then return #v .. ':' .. v end return '-' end
+local function record_attempt(id, number, outcome, worker, started, etype, emsg)
+  local ak = attempts_key(id)
+  local entry = packed(number) .. packed(outcome) .. packed(NOW_S) .. packed(worker)
+    .. packed(started) .. packed(etype) .. packed(emsg)
+  if redis.call('RPUSH', ak, entry) > __MAX_ATTEMPTS__ then
+    redis.call('LTRIM', ak, -__MAX_ATTEMPTS__, -1)
+  end
+end
+
+--@section delete
+-- A deleted job's keys go, with its history, and so does a dedup key it holds (a
+-- window hold too).
+local function drop_job(id, key)
+  if key then
+    local dk = dedup_key(key)
+    local holder = redis.call('GET', dk)
+    if holder == id or holder == '~' .. id then redis.call('DEL', dk) end
+  end
+  redis.call('ZREM', JOBS, id)
+  redis.call('DEL', job_key(id), attempts_key(id))
+end
+
+-- Delete a job that is not running from every index. f holds its DELETE_FIELDS.
+local DELETE_FIELDS = {'state', 'queue', 'due_at', 'seq', 'key', 'round'}
+local function delete_job(id, f)
+  local state, queue = f[1], f[2]
+  if state == 'queued' then unqueue(id, queue, f[3], f[4], f[6])
+  else
+    redis.call('ZREM', qkey(queue, state), id)
+    redis.call('ZREM', EXPIRY, expiry_member(state, queue, id))
+  end
+  drop_job(id, f[5])
+end
+
+-- A running job that an outcome finishes and removes: deleted instead of finished.
+local function remove_running(id, queue, key, partition)
+  if redis.call('ZREM', qkey(queue, 'running'), id) == 1 then left_running(queue, partition) end
+  drop_job(id, key)
+end
+
+--@section filter
+-- A job filter (list_jobs, purge) from ARGV[pos]: flags, then a value for each
+-- flag given, in this order: q queue, s state, n name, c schedule, p partition,
+-- a enqueued at or after, b enqueued before, f finished before, t tags (their
+-- count, then key/value pairs); see _codec.filter_args. Returns the filter and
+-- the position after it.
+local FILTER_FIELDS = {'queue', 'state', 'name', 'schedule', 'partition', 'enqueued_at',
+                       'finished_at', 'tags'}
+local function read_filter(pos)
+  local flags, flt = ARGV[pos], {}
+  pos = pos + 1
+  for _, c in ipairs({'q', 's', 'n', 'c', 'p', 'a', 'b', 'f'}) do
+    if has(flags, c) then flt[c] = ARGV[pos]; pos = pos + 1 end
+  end
+  for _, c in ipairs({'a', 'b', 'f'}) do
+    if flt[c] then flt[c] = tonumber(flt[c]) end
+  end
+  if has(flags, 't') then
+    local tags = {}
+    for _ = 1, tonumber(ARGV[pos]) do
+      tags[ARGV[pos + 1]] = ARGV[pos + 2]
+      pos = pos + 2
+    end
+    flt.t = tags
+    pos = pos + 1
+  end
+  return flt, pos
+end
+
+-- A job's tags field (see _codec.tags_arg) as a table.
+local function unpack_tags(s)
+  local tags, pos, n = {}, 1, #s
+  local function take()
+    local colon = string.find(s, ':', pos, true)
+    local len = tonumber(string.sub(s, pos, colon - 1))
+    pos = colon + len + 1
+    return string.sub(s, colon + 1, colon + len)
+  end
+  while pos <= n do
+    local k = take()
+    tags[k] = take()
+  end
+  return tags
+end
+
+-- Whether a job's FILTER_FIELDS (f; f[1] is nil for a job that is gone) match flt.
+local function job_matches(flt, f)
+  if not f[1] then return false end
+  if (flt.q and f[1] ~= flt.q) or (flt.s and f[2] ~= flt.s) or (flt.n and f[3] ~= flt.n)
+      or (flt.c and f[4] ~= flt.c) or (flt.p and f[5] ~= flt.p) then
+    return false
+  end
+  if (flt.a and tonumber(f[6]) < flt.a) or (flt.b and tonumber(f[6]) >= flt.b)
+      or (flt.f and not (f[7] and tonumber(f[7]) < flt.f)) then
+    return false
+  end
+  if flt.t then
+    if not f[8] then return false end
+    local tags = unpack_tags(f[8])
+    for k, v in pairs(flt.t) do
+      if tags[k] ~= v then return false end
+    end
+  end
+  return true
 end
 
 --@section holder
@@ -280,7 +394,7 @@ end
 -- Insert n jobs whose arguments start at ARGV[pos]. Each job is: id, name,
 -- queue, payload, 'flags|due_at|enqueued_at|priority|max_attempts|timeout',
 -- then key if flags has 'k', schedule if it has 's', fire_at if it has 'f',
--- partition if it has 'p' and key_expires_at if it has 'e' (see
+-- partition if it has 'p', key_expires_at if it has 'e' and tags if it has 't' (see
 -- _codec.job_args). More flags: the key's scope 'q' queued or 'w' window
 -- (else active), and its conflict rule 'r' replace or 'x' raise (else return).
 -- Nothing but this insert writes fire_at. Returns (index from 0, packed job)
@@ -305,7 +419,7 @@ local function check_conflicts(pos, n)
       end
       if not batch[key] then batch[key] = id end
     end
-    for _, c in ipairs({'k', 's', 'f', 'p', 'e'}) do
+    for _, c in ipairs({'k', 's', 'f', 'p', 'e', 't'}) do
       if has(flags, c) then pos = pos + 1 end
     end
   end
@@ -347,13 +461,14 @@ local function insert_jobs(pos, n)
     local flags, due, enq, priority, max_attempts, timeout =
       string.match(ARGV[pos + 4], '^(%l*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
     pos = pos + 5
-    local key, schedule, fire_at, partition, key_expires = nil, nil, nil, nil, nil
+    local key, schedule, fire_at, partition, key_expires, tags = nil, nil, nil, nil, nil, nil
     if flags ~= '' then
       if has(flags, 'k') then key = ARGV[pos]; pos = pos + 1 end
       if has(flags, 's') then schedule = ARGV[pos]; pos = pos + 1 end
       if has(flags, 'f') then fire_at = ARGV[pos]; pos = pos + 1 end
       if has(flags, 'p') then partition = ARGV[pos]; pos = pos + 1 end
       if has(flags, 'e') then key_expires = ARGV[pos]; pos = pos + 1 end
+      if has(flags, 't') then tags = ARGV[pos]; pos = pos + 1 end
     end
     local jk = job_key(id)
     local existing = nil
@@ -403,6 +518,7 @@ local function insert_jobs(pos, n)
           f[#f + 1] = 'partition'; f[#f + 1] = partition
           f[#f + 1] = 'round'; f[#f + 1] = round
         end
+        if tags then f[#f + 1] = 'tags'; f[#f + 1] = tags end
       end
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', JOBS, seq, id)
@@ -422,6 +538,7 @@ end
 """
     )
     .replace("__PROMOTE_LIMIT__", str(PROMOTE_LIMIT))
+    .replace("__MAX_ATTEMPTS__", str(MAX_ATTEMPT_HISTORY))
     .replace("__JOB_FIELDS__", ", ".join(f"'{name}'" for name in JOB_FIELDS))
 )
 
@@ -434,6 +551,9 @@ _SECTION_NEEDS: dict[str, tuple[str, ...]] = {
     "ready": ("wake",),
     "finish": ("ready",),
     "sweep": ("base",),
+    "attempts": ("base",),
+    "delete": ("finish",),
+    "filter": ("base",),
     "holder": ("base",),
     "lease": ("pack", "ready"),
     "insert": ("pack", "ready", "holder"),

@@ -1,7 +1,8 @@
 """The Redis store: :class:`RedisBackend`, one method per operation of the contract.
 
 Its methods follow the contract's groups (StoreConnection, JobLifecycle,
-FlowControl, WorkSignals, QueueControl, ScheduleStore, Inspection) and hand each
+FlowControl, WorkSignals, QueueControl, ScheduleStore, Inspection,
+WorkerRegistry, AuditTrail) and hand each
 operation to the module that holds its script and the code that calls it.
 """
 
@@ -17,6 +18,8 @@ import redis.asyncio as aioredis
 from ..._clock import Clock
 from ..._exceptions import ConfigurationError
 from ..._models import (
+    Attempt,
+    AuditRecord,
     ClaimLimits,
     ClaimReply,
     Handoff,
@@ -27,9 +30,10 @@ from ..._models import (
     Outcome,
     QueueStats,
     Schedule,
+    WorkerRecord,
 )
 from .. import HeartbeatReply
-from . import _control, _enqueue, _inspection, _lifecycle, _schedules, _wakeups
+from . import _control, _enqueue, _inspection, _lifecycle, _registry, _schedules, _wakeups
 from ._codec import checks_conflicts
 from ._connection import Connection
 from ._keys import Keys
@@ -45,6 +49,7 @@ _SCRIPTS = (
     *_control.SCRIPTS,
     *_schedules.SCRIPTS,
     *_inspection.SCRIPTS,
+    *_registry.SCRIPTS,
 )
 
 
@@ -68,9 +73,10 @@ class RedisBackend:
     (``TIME``), so every host judges leases by one clock; any other clock (a
     test's :class:`~asyncjobs.ManualClock`) passes its ``now()`` in.
 
-    Every key is bounded (see ``_keys.py`` for the layout): a job's keys live
-    while it is active, and for ``finished_ttl`` (``dead_ttl`` for dead jobs)
-    after it finished, or until :meth:`prune` deletes it. Redis Cluster is not
+    Every key is bounded (see ``_keys.py`` for the layout): a job's keys (its
+    attempt history included) live while it is active, and for ``finished_ttl``
+    (``dead_ttl`` for dead jobs) after it finished, or until :meth:`prune`,
+    :meth:`purge` or :meth:`delete_job` deletes it. Redis Cluster is not
     supported (the scripts touch keys of many jobs); a restricted ACL user
     needs ``~P:*`` keys, ``&P:*`` channels and the commands of ``+@read
     +@write +@scripting +@pubsub +@connection +time`` (``CONFIG`` only for the
@@ -254,6 +260,70 @@ class RedisBackend:
         """
         return await _control.prune(self._conn, cutoffs)
 
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a job that is not running, with its history; it frees its key.
+
+        :returns: ``False`` when there is no such job or it is running.
+        """
+        return await _control.delete_job(self._conn, job_id)
+
+    async def purge(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        finished_before: float | None = None,
+    ) -> int:
+        """Delete every job matching all given filters, except running ones.
+
+        Scans the enqueue index in chunks, each one atomic script call.
+
+        :returns: how many jobs were deleted.
+        """
+        return await _control.purge(
+            self._conn,
+            queue=queue,
+            state=state,
+            name=name,
+            partition=partition,
+            tags=tags,
+            finished_before=finished_before,
+        )
+
+    # -- WorkerRegistry -------------------------------------------------------------
+
+    async def register_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of ``record.id``."""
+        await _registry.register_worker(self._conn, record)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's record (at its shutdown); unknown ids are ignored."""
+        await _registry.remove_worker(self._conn, worker_id)
+
+    async def list_workers(self, seen_since: float) -> list[WorkerRecord]:
+        """Return the records last seen at or after *seen_since*, ordered by id.
+
+        The older ones are deleted by the same call.
+        """
+        return await _registry.list_workers(self._conn, seen_since)
+
+    # -- AuditTrail -----------------------------------------------------------------
+
+    async def record_audit(self, record: AuditRecord) -> None:
+        """Store one entry."""
+        await _registry.record_audit(self._conn, record)
+
+    async def list_audit(self, limit: int = 100, before: float | None = None) -> list[AuditRecord]:
+        """Return up to *limit* entries, newest first (those before *before*, when given)."""
+        return await _registry.list_audit(self._conn, limit, before)
+
+    async def prune_audit(self, before: float) -> int:
+        """Delete the entries recorded before *before*; return how many."""
+        return await _registry.prune_audit(self._conn, before)
+
     # -- ScheduleStore --------------------------------------------------------------
 
     async def put_schedule(self, schedule: Schedule) -> Schedule:
@@ -298,6 +368,10 @@ class RedisBackend:
         """Return one job, or ``None`` when it does not exist (or has expired)."""
         return await _inspection.get_job(self._conn, job_id)
 
+    async def get_attempts(self, job_id: str) -> list[Attempt]:
+        """Return a job's attempt history, oldest first (empty for an unknown job)."""
+        return await _inspection.get_attempts(self._conn, job_id)
+
     async def list_jobs(
         self,
         *,
@@ -306,13 +380,20 @@ class RedisBackend:
         name: str | None = None,
         schedule: str | None = None,
         partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        enqueued_after: float | None = None,
+        enqueued_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[Job]:
         """Return a page of jobs matching every given filter, newest enqueued first.
 
-        Filtering scans the enqueue index in chunks on the server; a page of an
-        unfiltered listing costs two round trips.
+        *tags* matches jobs carrying every given tag; the time range is on
+        ``enqueued_at`` (``after <= t < before``); *after* is the id of the last
+        job of the previous page (an unknown id gives an empty page). Filtering,
+        or a cursor, scans the enqueue index in chunks on the server; a page of
+        an unfiltered listing costs two round trips.
         """
         return await _inspection.list_jobs(
             self._conn,
@@ -321,8 +402,12 @@ class RedisBackend:
             name=name,
             schedule=schedule,
             partition=partition,
+            tags=tags,
+            enqueued_after=enqueued_after,
+            enqueued_before=enqueued_before,
             limit=limit,
             offset=offset,
+            after=after,
         )
 
     async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
