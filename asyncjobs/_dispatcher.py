@@ -32,7 +32,7 @@ from ._context import JobContext, reset_current, set_current
 from ._events import EventBus, JobLeaseLost, JobProgress, JobStarted
 from ._exceptions import AsyncJobsError
 from ._held import Claim, ClaimBook, StopReason
-from ._limits import Slots
+from ._limits import PoolGate, Slots
 from ._models import ClaimLimits, ErrorInfo, Handoff, Job, JobState, Outcome, OutcomeKind
 from ._registry import JobDefinition
 from ._resilience import LoopBackoff, StoreGuard, pause
@@ -146,6 +146,7 @@ class Dispatcher:
         claim_limits: Mapping[str, ClaimLimits] | None = None,
         backoff_for: Callable[[JobDefinition | None, str], Backoff] | None = None,
         remove: Collection[JobState] = (),
+        state: Callable[[], object] = lambda: None,
     ) -> None:
         self._backend = backend
         self._lookup = lookup
@@ -167,13 +168,14 @@ class Dispatcher:
         #: per queue, the limit that held back due jobs at its last claim (``None``: none).
         self.held_by: dict[str, str | None] = dict.fromkeys(slots.limits)
         self._backoff_for = backoff_for or _definition_backoff
+        self._state = state  # what handlers read as ctx.state
         self.guard = guard if guard is not None else StoreGuard(clock)
         # Every claim held (buffered, running, or waiting for its outcome to be
         # written): its lease is heartbeated until the outcome is recorded.
         self._claims = ClaimBook()
         self._running: dict[str, Claim] = {}  # by lease token
         self._global_limiter = (
-            anyio.CapacityLimiter(slots.max_concurrency) if slots.global_cap_binds else None
+            PoolGate(slots.max_concurrency) if slots.global_cap_binds else None
         )
         # Queues whose claim loop waits for work (it found none): new jobs enqueued
         # here may go straight to their workers (see offer()).
@@ -444,8 +446,11 @@ class Dispatcher:
             if limiter is None:
                 await self._run_claim(claim)
             else:
-                async with limiter:
+                await limiter.acquire()
+                try:
                     await self._run_claim(claim)
+                finally:
+                    limiter.release()
 
     async def _may_start(self, claim: Claim) -> str | None:
         """Wait while the store is away; return why *claim* must not start, or ``None``."""
@@ -488,7 +493,9 @@ class Dispatcher:
                 # Not cached: a registry included later may still bring the name.
                 definition = None
         claim.definition = definition
-        context = claim.context = JobContext(job, partial(self._report_progress, job))
+        context = claim.context = JobContext(
+            job, partial(self._report_progress, job), state=self._state
+        )
         scope = claim.scope = anyio.CancelScope()
         token = claim.token
         self._running[token] = claim

@@ -15,13 +15,14 @@ work) returns what it did not use, and the others get it at once.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection, Mapping
 
 import anyio
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["SELECTIONS", "Slots"]
+__all__ = ["SELECTIONS", "PoolGate", "Slots"]
 
 #: The ways the shared pool picks the next queue.
 SELECTIONS = ("weighted", "strict")
@@ -198,29 +199,43 @@ class Slots:
         right now and see their grant in the answer.
         """
         spare = self.global_capacity - self.total - self._granted_total
+        if spare <= 0 or not self._asking:
+            return
+        granted = self._granted
+        room = {
+            queue: left
+            for queue in self._asking
+            if (left := self.capacity[queue] - self.running[queue] - granted[queue]) > 0
+        }
         woken: set[str] = set()
-        while spare > 0:
-            asking = [
-                queue
-                for queue in self._asking
-                if self.capacity[queue] - self.running[queue] - self._granted[queue] > 0
-            ]
-            if not asking:
-                break
-            if self.selection == "strict":
-                chosen = min(asking, key=self._order.__getitem__)
-            else:
-                # Smooth weighted round robin: everyone asking earns its weight, the
-                # richest takes the slot and pays the round's total.
-                credit = self._credit
-                for queue in asking:
-                    credit[queue] += self.weights[queue]
-                chosen = max(asking, key=credit.__getitem__)
-                credit[chosen] -= sum(self.weights[queue] for queue in asking)
-            self._granted[chosen] += 1
-            self._granted_total += 1
-            spare -= 1
-            woken.add(chosen)
+        if len(room) == 1 or self.selection == "strict":
+            # One queue asking (a lone backlog), or strict order: no interleaving to do.
+            for queue in sorted(room, key=self._order.__getitem__):
+                give = min(spare, room[queue])
+                granted[queue] += give
+                self._granted_total += give
+                spare -= give
+                woken.add(queue)
+                if not spare:
+                    break
+        else:
+            # Smooth weighted round robin, slot by slot: everyone asking earns its
+            # weight, the richest takes the slot and pays the round's total.
+            credit, weights = self._credit, self.weights
+            round_total = sum(weights[queue] for queue in room)
+            while spare and room:
+                for queue in room:
+                    credit[queue] += weights[queue]
+                chosen = max(room, key=credit.__getitem__)
+                credit[chosen] -= round_total
+                granted[chosen] += 1
+                self._granted_total += 1
+                spare -= 1
+                woken.add(chosen)
+                room[chosen] -= 1
+                if not room[chosen]:
+                    del room[chosen]
+                    round_total -= weights[chosen]
         for queue in woken.difference(askers):
             self.wake(queue)
 
@@ -248,3 +263,40 @@ class Slots:
         """Wake every queue's claim loop."""
         for queue in self._events:
             self.wake(queue)
+
+
+class PoolGate:
+    """At most *size* handlers running at once across queues, first come first served.
+
+    A slot that is free is taken without a trip through the event loop (the
+    worker yields in its handler and when its feed is empty), unlike a
+    ``CapacityLimiter``, whose checkpoint per job costs a quarter of a no-op
+    drain; a released slot goes straight to the longest waiter.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one when none is free."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        granted = anyio.Event()
+        self._waiters.append(granted)
+        try:
+            await granted.wait()
+        except BaseException:
+            if granted.is_set():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            else:
+                self._waiters.remove(granted)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the longest waiter, else to the pool."""
+        if self._waiters:
+            self._waiters.popleft().set()  # the slot passes on without being freed
+        else:
+            self._free += 1

@@ -255,7 +255,9 @@ class QueuePlan:
             self.prefetch,
             weights={name: self.queues[name].weight for name in limits},
             selection=self.selection,
-            # A job claimed ahead holds a cluster-wide slot (or a start in a rate
-            # window) without running: cluster-limited queues claim only for idle workers.
-            no_prefetch=[name for name in limits if self.queues[name].limited],
+            # A job claimed ahead counts in its rate window from its claim but starts
+            # later: rate-limited queues claim only for idle workers, so starts stay
+            # within the window. (Concurrency limits count claimed jobs as running,
+            # so prefetch cannot break them.)
+            no_prefetch=[name for name in limits if self.queues[name].rate_limit is not None],
         )
