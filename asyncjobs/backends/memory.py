@@ -549,7 +549,8 @@ class MemoryBackend:
             if outcome.started_at is not None:
                 entry.started_at = outcome.started_at
             kind = outcome.kind
-            entry.record(now, kind.value, outcome.started_at, outcome.error)
+            # The outcome's start, else one reported earlier for this attempt.
+            entry.record(now, kind.value, entry.started_at, outcome.error)
             if kind is OutcomeKind.COMPLETE:
                 entry.result = outcome.result
                 entry.error = None
