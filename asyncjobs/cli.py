@@ -32,6 +32,8 @@ from ._models import FINISHED_STATES, JobState
 from ._runtime import JobRuntime
 from ._snapshot import format_duration, take_snapshot
 from .console import live, render
+from .integrations._worker import observe_worker
+from .integrations.logs import JSONFormatter
 
 __all__ = ["main"]
 
@@ -146,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
         help="logging level (default INFO)",
+    )
+    worker.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object a line with each job record's fields (default text)",
+    )
+    worker.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs asyncjobs[prometheus])",
     )
     worker.set_defaults(command=_worker)
 
@@ -373,7 +386,7 @@ async def _worker(args: argparse.Namespace) -> int:
     # process is the worker.
     runtime.role = "worker"
     console = _stdout() if args.console else None
-    _configure_logging(args.log_level, console)
+    _configure_logging(args.log_level, console, json_lines=args.log_format == "json")
 
     async def body() -> None:
         logger.info(
@@ -387,7 +400,8 @@ async def _worker(args: argparse.Namespace) -> int:
         else:
             await anyio.sleep_forever()
 
-    await _serve(runtime, body)
+    async with observe_worker(runtime, metrics=args.metrics, log_format=args.log_format):
+        await _serve(runtime, body)
     logger.info("worker %s stopped", runtime.worker_id)
     return EXIT_OK
 
@@ -433,7 +447,7 @@ def _serve_only(runtime: JobRuntime, queues: Sequence[str]) -> None:
 _HANDLER_NAME = "asyncjobs.cli"
 
 
-def _configure_logging(level: str, console: Console | None) -> None:
+def _configure_logging(level: str, console: Console | None, *, json_lines: bool = False) -> None:
     """Print the ``asyncjobs`` logger's records at *level* and above.
 
     Only the ``asyncjobs`` logger gets *level*: the root logger keeps its own
@@ -450,6 +464,8 @@ def _configure_logging(level: str, console: Console | None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if json_lines:
+        handler.setFormatter(JSONFormatter())
     handler.set_name(_HANDLER_NAME)
     package = logging.getLogger("asyncjobs")
     _replace_handler(package, handler)
