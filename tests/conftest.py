@@ -46,6 +46,25 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (``fsync`` on, as in production).
+
+    Tests share its ``postgres`` database and keep apart by schema. Without
+    the PostgreSQL binaries the Postgres tests skip locally and fail in CI,
+    where they must be installed.
+    """
+    from tests.postgres_server import PostgresServer, find_postgres_bin
+
+    if find_postgres_bin() is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer() as server:
+        yield server.url
+
+
 @pytest.fixture(params=BACKEND_KINDS)
 def make_runtime(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock

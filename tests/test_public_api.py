@@ -136,7 +136,7 @@ def test_import_asyncjobs_loads_no_heavy_optional_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     loaded = set(json.loads(result.stdout))
-    heavy = {"rich", "aiosqlite", "redis"}
+    heavy = {"rich", "aiosqlite", "redis", "asyncpg"}
     assert not {name for name in loaded if name.split(".")[0] in heavy}
 
 

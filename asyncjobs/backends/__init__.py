@@ -1,9 +1,9 @@
-"""Storage backends: the :class:`Backend` protocol, :func:`from_url`, and the three stores.
+"""Storage backends: the :class:`Backend` protocol, :func:`from_url`, and the four stores.
 
 A backend stores and claims; it knows nothing of handlers, retries or limits.
-Every operation is atomic in the store. ``MemoryBackend``, ``SQLiteBackend``
-and ``RedisBackend`` are imported lazily, so ``import asyncjobs`` never loads
-aiosqlite or redis.
+Every operation is atomic in the store. ``MemoryBackend``, ``SQLiteBackend``,
+``RedisBackend`` and ``PostgresBackend`` are imported lazily, so ``import
+asyncjobs`` never loads aiosqlite, redis or asyncpg.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .._models import (
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend
+    from .postgres import PostgresBackend
     from .redis import RedisBackend
     from .sqlite import SQLiteBackend
 
@@ -47,6 +48,7 @@ __all__ = [
     "Inspection",
     "JobLifecycle",
     "MemoryBackend",
+    "PostgresBackend",
     "QueueControl",
     "RedisBackend",
     "SQLiteBackend",
@@ -443,6 +445,8 @@ _SCHEMES = {
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
 }
 
 
@@ -453,6 +457,7 @@ def from_url(url: str, **options: Any) -> Backend:
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
     - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS,
       ``unix:///path/to/redis.sock``
+    - ``postgresql://[user[:password]@]host[:port]/database`` (``postgres://`` too)
 
     Extra keyword *options* go to the backend's constructor.
 
@@ -463,7 +468,7 @@ def from_url(url: str, **options: Any) -> Backend:
     if kind is None:
         raise ConfigurationError(
             f"unknown backend URL scheme {scheme!r} in {_redact(url)!r}: "
-            "use memory://, sqlite:///path.db, redis:// or rediss://"
+            "use memory://, sqlite:///path.db, redis://, rediss:// or postgresql://"
         )
     if kind == "memory":
         from .memory import MemoryBackend
@@ -477,6 +482,10 @@ def from_url(url: str, **options: Any) -> Backend:
         from .sqlite import SQLiteBackend
 
         return SQLiteBackend(path, **options)
+    if kind == "postgres":
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(url, **options)
     from .redis import RedisBackend
 
     return RedisBackend(url, **options)
@@ -494,6 +503,7 @@ _LAZY = {
     "MemoryBackend": ".memory",
     "SQLiteBackend": ".sqlite",
     "RedisBackend": ".redis",
+    "PostgresBackend": ".postgres",
 }
 
 

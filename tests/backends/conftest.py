@@ -10,7 +10,7 @@ import pytest
 from asyncjobs._clock import ManualClock
 from asyncjobs.backends import Backend
 
-BACKEND_KINDS = ["memory", "sqlite", "redis"]
+BACKEND_KINDS = ["memory", "sqlite", "redis", "postgres"]
 
 
 def make_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
@@ -28,6 +28,12 @@ def make_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> B
 
         redis_url: str = request.getfixturevalue("redis_url")
         return RedisBackend(redis_url, prefix=f"t{abs(hash(request.node.nodeid))}")
+    if kind == "postgres":
+        from asyncjobs.backends.postgres import PostgresBackend
+
+        # One schema per test: every backend object of the test shares it.
+        postgres_url: str = request.getfixturevalue("postgres_url")
+        return PostgresBackend(postgres_url, schema=f"t{abs(hash(request.node.nodeid))}")
     raise AssertionError(kind)
 
 

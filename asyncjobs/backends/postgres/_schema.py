@@ -1,0 +1,193 @@
+"""The schema: tables and indexes as numbered migrations, applied under an advisory lock.
+
+Every object lives in the backend's own schema (``schema=``, default
+``asyncjobs``), so several apps, or test runs, share a database apart:
+
+- ``jobs``: one row per job. Partial indexes serve the hot queries, so their
+  cost does not grow with the finished jobs the table holds: ``jobs_claim``
+  (claim order of queued jobs, index-only for the claim's inner select),
+  ``jobs_due`` (the next due time, delayed counts), ``jobs_running`` (running
+  counts per queue and partition for the limits), ``jobs_lease`` (expired
+  leases), ``jobs_finished`` (prune by age). ``fillfactor`` leaves room in each
+  page for the new versions of updated rows, and autovacuum runs at 2 % of
+  dead rows instead of 20 % (a queue table turns over all the time).
+- ``keys``: the job that took each dedup key last (``_keys.py``).
+- ``queues``: pause flags, the current partition round, whether the queue is
+  claimed under a concurrency limit, and a wake counter the poll of
+  ``listen=False`` backends reads (``_wakeups.py``).
+- ``partitions``: each partition's last round; ``rate_claims``: claim times in
+  the rate windows (``_flow.py``); ``schedules``; ``workers``; ``audit``.
+- ``schema_version``: the version, :data:`SCHEMA_VERSION` once migrated.
+
+:func:`migrate` runs in one transaction that first takes a transaction-level
+advisory lock keyed by the schema name, so several processes starting at
+once migrate the schema once, and a PgBouncer in transaction mode is no
+obstacle (no session lock is held).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import asyncpg
+
+from ..._exceptions import SchemaVersionError
+
+__all__ = ["SCHEMA_VERSION", "migrate"]
+
+logger = logging.getLogger("asyncjobs")
+
+# Each migration takes the schema from version i to i + 1; ``{s}`` is the quoted
+# schema name. Append new steps; never edit a released one.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE {s}.jobs (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            name text NOT NULL,
+            queue text NOT NULL,
+            payload bytea NOT NULL,
+            state text NOT NULL,
+            due_at float8 NOT NULL,
+            enqueued_at float8 NOT NULL,
+            priority integer NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            max_attempts integer NOT NULL,
+            timeout float8,
+            key text,
+            schedule text,
+            fire_at float8,
+            partition text,
+            round bigint NOT NULL DEFAULT 0,
+            key_scope text,
+            key_expires_at float8,
+            lease_token text,
+            lease_expires_at float8,
+            worker_id text,
+            started_at float8,
+            finished_at float8,
+            result bytea,
+            error_type text,
+            error_message text,
+            error_traceback text,
+            progress float8,
+            progress_message text,
+            cancel_requested boolean NOT NULL DEFAULT false,
+            tags jsonb,
+            history jsonb
+        ) WITH (
+            fillfactor = 80,
+            autovacuum_vacuum_scale_factor = 0.02,
+            autovacuum_analyze_scale_factor = 0.02
+        )
+        """,
+        """
+        CREATE INDEX jobs_claim ON {s}.jobs (queue, priority, round, due_at, seq)
+        WHERE state = 'queued'
+        """,
+        "CREATE INDEX jobs_due ON {s}.jobs (queue, due_at) WHERE state = 'queued'",
+        "CREATE INDEX jobs_running ON {s}.jobs (queue, partition) WHERE state = 'running'",
+        "CREATE INDEX jobs_lease ON {s}.jobs (lease_expires_at) WHERE state = 'running'",
+        """
+        CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at)
+        WHERE state IN ('complete', 'dead', 'cancelled')
+        """,
+        "CREATE INDEX jobs_tags ON {s}.jobs USING gin (tags) WHERE tags IS NOT NULL",
+        "CREATE TABLE {s}.keys (key text PRIMARY KEY, job_id text NOT NULL)",
+        """
+        CREATE TABLE {s}.queues (
+            name text PRIMARY KEY,
+            paused boolean NOT NULL DEFAULT false,
+            round bigint NOT NULL DEFAULT 0,
+            limited boolean NOT NULL DEFAULT false,
+            wake_seq bigint NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE TABLE {s}.partitions (
+            queue text NOT NULL,
+            partition text NOT NULL,
+            last_round bigint NOT NULL,
+            PRIMARY KEY (queue, partition)
+        )
+        """,
+        "CREATE TABLE {s}.rate_claims (name text NOT NULL, at float8 NOT NULL)",
+        "CREATE INDEX rate_claims_window ON {s}.rate_claims (name, at)",
+        """
+        CREATE TABLE {s}.schedules (
+            name text PRIMARY KEY,
+            job_name text NOT NULL,
+            queue text NOT NULL,
+            trigger text NOT NULL,
+            payload bytea NOT NULL,
+            next_fire_at float8,
+            last_fire_at float8,
+            misfire text NOT NULL,
+            grace float8 NOT NULL,
+            overlap boolean NOT NULL,
+            paused boolean NOT NULL,
+            priority integer NOT NULL,
+            max_attempts integer NOT NULL,
+            timeout float8
+        )
+        """,
+        """
+        CREATE TABLE {s}.workers (
+            id text PRIMARY KEY, last_seen float8 NOT NULL, data bytea NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE {s}.audit (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at float8 NOT NULL,
+            data bytea NOT NULL
+        )
+        """,
+        "CREATE INDEX audit_at ON {s}.audit (at)",
+    ),
+)
+
+#: The schema version this asyncjobs writes; a schema with a higher one is refused.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, quoted: str) -> None:
+    """Create or bring *schema* up to :data:`SCHEMA_VERSION`, once however many processes race.
+
+    :raises SchemaVersionError: when a newer asyncjobs wrote the schema.
+    """
+    async with conn.transaction():
+        # One lock per schema name, held to the end of this transaction.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"asyncjobs:migrate:{schema}"
+        )
+        exists = await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f"{quoted}.schema_version"
+        )
+        current = 0
+        if exists:
+            current = int(await conn.fetchval(f"SELECT version FROM {quoted}.schema_version"))
+        if current > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the PostgreSQL schema {schema!r} was written by a newer asyncjobs (schema "
+                f"version {current}; this one understands up to {SCHEMA_VERSION}): upgrade "
+                "asyncjobs in every process that shares it, or use another schema="
+            )
+        if current == SCHEMA_VERSION:
+            return
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        for step in _MIGRATIONS[current:]:
+            for statement in step:
+                await conn.execute(statement.format(s=quoted))
+        if exists:
+            await conn.execute(f"UPDATE {quoted}.schema_version SET version = $1", SCHEMA_VERSION)
+        else:
+            await conn.execute(f"CREATE TABLE {quoted}.schema_version (version integer NOT NULL)")
+            await conn.execute(
+                f"INSERT INTO {quoted}.schema_version (version) VALUES ($1)", SCHEMA_VERSION
+            )
+    logger.info(
+        "PostgreSQL job schema %s migrated from version %d to %d", schema, current, SCHEMA_VERSION
+    )
