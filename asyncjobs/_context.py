@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar, Token
+from typing import Any
 
 import attrs
 
@@ -26,6 +27,20 @@ class JobContext:
     job: Job
     _report_progress: Callable[[float, str | None], Awaitable[None]] = attrs.field(repr=False)
     _cancel_requested: bool = attrs.field(default=False, alias="cancel_requested")
+    _state: Callable[[], object] = attrs.field(
+        default=lambda: None, alias="state", repr=False, kw_only=True
+    )
+
+    @property
+    def state(self) -> Any:
+        """The application's resources: what ``JobRuntime(state=...)`` was given.
+
+        A database pool, an HTTP client, settings: whatever the app shares with
+        its handlers, without globals. Behind :func:`asyncjobs.lifespan.combine`
+        it defaults to the state the app's own lifespan yielded. ``None`` when
+        nothing was given.
+        """
+        return self._state()
 
     @property
     def job_id(self) -> str:

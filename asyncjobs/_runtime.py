@@ -170,6 +170,8 @@ class JobRuntime:
     :param retention: how long finished jobs are kept, per state (seconds or
         timedelta; ``None`` keeps them). Defaults: complete and cancelled 1 day,
         dead 7 days.
+    :param state: the app's resources (a database pool, an HTTP client,
+        settings), read by handlers as ``ctx.state``; also ``runtime.state``.
     :raises ConfigurationError: for values that cannot work.
     """
 
@@ -191,6 +193,7 @@ class JobRuntime:
         max_payload_bytes: int = 1 << 20,
         retention: Mapping[JobState | str, float | timedelta | None] | None = None,
         worker_id: str | None = None,
+        state: object = None,
     ) -> None:
         if role not in ("all", "enqueue", "worker"):
             raise ConfigurationError(f"role must be 'all', 'enqueue' or 'worker', not {role!r}")
@@ -217,6 +220,8 @@ class JobRuntime:
         self.max_payload_bytes = max_payload_bytes
         self.retention = _retention(retention)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: the app's resources for handlers, read as ``ctx.state`` (may be set until jobs run).
+        self.state: Any = state
         self.heartbeat = beat if beat is not None else lease_seconds / 3
         self.default_backoff: Backoff = (
             make_backoff(default_backoff) if default_backoff is not None else ExponentialBackoff()
@@ -467,6 +472,7 @@ class JobRuntime:
                     claim_limits=self._claim_limits(),
                     backoff_for=self._backoff_for,
                     remove={state for state, age in self.retention.items() if age == 0},
+                    state=lambda: self.state,
                 )
                 await tasks.start(_shielded, self._dispatcher.run)
                 self._scheduler_loop = Scheduler(

@@ -30,7 +30,9 @@ def combine(
     """Wrap the app's own lifespan so the runtime runs around it.
 
     The state the app's lifespan yields is kept, with the runtime added as
-    ``"asyncjobs"`` (``request.state.asyncjobs`` in Starlette).
+    ``"asyncjobs"`` (``request.state.asyncjobs`` in Starlette). Unless the
+    runtime was given ``state=``, handlers read that same state as
+    ``ctx.state`` (a dict), from when the app's lifespan has yielded it.
 
     :param runtime: the runtime to start before the app and stop after it.
     :param app_lifespan: the app's lifespan function, as given to ``lifespan=``.
@@ -40,6 +42,9 @@ def combine(
     @asynccontextmanager
     async def lifespan(app: AppT) -> AsyncIterator[dict[str, Any]]:
         async with runtime, app_lifespan(app) as state:
-            yield {**(state or {}), "asyncjobs": runtime}
+            shared = {**(state or {}), "asyncjobs": runtime}
+            if runtime.state is None:
+                runtime.state = shared
+            yield shared
 
     return lifespan

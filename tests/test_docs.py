@@ -73,7 +73,8 @@ def run_block(path: Path, line: int, source: str) -> None:
     """Execute one block as a script would run it; run ``main`` when the block only defines it."""
     filename = f"{path.relative_to(ROOT)}:{line}"
     # Pad with blank lines so a traceback's line numbers are the file's own.
-    code = compile("\n" * (line - 1) + source, str(path), "exec")
+    # dont_inherit: a block runs as a script would, without this module's __future__ imports.
+    code = compile("\n" * (line - 1) + source, str(path), "exec", dont_inherit=True)
     namespace: dict[str, object] = {"__name__": "__main__", "__file__": filename}
     exec(code, namespace)
     main = namespace.get("main")
