@@ -179,6 +179,8 @@ class JobOptions:
     key_scope: KeyScope | timedelta | None = attrs.field(default=None, converter=_check_key_scope)
     on_conflict: OnConflict | None = attrs.field(default=None, converter=_check_on_conflict)
     tags: Mapping[str, str] | None = attrs.field(default=None, converter=_check_tags, repr=False)
+    #: an open transaction of the caller's to enqueue in (stores with ``enqueue_on`` only).
+    connection: Any = attrs.field(default=None, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.at is not None:
@@ -339,6 +341,7 @@ class JobFunction(Generic[P, R]):
         key_scope: str | timedelta | None = None,
         on_conflict: str | None = None,
         tags: Mapping[str, str] | None = None,
+        connection: Any = None,
     ) -> JobFunction[P, R]:
         """Return this job with enqueue options set.
 
@@ -362,6 +365,10 @@ class JobFunction(Generic[P, R]):
         :param tags: a small str -> str map (tenant, correlation id) stored with
             the job, read as ``ctx.tags``, filterable in listings, never logged
             (merged with tags given before).
+        :param connection: enqueue inside the caller's open transaction on this
+            connection of the app's own database (``PostgresBackend``: an asyncpg
+            connection): the job exists if and only if that transaction commits,
+            and workers wake at the commit. Other stores refuse it at enqueue.
         :raises InvalidOptionError: for a negative or NaN delay, a naive ``at``,
             ``max_attempts < 1``, a non-positive timeout, both delay and at, a
             partition that is not a short string, an unknown *key_scope* or
@@ -379,6 +386,7 @@ class JobFunction(Generic[P, R]):
             "key_scope": key_scope,
             "on_conflict": on_conflict,
             "tags": {**(self._options.tags or {}), **tags} if tags is not None else None,
+            "connection": connection,
         }
         merged = attrs.evolve(
             self._options, **{name: value for name, value in given.items() if value is not None}

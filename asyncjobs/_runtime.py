@@ -22,6 +22,7 @@ from ._dispatcher import Dispatcher
 from ._events import EventBus, JobEnqueued, JobWasCancelled
 from ._exceptions import (
     ConfigurationError,
+    InvalidOptionError,
     NotRunningError,
     PayloadTooLarge,
     SerializationError,
@@ -663,12 +664,18 @@ class JobRuntime:
         :raises SerializationError: arguments the codec cannot encode.
         :raises PayloadTooLarge: encoded arguments over ``max_payload_bytes``.
         :raises NotRunningError: when the runtime is not started.
+        :raises InvalidOptionError: for calls with different ``connection=``
+            options, or one the store cannot enqueue in.
         """
         self._require_started()
         now = self.clock.now()
+        calls = list(calls)
         new_jobs = [self._new_job(call, now) for call in calls]
         if not new_jobs:
             return []
+        connection = calls[0].options.connection
+        if connection is not None or any(call.options.connection is not None for call in calls):
+            return await self._enqueue_on(connection, calls, new_jobs)
         dispatcher = self._dispatcher
         handoff = None
         if dispatcher is not None:
@@ -689,6 +696,30 @@ class JobRuntime:
             if handoff is not None:
                 assert dispatcher is not None
                 dispatcher.accept(handoff, handed, offered_at)
+        self._after_enqueue(
+            [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
+        )
+        return [
+            JobHandle(self, job, deduplicated=job.id != new.id)
+            for new, job in zip(new_jobs, stored, strict=True)
+        ]
+
+    async def _enqueue_on(
+        self, connection: Any, calls: list[JobCall[R]], new_jobs: list[NewJob]
+    ) -> list[JobHandle[R]]:
+        """Enqueue in the caller's transaction on *connection* (``options(connection=)``)."""
+        if any(call.options.connection is not connection for call in calls):
+            raise InvalidOptionError(
+                "the calls of one enqueue_many must all share one connection= (or none)"
+            )
+        enqueue_on = getattr(self.backend, "enqueue_on", None)
+        if enqueue_on is None:
+            raise InvalidOptionError(
+                f"options(connection=...) enqueues in the caller's database transaction, "
+                f"which {type(self.backend).__name__} cannot do: use PostgresBackend, or "
+                "enqueue after the commit"
+            )
+        stored: list[Job] = await enqueue_on(connection, new_jobs)
         self._after_enqueue(
             [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
         )

@@ -51,7 +51,22 @@ NOW: Final = (
 )
 
 #: What the driver raises for a failed call (anything else is a bug, and propagates).
-DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DRIVER_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# Errors after which a connection cannot be trusted: it is closed, not pooled again.
+_BROKEN: Final = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    OSError,
+    TimeoutError,
+)
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
 
@@ -184,7 +199,12 @@ class Database:
         """Run one statement on a pooled connection (its own transaction); its rows."""
         pool = self._pool()
         try:
-            rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
+            async with pool.acquire() as conn:
+                try:
+                    rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+                except _BROKEN:
+                    conn.terminate()
+                    raise
         except DRIVER_ERRORS as exc:
             raise translate(exc, action, self.where) from None
         return rows
@@ -198,7 +218,12 @@ class Database:
         """Run one statement; its status (``"DELETE 3"``)."""
         pool = self._pool()
         try:
-            status: str = await pool.execute(sql, *args)
+            async with pool.acquire() as conn:
+                try:
+                    status: str = await conn.execute(sql, *args)
+                except _BROKEN:
+                    conn.terminate()
+                    raise
         except DRIVER_ERRORS as exc:
             raise translate(exc, action, self.where) from None
         return status
@@ -208,8 +233,13 @@ class Database:
         """A pooled connection inside one transaction, committed when the block ends."""
         pool = self._pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                yield conn
+            async with pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        yield conn
+                except _BROKEN:
+                    conn.terminate()
+                    raise
         except DRIVER_ERRORS as exc:
             raise translate(exc, action, self.where) from None
 

@@ -95,7 +95,8 @@ def translate(exc: BaseException, action: str, where: str) -> BackendError:
         | asyncpg.ConnectionDoesNotExistError
         | asyncpg.CannotConnectNowError
         | asyncpg.AdminShutdownError
-        | asyncpg.InterfaceError,
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError,
     ):
         return PostgresUnreachableError(
             f"{action} on PostgreSQL at {where} failed: the connection was lost "
