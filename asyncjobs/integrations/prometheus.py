@@ -106,6 +106,8 @@ _BUCKETS = (
 #: are forgotten (an attempt whose outcome event was dropped must not leak).
 _MAX_STARTS = 100_000
 _JOB_LABELS = ("queue", "job_name")
+#: Seconds leaving waits for a read of the store in flight before cancelling it.
+_STOP_WAIT = 5.0
 
 
 @attrs.frozen
@@ -248,17 +250,23 @@ class Metrics:
         Events are counted from entry; the store is read every
         :attr:`refresh_interval` seconds while the runtime is started.
         """
-        stop = listen(runtime.events, self._on_event)
+        stop_listening = listen(runtime.events, self._on_event)
         self._observed.append(runtime)
+        stop, stopped = anyio.Event(), anyio.Event()
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._refresh_loop, runtime)
+                tasks.start_soon(self._refresh_loop, runtime, stop, stopped)
                 try:
                     yield
                 finally:
+                    # Let a read in flight finish rather than cancel it in the store
+                    # (briefly: a store that hangs must not hold up the exit).
+                    stop.set()
+                    with anyio.move_on_after(_STOP_WAIT, shield=True):
+                        await stopped.wait()
                     tasks.cancel_scope.cancel()
         finally:
-            stop()
+            stop_listening()
             self._observed.remove(runtime)
             snapshots = dict(self._snapshots)
             snapshots.pop(id(runtime), None)
@@ -274,13 +282,21 @@ class Metrics:
             if runtime.started:
                 await self._refresh_one(runtime)
 
-    async def _refresh_loop(self, runtime: JobRuntime) -> None:
-        while True:
-            # Entered before the runtime starts: read the store soon after it does.
-            while not runtime.started:
-                await anyio.sleep(min(0.1, self.refresh_interval))
-            await self._refresh_one(runtime)
-            await anyio.sleep(self.refresh_interval)
+    async def _refresh_loop(
+        self, runtime: JobRuntime, stop: anyio.Event, stopped: anyio.Event
+    ) -> None:
+        try:
+            while not stop.is_set():
+                if runtime.started:
+                    await self._refresh_one(runtime)
+                    pause = self.refresh_interval
+                else:
+                    # Entered before the runtime starts: read the store soon after it does.
+                    pause = min(0.1, self.refresh_interval)
+                with anyio.move_on_after(pause):
+                    await stop.wait()
+        finally:
+            stopped.set()
 
     async def _refresh_one(self, runtime: JobRuntime) -> None:
         key = id(runtime)
