@@ -20,7 +20,7 @@ Stat = tuple[float, float, float]  # median, min, max
 class System:
     name: str
     script: str
-    store: str  # memory | sqlite | redis: the asyncjobs backend it is compared with
+    store: str  # memory | sqlite | redis | postgres: the asyncjobs backend it is compared with
     kind: str  # asyncjobs | limit | peer
     env: str | None = None  # a peer's virtualenv under .envs/; None: this interpreter
     #: per-workload caps on the job count, with the reason (shown as a footnote).
@@ -162,7 +162,7 @@ def times_better(aj: float | None, other: float | None, higher_is_better: bool) 
 
 
 def ordered(systems: Iterable[System]) -> list[System]:
-    store = {"memory": 0, "sqlite": 1, "redis": 2}
+    store = {"memory": 0, "sqlite": 1, "redis": 2, "postgres": 3}
     kind = {"asyncjobs": 0, "limit": 1, "peer": 2}
     return sorted(systems, key=lambda s: (store[s.store], kind[s.kind]))
 

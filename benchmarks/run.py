@@ -50,6 +50,9 @@ ENVS: dict[str, list[str]] = {
     "huey": ["huey==3.5.4"],
     "taskiq": ["taskiq==0.13.0"],
     # APScheduler 4 is a pre-release; its SQLAlchemy store imports sniffio undeclared.
+    # PostgreSQL peers, on the run's own server (a fresh database per run).
+    "procrastinate": ["procrastinate==3.10.0"],
+    "pgqueuer": ["pgqueuer==1.6.0", "asyncpg==0.32.0"],
     "apscheduler": [
         "apscheduler==4.0.0a6",
         "sqlalchemy[asyncio]==2.1.9",
@@ -88,6 +91,10 @@ SYSTEMS: list[System] = [
     System("asyncjobs-redis", "asyncjobs_redis.py", "redis", "asyncjobs"),
     System("saq", "saq_redis.py", "redis", "peer", "saq"),
     System("arq", "arq_redis.py", "redis", "peer", "arq"),
+    System("asyncjobs-postgres", "asyncjobs_postgres.py", "postgres", "asyncjobs"),
+    System("postgres-skip-locked", "postgres_limit.py", "postgres", "limit"),
+    System("pgqueuer", "pgqueuer_pg.py", "postgres", "peer", "pgqueuer"),
+    System("procrastinate", "procrastinate_pg.py", "postgres", "peer", "procrastinate"),
 ]
 
 WORKLOADS = ["enqueue", "enqueue_bulk", "drain", "latency", "delayed", "rss", "enqueue_concurrent"]
@@ -239,6 +246,44 @@ class RedisServer:
         self.proc = None
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server (``tests/postgres_server.py``: fsync on, loopback).
+
+    Every run gets a fresh database (:meth:`fresh`), so no system sees another's tables.
+    """
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.version = "?"
+
+    def start(self) -> None:
+        sys.path.insert(0, str(ROOT))
+        from tests.postgres_server import PostgresServer as Server
+
+        self.server = Server()
+        self.server.start()
+        out = subprocess.run(
+            [str(self.server.bindir / "postgres"), "--version"], capture_output=True, text=True
+        ).stdout
+        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        self.version = out.split()[2] if len(out.split()) > 2 else "?"
+
+    def fresh(self) -> str:
+        psql = shutil.which("psql") or str(self.server.bindir / "psql")
+        for sql in ("DROP DATABASE IF EXISTS bench WITH (FORCE)", "CREATE DATABASE bench"):
+            subprocess.run(
+                [psql, "-q", "-X", "-d", self.server.url, "-c", sql],
+                check=True,
+                capture_output=True,
+            )
+        url: str = self.server.url_for("bench")
+        return url
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
 # -- running ------------------------------------------------------------------
 
 
@@ -250,6 +295,7 @@ class Runner:
         self.redis = redis
         self.log = log
         self.source = source  # the directory holding the asyncjobs package to measure
+        self.postgres: PostgresServer | None = None
 
     def workload_args(self, system: System, workload: str) -> list[str]:
         s = self.settings
@@ -267,6 +313,9 @@ class Runner:
             assert self.redis is not None
             self.redis.flush()
             args += ["--redis-url", self.redis.url]
+        if system.store == "postgres":
+            assert self.postgres is not None
+            args += ["--postgres-url", self.postgres.fresh()]
         return args
 
     def run_script(self, system: System, args: Sequence[str]) -> dict[str, Any]:
@@ -563,15 +612,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_env(env, log)
 
     redis: RedisServer | None = None
+    postgres: PostgresServer | None = None
     try:
         if any(s.store == "redis" for s in [*systems, *(e.system for e in extras)]):
             redis = RedisServer(WORK_DIR / "redis")
             redis.start()
         runner = Runner(settings, redis, log, source)
+        if any(s.store == "postgres" for s in systems):
+            postgres = PostgresServer()
+            postgres.start()
+            runner.postgres = postgres
+            print(f"PostgreSQL {postgres.version} on loopback (fsync on)", flush=True)
         cells = runner.run(systems, [w for w in WORKLOADS if w in workloads], extras)
     finally:
         if redis is not None:
             redis.stop()
+        if postgres is not None:
+            postgres.stop()
     duration = time.monotonic() - started
     command = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
     if args.update:

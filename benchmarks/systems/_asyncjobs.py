@@ -34,7 +34,9 @@ class AsyncJobsAdapter:
     def __init__(self, store: str) -> None:
         self.store = store
         self.name = f"asyncjobs-{store}"
-        driver = {"sqlite": ["aiosqlite"], "redis": ["redis"]}.get(store, [])
+        driver = {"sqlite": ["aiosqlite"], "redis": ["redis"], "postgres": ["asyncpg"]}.get(
+            store, []
+        )
         self.versions = version_of("asyncjobs", "anyio", *driver)
         self.versions["python"] = sys.version.split()[0]
         # Which asyncjobs ran: the checkout, a snapshot of a commit, or an install.
@@ -57,6 +59,11 @@ class AsyncJobsAdapter:
 
             self.path = fresh_path(args.workdir, "asyncjobs.db")
             return SQLiteBackend(self.path, synchronous="FULL")  # the default, spelled out
+        if self.store == "postgres":
+            from asyncjobs.backends import PostgresBackend
+
+            self.url = args.postgres_url  # a fresh database per run (run.py)
+            return PostgresBackend(self.url)
         from asyncjobs.backends import RedisBackend
 
         self.url = args.redis_url

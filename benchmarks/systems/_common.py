@@ -217,6 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=float, default=0.5, help="seconds the worker idles first")
     p.add_argument("--producers", type=int, default=100, help="enqueue_concurrent: tasks at once")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""))
+    p.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", ""))
     p.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "."))
     p.add_argument("--timeout", type=float, default=600.0)
     return p.parse_args(argv)
