@@ -96,6 +96,8 @@ class Presence:
                     self._bus.publish(
                         WorkerJoined(timestamp=self._clock.now(), worker_id=self._worker_id)
                     )
+            if self._stop.is_set():
+                break  # stopped while the write was in flight: its wake-up is spent
             # On the runtime's clock, like heartbeats: a test that moves its clock
             # a day ahead finds this runtime refreshed, not aged out.
             self._wake = anyio.Event()
