@@ -174,9 +174,7 @@ class Dispatcher:
         # written): its lease is heartbeated until the outcome is recorded.
         self._claims = ClaimBook()
         self._running: dict[str, Claim] = {}  # by lease token
-        self._global_limiter = (
-            PoolGate(slots.max_concurrency) if slots.global_cap_binds else None
-        )
+        self._global_limiter = PoolGate(slots.max_concurrency) if slots.global_cap_binds else None
         # Queues whose claim loop waits for work (it found none): new jobs enqueued
         # here may go straight to their workers (see offer()).
         self._waiting: set[str] = set()
