@@ -216,9 +216,13 @@ async def tick(ctx: JobContext) -> None:
 
 
 def make_backend(url: str, prefix: str | None = None) -> Backend:
-    """The backend at *url*; a Redis one keeps its keys under *prefix*."""
-    if urlsplit(url).scheme.lower().startswith("redis"):
+    """The backend at *url*; a Redis one keeps its keys under *prefix*, a PostgreSQL one
+    its tables in a schema named after it."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme.startswith("redis"):
         return from_url(url, prefix=prefix or "asyncjobs")
+    if scheme.startswith("postgres"):
+        return from_url(url, schema=(prefix or "asyncjobs").replace("-", "_"))
     return from_url(url)
 
 

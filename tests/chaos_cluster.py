@@ -270,13 +270,17 @@ class Cluster:
 
 
 def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    """The body of a ``cluster`` fixture parametrized with ``"sqlite"`` / ``"redis"``.
+    """The body of a ``cluster`` fixture parametrized with ``"sqlite"``, ``"redis"`` or
+    ``"postgres"``.
 
     SQLite: a file in *tmp_path*; Redis: the session server under a prefix of
-    the test's own. The cluster's processes die with the test.
+    the test's own; PostgreSQL: the session server in a schema of the test's
+    own. The cluster's processes die with the test.
     """
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
     else:
         url = request.getfixturevalue("redis_url")
     chaos = Cluster(url, f"chaos-{uuid.uuid4().hex[:12]}", tmp_path)

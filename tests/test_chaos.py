@@ -46,9 +46,10 @@ from tests.chaos_cluster import (
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    """A cluster on a SQLite file or on the session Redis; its processes die with the test."""
+    """A cluster on a SQLite file, the session Redis or the session PostgreSQL; its
+    processes die with the test."""
     yield from make_cluster(request, tmp_path)
 
 
@@ -491,3 +492,75 @@ async def test_workers_ride_out_a_redis_restart_and_lose_no_acknowledged_job(
     assert statuses == [0, 0], chaos.log_tails()
     repeated = sum(len(tries) - 1 for tries in starts.values())
     print(f"\nredis restart: {len(stored)} jobs complete, {repeated} handler runs repeated")
+
+
+@pytest.mark.usefixtures("postgres_url")  # skips (or fails in CI) the same way without PostgreSQL
+async def test_workers_ride_out_a_postgres_restart_and_lose_no_acknowledged_job(
+    tmp_path: Path,
+) -> None:
+    from asyncjobs import BackendError
+    from tests.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        chaos = Cluster(server.url, "restart", tmp_path)
+        try:
+            async with chaos.runtime() as runtime:
+                pauses = [random.uniform(0.002, 0.008) for _ in range(RESTART_JOBS)]
+                handles = await runtime.enqueue_many([record.call(p) for p in pauses])
+                workers = [chaos.start_worker(concurrency=4, lease=2) for _ in range(2)]
+
+                async def under_way() -> int | None:
+                    done = (await counts(runtime))[JobState.COMPLETE]
+                    return done if done >= RESTART_JOBS // 4 else None
+
+                await chaos.poll(under_way, "a quarter of the jobs to complete")
+                # Outcomes the server acknowledged before it dies: they must survive as is.
+                acknowledged = await runtime.list_jobs(state="complete", limit=RESTART_JOBS)
+                assert len(acknowledged) < RESTART_JOBS, "the restart must come mid-run"
+                late: list[str] = []
+                # SIGKILL of the postmaster and its backends: only committed (fsync'd)
+                # transactions survive. An enqueue fails fast while it is down; the app
+                # tries again, with a key per job so that a retry never doubles a job.
+                server.kill()
+                async with anyio.create_task_group() as tasks:
+
+                    async def enqueue_late() -> None:
+                        for i in range(RESTART_LATE_JOBS):
+                            call = record.options(key=f"late-{i}").call(0.002)
+                            with anyio.fail_after(60):
+                                while True:
+                                    try:
+                                        [handle] = await runtime.enqueue_many([call])
+                                        break
+                                    except BackendError:
+                                        await anyio.sleep(0.05)
+                            late.append(handle.id)
+
+                    tasks.start_soon(enqueue_late)
+                    await anyio.sleep(0.5)
+                    await anyio.to_thread.run_sync(server.start)
+
+                async def drained() -> Counter[JobState] | None:
+                    states = await counts(runtime)
+                    total = RESTART_JOBS + RESTART_LATE_JOBS
+                    return states if states[JobState.COMPLETE] == total else None
+
+                states = await chaos.poll(drained, "every acknowledged job to complete")
+                stored = await all_jobs(runtime, RESTART_JOBS + RESTART_LATE_JOBS)
+                assert all(worker.poll() is None for worker in workers), chaos.log_tails()
+                statuses = await chaos.stop(*workers)
+        finally:
+            chaos.close()
+
+    assert states[JobState.QUEUED] == states[JobState.RUNNING] == 0
+    assert set(stored) == {handle.id for handle in handles} | set(late)
+    assert {job.state for job in stored.values()} == {JobState.COMPLETE}
+    for job in acknowledged:
+        assert stored[job.id] == job, "an acknowledged outcome was lost or redone"
+    starts = runs_by_job(chaos.runs(), "start")
+    assert set(starts) == set(stored)
+    for job_id, job in stored.items():
+        assert starts[job_id][-1].pid == pid_of(job)
+    assert statuses == [0, 0], chaos.log_tails()
+    repeated = sum(len(tries) - 1 for tries in starts.values())
+    print(f"\npostgres restart: {len(stored)} jobs complete, {repeated} handler runs repeated")

@@ -31,9 +31,9 @@ WORKERS = 3
 CONCURRENCY = 4  # per process: 12 slots in all, so only the cluster-wide limit binds
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    """A cluster on a SQLite file or on the session Redis."""
+    """A cluster on a SQLite file, the session Redis or the session PostgreSQL."""
     yield from make_cluster(request, tmp_path)
 
 
