@@ -309,21 +309,21 @@ class Admin:
 
     # -- operator actions ---------------------------------------------------------------
 
-    async def _record(self, actor: str | None, action: str, target: str, result: str) -> None:
+    async def _record(self, actor: str | None, action: str, target: str, outcome: str) -> None:
         entry = AuditEntry(
             at=self.clock.now(),
             actor=actor or self.actor,
             action=action,
             target=target,
-            result=result,
+            outcome=outcome,
         )
         audit_logger.info(
             "%s %s %s: %s",
             entry.actor,
             action,
             target,
-            result,
-            extra={"actor": entry.actor, "action": action, "target": target, "result": result},
+            outcome,
+            extra={"actor": entry.actor, "action": action, "target": target, "outcome": outcome},
         )
         if self.bus is not None and self.bus.has_subscribers:
             self.bus.publish(
@@ -332,7 +332,7 @@ class Admin:
                     actor=entry.actor,
                     action=action,
                     target=target,
-                    result=result,
+                    outcome=outcome,
                 )
             )
         try:

@@ -187,13 +187,13 @@ class OperatorAction(Event):
     :ivar actor: who asked (given by the caller; the OS user for the CLI).
     :ivar action: e.g. ``"job.retry"``, ``"queue.pause"``, ``"jobs.purge"``.
     :ivar target: the job id, queue or schedule name, or a filter description.
-    :ivar result: ``"ok"``, or why the action did not happen.
+    :ivar outcome: ``"ok"``, or why the action did not happen.
     """
 
     actor: str
     action: str
     target: str
-    result: str
+    outcome: str
 
 
 class EventStream:

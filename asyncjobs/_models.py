@@ -148,7 +148,7 @@ class NewJob:
     key_expires_at: float | None = None
     on_conflict: OnConflict = OnConflict.RETURN
     #: a small str -> str map (tenant, correlation id), kept with the job.
-    tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr)
+    tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr, hash=False)
 
     def queued(self) -> Job:
         """The record a store holds right after inserting this job: queued, never attempted."""
@@ -231,7 +231,7 @@ class Job:
     progress_message: str | None = None
     cancel_requested: bool = False
     partition: str | None = None
-    tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr)
+    tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr, hash=False)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -296,7 +296,7 @@ class WorkerRecord:
 
     id: str
     last_seen: float
-    data: bytes
+    data: bytes = attrs.field(repr=size_repr)
 
 
 @attrs.frozen(kw_only=True)
@@ -304,7 +304,7 @@ class AuditRecord:
     """One operator action as the store keeps it: when, and the encoded entry."""
 
     at: float
-    data: bytes
+    data: bytes = attrs.field(repr=size_repr)
 
 
 @attrs.frozen(kw_only=True)

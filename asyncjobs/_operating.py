@@ -104,19 +104,19 @@ class AuditEntry:
     :ivar actor: who asked (the caller names it: a user, a token's identity, the OS user).
     :ivar action: e.g. ``"job.retry"``, ``"queue.pause"``, ``"jobs.purge"``.
     :ivar target: the job id, queue or schedule name, or the purge filter.
-    :ivar result: ``"ok"`` (with a count for purges), or why nothing happened.
+    :ivar outcome: ``"ok"`` (with a count for purges), or why nothing happened.
     """
 
     at: float
     actor: str
     action: str
     target: str
-    result: str
+    outcome: str
 
     def encode(self) -> AuditRecord:
         """The store's record of this entry."""
         data = {"actor": self.actor, "action": self.action, "target": self.target}
-        data["result"] = self.result
+        data["outcome"] = self.outcome
         return AuditRecord(at=self.at, data=json.dumps(data, sort_keys=True).encode())
 
     @classmethod
@@ -128,7 +128,7 @@ class AuditEntry:
             actor=str(data.get("actor", "?")),
             action=str(data.get("action", "?")),
             target=str(data.get("target", "?")),
-            result=str(data.get("result", "?")),
+            outcome=str(data.get("outcome", "?")),
         )
 
 

@@ -141,7 +141,7 @@ async def test_actions_are_audited_with_their_actor(
             paused = await events.wait_for(QueuePaused)
             action = await events.wait_for(OperatorAction)
 
-    assert [(e.actor, e.action, e.result) for e in reversed(trail)] == [
+    assert [(e.actor, e.action, e.outcome) for e in reversed(trail)] == [
         ("alice", "queue.pause", "ok"),
         ("alice", "queue.resume", "ok"),
         ("bob", "job.cancel", "ok"),
