@@ -8,6 +8,7 @@ wait for something.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -32,6 +33,7 @@ from asyncjobs._exceptions import (
     SchemaVersionError,
 )
 from asyncjobs._models import (
+    MAX_ATTEMPT_HISTORY,
     ClaimLimits,
     ErrorInfo,
     Job,
@@ -56,6 +58,7 @@ from asyncjobs.backends.sqlite import (
     _checks,
     _control,
     _flow,
+    _history,
     _inspection,
     _keys,
     _lifecycle,
@@ -249,6 +252,7 @@ async def test_a_new_file_gets_the_current_schema_in_wal_mode(
     } <= indexes
     assert "asyncjobs_jobs_active_key" not in indexes  # keys have a table of their own
     assert {"asyncjobs_keys", "asyncjobs_partitions", "asyncjobs_rate_claims"} <= tables
+    assert {"asyncjobs_attempts", "asyncjobs_workers", "asyncjobs_audit"} <= tables
     assert sweeps == [(1, 0)]  # lease sweeps never paused yet
     # The writers' queue file stays beside the database (see the module docstring).
     assert (tmp_path / "jobs.db-lock").is_file()
@@ -416,6 +420,73 @@ async def test_a_file_at_schema_4_upgrades_keeping_its_jobs_and_held_keys(
         ("k:running", "running-keyed"),
     ]
     assert "asyncjobs_jobs_active_key" not in indexes
+
+
+async def test_a_file_at_schema_5_upgrades_keeping_its_jobs_and_keys(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The file an asyncjobs at schema version 5 wrote: the released first five steps.
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as db:
+        for step in _schema._MIGRATIONS[:5]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("UPDATE asyncjobs_schema SET version = 5")
+        insert = (
+            "INSERT INTO asyncjobs_jobs (id, name, queue, payload, state, due_at, enqueued_at,"
+            " priority, max_attempts, key, key_scope, attempts, lease_token, lease_expires_at,"
+            " worker_id, finished_at) VALUES (?, 'tasks.old', ?, x'7b7d', ?, ?, ?, 0, 3, ?, ?,"
+            " ?, ?, ?, ?, ?)"
+        )
+        then = clock.now() - 5
+        for job_id, state, key, scope, attempts, token, finished in (
+            # Holds its key until its first claim: still queued, it holds it.
+            ("waiting", "queued", "k:waiting", "queued", 0, None, None),
+            # Claimed already: a queued-scope key is free from the first claim on.
+            ("claimed", "running", "k:claimed", "queued", 1, "t" * 32, None),
+            ("active", "running", "k:active", None, 1, "u" * 32, None),
+            ("done", "complete", None, None, 1, None, then),
+        ):
+            expires = None if token is None else clock.now() + LEASE
+            worker = None if token is None else "old-worker"
+            row = (job_id, QUEUE, state, then, then, key, scope, attempts, token, expires, worker)
+            db.execute(insert, (*row, finished))  # its insert trigger takes the key
+    db.close()
+
+    backend = await open_backend(path, clock)
+    try:
+        # Old jobs have no tags and no history; the keys still held stay held.
+        assert [(job.id, job.tags) for job in await backend.list_jobs()] == [
+            ("done", {}),
+            ("active", {}),
+            ("claimed", {}),
+            ("waiting", {}),
+        ]
+        assert await backend.get_attempts("done") == []
+        for key, holder in (("k:waiting", "waiting"), ("k:active", "active")):
+            [job] = await backend.enqueue([new_job(clock, key=key)])
+            assert job.id == holder
+        [fresh] = await backend.enqueue([new_job(clock, key="k:claimed", tags={"t": "1"})])
+        assert fresh.id != "claimed"
+        assert [job.id for job in await backend.list_jobs(tags={"t": "1"})] == [fresh.id]
+        # An old running job's attempt is recorded when it ends, with its old worker.
+        outcome = Outcome(job_id="active", lease_token="u" * 32, kind=OutcomeKind.COMPLETE)
+        assert await backend.settle([outcome]) == []
+        [attempt] = await backend.get_attempts("active")
+        assert (attempt.number, attempt.worker_id, attempt.outcome) == (1, "old-worker", "complete")
+        assert await backend.delete_job("done") is True
+    finally:
+        await backend.aclose()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (SCHEMA_VERSION,)
+        keys = db.execute("SELECT key, job_id FROM asyncjobs_keys ORDER BY key").fetchall()
+    db.close()
+    assert keys == [
+        ("k:active", "active"),
+        ("k:claimed", fresh.id),
+        ("k:waiting", "waiting"),
+    ]
 
 
 async def test_a_failing_migration_leaves_the_file_as_it_was(
@@ -1029,6 +1100,104 @@ async def test_pruning_a_keyed_job_drops_its_key_row(
     assert again.id != job.id
 
 
+async def test_a_queued_scope_key_stays_free_when_its_job_is_released(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    [job] = await store.enqueue([new_job(clock, key="k", key_scope=KeyScope.QUEUED)])
+    [claimed] = await store.claim(QUEUE, 1, "worker-1", LEASE)
+    release = Outcome(
+        job_id=job.id, lease_token=claimed.lease_token or "", kind=OutcomeKind.RELEASE
+    )
+    assert await store.settle([release]) == []
+    released = await store.get_job(job.id)
+    assert released is not None
+    assert (released.state, released.attempts) == (JobState.QUEUED, 0)
+
+    [other] = await store.enqueue([new_job(clock, key="k", key_scope=KeyScope.QUEUED)])
+
+    assert other.id != job.id
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("SELECT key, job_id FROM asyncjobs_keys").fetchall() == [("k", other.id)]
+    db.close()
+
+
+def history_rows(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT j.id, a.seq, a.number FROM asyncjobs_attempts AS a"
+            " LEFT JOIN asyncjobs_jobs AS j ON j.seq = a.job_seq ORDER BY a.job_seq, a.seq"
+        ).fetchall()
+    db.close()
+    return rows
+
+
+async def test_history_rows_are_trimmed_and_go_with_their_job(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    keep = MAX_ATTEMPT_HISTORY
+    [job, removed] = await store.enqueue(
+        [new_job(clock, max_attempts=keep + 10), new_job(clock, key="once", queue="other")]
+    )
+    for _ in range(keep + 2):
+        [claimed] = await store.claim(QUEUE, 1, "worker-1", LEASE)
+        retry = Outcome(
+            job_id=job.id, lease_token=claimed.lease_token or "", kind=OutcomeKind.RETRY
+        )
+        assert await store.settle([retry]) == []
+    [claimed] = await store.claim(QUEUE, 1, "worker-1", LEASE)
+    clock.advance(LEASE + 1)
+    assert await store.recover_expired() == 1
+    # A release hands its attempt's number back: the history counts its own rows.
+    [claimed] = await store.claim(QUEUE, 1, "worker-1", LEASE)
+    release = Outcome(
+        job_id=job.id, lease_token=claimed.lease_token or "", kind=OutcomeKind.RELEASE
+    )
+    assert await store.settle([release]) == []
+
+    recorded = keep + 4  # the retries, the expired lease, the release
+    rows = history_rows(tmp_path / "jobs.db")
+    assert [seq for _, seq, _ in rows] == list(range(recorded - keep + 1, recorded + 1))
+    assert [number for _, _, number in rows][-3:] == [keep + 2, keep + 3, keep + 4]
+    attempts = await store.get_attempts(job.id)
+    assert [a.outcome for a in attempts][-2:] == ["lease_expired", "release"]
+
+    # Removed at its settle: the job, its key and its history go; none is recorded.
+    [running] = await store.claim("other", 1, "worker-1", LEASE)
+    done = Outcome(
+        job_id=removed.id,
+        lease_token=running.lease_token or "",
+        kind=OutcomeKind.COMPLETE,
+        remove=True,
+    )
+    assert await store.settle([done]) == []
+    assert await store.get_job(removed.id) is None
+    # Deleted: the rest of the history goes too.
+    assert await store.delete_job(job.id) is True
+    assert history_rows(tmp_path / "jobs.db") == []
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM asyncjobs_keys").fetchone() == (0,)
+    db.close()
+
+
+async def test_tags_are_one_json_object_and_filter_by_any_key(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    tags = {"tenant.id": "t1", 'quote"d': "ünïcode", "n": "1"}
+    [tagged, plain] = await store.enqueue([new_job(clock, tags=tags), new_job(clock)])
+
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        stored = dict(db.execute("SELECT id, tags FROM asyncjobs_jobs").fetchall())
+    db.close()
+    assert stored[plain.id] is None  # no tags: nothing stored
+    assert json.loads(stored[tagged.id]) == tags
+    for key, value in tags.items():
+        assert [job.id for job in await store.list_jobs(tags={key: value})] == [tagged.id]
+    assert await store.list_jobs(tags={"n": "2"}) == []
+    [claimed, _] = await store.claim(QUEUE, 2, "worker-1", LEASE)
+    assert claimed.tags == tags
+    assert await store.purge(tags={"tenant.id": "t1"}) == 0  # running: never purged
+
+
 async def test_starts_and_outcomes_in_one_settle(store: SQLiteBackend, clock: ManualClock) -> None:
     await store.enqueue([new_job(clock) for _ in range(3)])
     first, second, third = await store.claim(QUEUE, 3, "worker-1", LEASE)
@@ -1183,6 +1352,9 @@ def query_plan(path: Path, sql: str, parameters: tuple[Any, ...]) -> str:
         ),
         ("prune", "COVERING INDEX asyncjobs_jobs_finished (state=? AND finished_at<?)"),
         ("stats", "COVERING INDEX asyncjobs_jobs_finished"),
+        ("record_attempts", "SEARCH a USING PRIMARY KEY (job_seq=?)"),
+        ("record_expired", "INDEX asyncjobs_jobs_lease (lease_expires_at<?)"),
+        ("attempts", "SEARCH asyncjobs_attempts USING PRIMARY KEY (job_seq=?)"),
     ],
 )
 async def test_hot_queries_use_their_index_and_never_scan_the_table(
@@ -1203,6 +1375,12 @@ async def test_hot_queries_use_their_index_and_never_scan_the_table(
             ("complete", 1.0),
         ),
         "stats": (_inspection._QUEUE_STATS_SQL.format(partition=""), (1.0,)),
+        "record_attempts": (
+            _history._outcomes_sql(1),
+            ("id", "token", None, "complete", None, None, 1.0),
+        ),
+        "record_expired": (_history._EXPIRED_SQL, (1.0, "LeaseExpired", "gone", 1.0)),
+        "attempts": (_history._READ_SQL, ("id",)),
     }
     sql, parameters = queries[query]
 

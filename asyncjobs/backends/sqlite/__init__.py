@@ -23,11 +23,15 @@ Design (see ``DESIGN.md`` section 3):
   one write transaction that reads the counts it judges by and updates them;
   partition rounds are kept per partition and per queue.
 - **Outcomes** are one ``UPDATE ... FROM (VALUES ...) RETURNING id`` per kind:
-  the lease-token check and the write in one statement.
+  the lease-token check and the write in one statement; the attempts they end
+  are recorded in the same transaction, one ``INSERT ... SELECT`` per batch
+  (the latest 25 per job are kept), as are the leases a sweep takes back.
 - **Dedup** is enforced by a key table (one holder per key, its primary key),
   looked up and taken inside the writer's exclusive transaction: however many
   processes race one key, one job takes it. The holder's scope (queued,
-  active, window) is judged from its row.
+  active, window) is judged from its row; a claim drops a queued-scope key.
+- **Tags** are one JSON object per job (NULL without tags), filtered with
+  ``json_each`` in SQL; workers and audit entries are opaque rows.
 - **Leases** carry a random 128-bit token; heartbeats, progress and outcomes
   are applied only with the current one. A lease runs from when the write
   lock is held, and is never lost to a wait for the lock alone.
@@ -39,10 +43,11 @@ Design (see ``DESIGN.md`` section 3):
   load), ``synchronous=FULL``, the backend alone: bulk enqueue 40,000-45,000
   jobs/s (one ``executemany`` transaction); one awaited enqueue about 0.33 ms;
   claim + settle of no-op jobs about 11,000 jobs/s in batches of 10 (two
-  commits per batch). Eight processes enqueueing and working one file as fast
-  as they can (``benchmarks/sqlite_contention.py``): enqueue p50 7-10 ms, p99
-  about 23 ms, max under 0.2 s; the writer queue trades a little throughput
-  (75-95 % of an unfair lock's) for that tail.
+  commits per batch; recording the attempts, schema 6, costs a settle about
+  10 us of CPU per job, some 10 % of a drain's). Eight processes enqueueing
+  and working one file as fast as they can (``benchmarks/sqlite_contention.py``):
+  enqueue p50 7-10 ms, p99 about 23 ms, max under 0.2 s; the writer queue
+  trades a little throughput (75-95 % of an unfair lock's) for that tail.
 
 Not supported: trio (aiosqlite needs asyncio), network filesystems.
 
@@ -66,9 +71,11 @@ docstring of the file that implements it):
   lease recovery, progress
 - ``_flow.py``: claims under cluster-wide limits (``claim_limited``)
 - ``_wakeups.py``: wake-ups (in-process and the poll of other processes'), the next due time
-- ``_control.py``: cancel, retry a dead job, pause a queue, prune
+- ``_history.py``: attempt history: recorded by settles and lease sweeps, trimmed, read
+- ``_control.py``: cancel, retry a dead job, pause a queue, prune, delete, purge
 - ``_schedules.py``: stored schedules and the once-per-tick fire
-- ``_inspection.py``: one job, a filtered page, counts per queue
+- ``_inspection.py``: one job, a filtered page (tags, enqueue time, cursor), counts per queue
+- ``_registry.py``: the workers registry and the audit trail
 """
 
 from __future__ import annotations

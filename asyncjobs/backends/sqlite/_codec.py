@@ -5,12 +5,37 @@ Column order is the one of ``JOB_COLUMNS`` and ``SCHEDULE_COLUMNS`` (``_statemen
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..._models import ErrorInfo, Job, JobState, NewJob, Schedule
 from ._statements import Row
 
-__all__ = ["error_columns", "insert_row", "schedule_row", "to_job", "to_schedule"]
+__all__ = [
+    "decode_tags",
+    "encode_tags",
+    "error_columns",
+    "insert_row",
+    "schedule_row",
+    "to_job",
+    "to_schedule",
+]
+
+
+def encode_tags(tags: Mapping[str, str]) -> str | None:
+    """The ``tags`` column of *tags*: a JSON object, or NULL for none (most jobs)."""
+    if not tags:
+        return None
+    return json.dumps(dict(tags), ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_tags(text: str | None) -> dict[str, str]:
+    """The tags of a ``tags`` column."""
+    if text is None:
+        return {}
+    tags: dict[str, str] = json.loads(text)
+    return tags
 
 
 def insert_row(new: NewJob) -> tuple[Any, ...]:
@@ -28,6 +53,7 @@ def insert_row(new: NewJob) -> tuple[Any, ...]:
         new.key,
         new.schedule,
         new.fire_at,
+        encode_tags(new.tags),
     )
 
 
@@ -68,7 +94,8 @@ def to_job(row: Row) -> Job:
         cancel_requested,
         fire_at,
         partition,
-    ) = row[:27]
+        tags,
+    ) = row[:28]
     return Job(
         id=job_id,
         name=name,
@@ -97,6 +124,7 @@ def to_job(row: Row) -> Job:
         progress_message=progress_message,
         cancel_requested=bool(cancel_requested),
         partition=partition,
+        tags=decode_tags(tags),
     )
 
 

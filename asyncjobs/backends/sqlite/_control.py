@@ -1,4 +1,10 @@
-"""Operator actions, seen by every process sharing the file: cancel, retry dead, pause, prune."""
+"""Operator actions, seen by every process sharing the file: cancel, retry dead, pause,
+prune, delete and purge.
+
+Deleting a job frees its key, a throttle window's too, and drops its attempt
+history: the delete triggers of schemas 5 and 6 do that, whichever statement
+deletes the row.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,11 @@ from ..._models import FINISHED_STATES, Job, JobState
 from ._codec import to_job
 from ._database import Database
 from ._keys import holders, take_key
-from ._statements import JOB_COLUMNS, all_rows, first_row
+from ._statements import JOB_COLUMNS, all_rows, first_row, job_filters
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
 
-__all__ = ["cancel", "pause_queue", "prune", "retry_dead"]
+__all__ = ["cancel", "delete_job", "pause_queue", "prune", "purge", "retry_dead"]
 
 # Rows deleted per prune transaction, so a big prune never holds the write lock long.
 _PRUNE_BATCH = 5000
@@ -137,3 +143,59 @@ async def prune(db: Database, cutoffs: Mapping[JobState, float]) -> int:
             if count < _PRUNE_BATCH:
                 break
     return deleted
+
+
+async def delete_job(db: Database, job_id: str) -> bool:
+    """Delete a job that is not running; ``False`` when there is none such."""
+
+    def body(conn: sqlite3.Connection, tx: Tx) -> bool:
+        return bool(
+            all_rows(
+                conn,
+                "DELETE FROM asyncjobs_jobs WHERE id = ? AND state <> 'running' RETURNING seq",
+                (job_id,),
+            )
+        )
+
+    return await db.write("delete_job", body, bounded=True, single=True)
+
+
+async def purge(
+    db: Database,
+    *,
+    queue: str | None = None,
+    state: JobState | None = None,
+    name: str | None = None,
+    partition: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    finished_before: float | None = None,
+) -> int:
+    """Delete every job matching all given filters but running ones, a batch per statement."""
+    if state is JobState.RUNNING:
+        return 0
+    clauses, params = job_filters(
+        tags,
+        queue=queue,
+        state=None if state is None else str(state),
+        name=name,
+        partition=partition,
+    )
+    if finished_before is not None:
+        clauses.append("finished_at < ?")
+        params.append(finished_before)
+    where = " AND ".join(["state <> 'running'", *clauses])
+    sql = (
+        "DELETE FROM asyncjobs_jobs WHERE seq IN"
+        f" (SELECT seq FROM asyncjobs_jobs WHERE {where} LIMIT ?) RETURNING seq"
+    )
+
+    def body(conn: sqlite3.Connection, tx: Tx) -> int:
+        return len(all_rows(conn, sql, (*params, _PRUNE_BATCH)))
+
+    deleted = 0
+    while True:
+        # Batches, as for prune: claims elsewhere never wait long behind a big purge.
+        count = await db.write("purge", body, bounded=True, single=True)
+        deleted += count
+        if count < _PRUNE_BATCH:
+            return deleted

@@ -31,11 +31,11 @@ from ._writer import Tx
 
 __all__ = ["enqueue", "insert_jobs"]
 
-_INSERT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')"
+_INSERT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')"
 _INSERT_HEAD: Final = """
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, due_at, enqueued_at, priority,
-         max_attempts, timeout, key, schedule, fire_at, state)
+         max_attempts, timeout, key, schedule, fire_at, tags, state)
     VALUES """
 _INSERT_SQL: Final = _INSERT_HEAD + _INSERT_ROW
 # A new job handed to an idle worker of the enqueueing process: inserted already
@@ -53,9 +53,9 @@ _INSERT_CLAIMED_SQL: Final = f"""
     )
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, due_at, enqueued_at, priority,
-         max_attempts, timeout, key, schedule, fire_at, state, attempts,
+         max_attempts, timeout, key, schedule, fire_at, tags, state, attempts,
          lease_token, lease_expires_at, worker_id)
-    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
         CASE WHEN ok THEN 'running' ELSE 'queued' END, ok,
         CASE WHEN ok THEN lower(hex(randomblob(16))) END,
         CASE WHEN ok THEN (SELECT now FROM t) + ? END, CASE WHEN ok THEN ? END
@@ -70,9 +70,9 @@ _MAX_INSERT_ROWS: Final = 500
 _INSERT_FULL_SQL: Final = """
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, due_at, enqueued_at, priority,
-         max_attempts, timeout, key, schedule, fire_at, partition, round,
+         max_attempts, timeout, key, schedule, fire_at, tags, partition, round,
          key_scope, key_expires_at, state)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
 """
 _REPLACE_SQL: Final = (
     "UPDATE asyncjobs_jobs SET payload = ?, due_at = ? WHERE id = ? AND state = 'queued'"

@@ -1,13 +1,17 @@
-"""Reads for the console, the CLI and tools, on the read connection: never on the hot path."""
+"""Reads for the console, the CLI and tools, on the read connection: never on the hot path.
+
+(A job's attempt history is read in ``_history.py``.)
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ..._models import Job, JobState, QueueStats
 from ._codec import to_job
 from ._database import Database
-from ._statements import JOB_COLUMNS
+from ._statements import JOB_COLUMNS, job_filters
 
 __all__ = ["get_job", "list_jobs", "queue_stats"]
 
@@ -46,22 +50,35 @@ async def list_jobs(
     name: str | None = None,
     schedule: str | None = None,
     partition: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    enqueued_after: float | None = None,
+    enqueued_before: float | None = None,
     limit: int = 100,
     offset: int = 0,
+    after: str | None = None,
 ) -> list[Job]:
-    """Return a page of jobs matching every given filter, newest enqueued first."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("queue", queue),
-        ("state", None if state is None else str(state)),
-        ("name", name),
-        ("schedule", schedule),
-        ("partition", partition),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
+    """Return a page of jobs matching every given filter, newest enqueued first.
+
+    *after* is the id of the last job of the previous page: the page goes on
+    from that job's place in enqueue order (an unknown id matches nothing).
+    """
+    clauses, params = job_filters(
+        tags,
+        queue=queue,
+        state=None if state is None else str(state),
+        name=name,
+        schedule=schedule,
+        partition=partition,
+    )
+    if enqueued_after is not None:
+        clauses.append("enqueued_at >= ?")
+        params.append(enqueued_after)
+    if enqueued_before is not None:
+        clauses.append("enqueued_at < ?")
+        params.append(enqueued_before)
+    if after is not None:
+        clauses.append("seq < (SELECT seq FROM asyncjobs_jobs WHERE id = ?)")
+        params.append(after)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await db.read(
         "list_jobs",

@@ -6,13 +6,14 @@ primary key is what makes one job the holder however many processes race a
 key: the lookup here and the insert that takes the key (the insert trigger of
 schema 5) run in the same write transaction (the writer's ``BEGIN
 IMMEDIATE``). Whether the named job still holds the key is judged from its row
-when the key is next wanted, so claiming or finishing a job writes nothing
-here:
+when the key is next wanted, so finishing a job writes nothing here:
 
-- ``queued``: while the job waits for its first claim (queued, no attempt);
+- ``queued``: while the job waits for its first claim; the claim drops its row
+  (a trigger of schema 6), so a job released back to the queue holds it no more;
 - ``active`` (also a job stored before schema 5): while it is queued or running;
-- ``window``: until ``key_expires_at``, whatever its state. Pruning the job
-  ends the hold (the delete trigger of schema 5 drops its row).
+- ``window``: until ``key_expires_at``, whatever its state. Deleting the job
+  (pruned, purged, deleted, removed at settle) ends the hold: the delete
+  trigger of schema 5 drops its row.
 """
 
 from __future__ import annotations

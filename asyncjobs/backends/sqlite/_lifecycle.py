@@ -6,7 +6,9 @@
   the worker reports the start through :func:`settle`. (Claims under limits
   are in ``_flow.py``.)
 - **Outcomes** are one ``UPDATE ... FROM (VALUES ...) RETURNING id`` per kind:
-  the lease-token check and the write in one statement.
+  the lease-token check and the write in one statement. The attempts they end
+  are recorded first, in the same transaction (``_history.py``); an outcome
+  with ``remove`` then deletes the job it finished.
 - **Leases** carry a random 128-bit token; heartbeats, progress and outcomes
   are applied only with the current one. A lease runs from when the write
   lock is held; sweeps of expired leases pause after a stalled write
@@ -27,7 +29,8 @@ from ..._models import ErrorInfo, Job, JobStart, Outcome, OutcomeKind
 from .. import HeartbeatReply
 from ._codec import error_columns, to_job
 from ._database import Database
-from ._statements import JOB_COLUMNS, MAX_PARAMS, NOW_CTE, Row, all_rows, chunked, rows_of
+from ._history import record_expired, record_outcomes
+from ._statements import JOB_COLUMNS, NOW_CTE, Row, all_rows, chunked, marks, rows_of
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
 
@@ -106,7 +109,7 @@ def _settle_sql(spec: tuple[str, str], count: int, returning: bool = True) -> st
 
 def claim_order(row: Row) -> tuple[Any, ...]:
     """The claim order key of a ``JOB_COLUMNS, seq, round`` row: priority, round, due time, seq."""
-    return (row[7], row[28], row[5], row[27])
+    return (row[7], row[29], row[5], row[28])
 
 
 _EXPIRED_SQL: Final = """
@@ -196,6 +199,19 @@ async def settle(
         else:
             finished.append(outcome)
     again = {outcome.job_id for outcome in (*retried, *released)}
+    # A job deleted at its settle takes its history along: none is recorded for it.
+    removed = {outcome.job_id for outcome in finished if outcome.remove}
+    attempts: list[Row] = [
+        (
+            outcome.job_id,
+            outcome.lease_token,
+            outcome.started_at,
+            outcome.kind.value,
+            *error_columns(outcome.error)[:2],
+        )
+        for outcome in first.values()
+        if outcome.job_id not in removed
+    ]
 
     start_chunks = list(chunked(starts, per_item=3))
 
@@ -229,17 +245,23 @@ async def settle(
                 )
             )
             conn.execute(_settle_sql(_SETTLE_STARTS, len(chunk), returning=False), values)
+        if attempts:
+            record_outcomes(conn, attempts, tx.now)
         rows: list[Row] = []
         for sql, values in statements(tx.now):
             rows += all_rows(conn, sql, values)
+        if removed:
+            # Finished first (a slot of a limited queue wakes its waiters), then deleted.
+            gone = [job_id for job_id, _ in rows if job_id in removed]
+            for chunk in chunked(gone):
+                conn.execute(f"DELETE FROM asyncjobs_jobs WHERE id IN ({marks(len(chunk))})", chunk)
         queues = {queue for job_id, queue in rows if job_id in again}
         if queues:
             bump(conn, queues)
         return rows
 
-    # A batch of finished jobs (the common case), or of starts, is one statement.
-    fits = len(finished) <= (MAX_PARAMS - 1) // 8
-    single = not again and ((not starts and fits) or (not finished and len(start_chunks) == 1))
+    # A batch of starts alone is one statement; outcomes record their attempts too.
+    single = not first and len(start_chunks) == 1
     rows = await db.write("settle", body, single=single)
     if any(job_id in again or queue in wakeups.limited for job_id, queue in rows):
         wakeups.notify()
@@ -270,6 +292,7 @@ async def recover_expired(db: Database, wakeups: Wakeups) -> int:
         now = tx.now
         if now < resume_at:
             return 0, set()
+        record_expired(conn, now, _EXPIRED_ERROR)
         error = error_columns(_EXPIRED_ERROR)
         killed = all_rows(
             conn,

@@ -12,6 +12,9 @@
 - ``asyncjobs_rate_claims``: claim times in the rate windows (``_flow.py``).
 - ``asyncjobs_schedules``: stored schedules (``_schedules.py``).
 - ``asyncjobs_lease_sweeps``: when lease sweeps resume after a stall (``_stalls.py``).
+- ``asyncjobs_attempts``: each job's attempt history, the latest ones (``_history.py``).
+- ``asyncjobs_workers``, ``asyncjobs_audit``: live runtimes and operator actions,
+  opaque records (``_registry.py``).
 - ``asyncjobs_schema``: the version, :data:`SCHEMA_VERSION` once migrated.
 """
 
@@ -230,6 +233,68 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             DELETE FROM asyncjobs_keys WHERE key = OLD.key AND job_id = OLD.id;
         END
         """,
+    ),
+    # 6: operating. Jobs carry tags (a JSON object; NULL for none). Each attempt
+    # that ended is kept in its job's history, keyed by the job's ``seq``: jobs
+    # end roughly in enqueue order, so a settle's attempts land on one or two
+    # pages (a random job id would dirty a page per attempt). ``seq`` counts a
+    # job's attempts as recorded (``number`` may repeat: a release hands its
+    # number back), so the write that adds one trims the oldest by a range.
+    # (A deleted job's seq may be reused: its history goes with it.)
+    (
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN tags TEXT",
+        """
+        CREATE TABLE asyncjobs_attempts (
+            job_seq INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            number INTEGER NOT NULL,
+            worker_id TEXT,
+            started_at REAL,
+            finished_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            error_type TEXT,
+            error_message TEXT,
+            PRIMARY KEY (job_seq, seq)
+        ) WITHOUT ROWID
+        """,
+        # A deleted job (pruned, purged, deleted, removed at settle) takes its history.
+        """
+        CREATE TRIGGER asyncjobs_jobs_history_gone AFTER DELETE ON asyncjobs_jobs
+        BEGIN
+            DELETE FROM asyncjobs_attempts WHERE job_seq = OLD.seq;
+        END
+        """,
+        # A queued-scope key is let go for good at its job's first claim (a job
+        # released back to the queue does not take it again).
+        """
+        CREATE TRIGGER asyncjobs_jobs_key_claimed AFTER UPDATE OF state ON asyncjobs_jobs
+        WHEN NEW.state = 'running' AND NEW.key_scope = 'queued'
+        BEGIN
+            DELETE FROM asyncjobs_keys WHERE key = NEW.key AND job_id = NEW.id;
+        END
+        """,
+        """
+        DELETE FROM asyncjobs_keys WHERE job_id IN (
+            SELECT id FROM asyncjobs_jobs
+            WHERE key_scope = 'queued' AND (state <> 'queued' OR attempts > 0)
+        )
+        """,
+        """
+        CREATE TABLE asyncjobs_workers (
+            id TEXT PRIMARY KEY,
+            last_seen REAL NOT NULL,
+            data BLOB NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # ``seq`` keeps entries of one time in the order they were recorded.
+        """
+        CREATE TABLE asyncjobs_audit (
+            seq INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            data BLOB NOT NULL
+        )
+        """,
+        "CREATE INDEX asyncjobs_audit_at ON asyncjobs_audit (at)",
     ),
 )
 

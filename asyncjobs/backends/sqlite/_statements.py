@@ -15,7 +15,7 @@ Each operation's own statements sit beside the code that runs it (``_enqueue.py`
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "all_rows",
     "chunked",
     "first_row",
+    "job_filters",
     "marks",
     "rows_of",
 ]
@@ -41,7 +42,7 @@ JOB_COLUMNS: Final = (
     "id, name, queue, payload, state, due_at, enqueued_at, priority, attempts,"
     " max_attempts, timeout, key, schedule, lease_token, lease_expires_at, worker_id,"
     " started_at, finished_at, result, error_type, error_message, error_traceback,"
-    " progress, progress_message, cancel_requested, fire_at, partition"
+    " progress, progress_message, cancel_requested, fire_at, partition, tags"
 )
 #: A schedule row, in the order ``_codec.to_schedule`` reads it.
 SCHEDULE_COLUMNS: Final = (
@@ -73,6 +74,36 @@ def rows_of(width: int, count: int) -> str:
     """``(?, ?), (?, ?), ...``: *count* VALUES rows of *width* parameters."""
     one = f"({marks(width)})"
     return ", ".join([one] * count)
+
+
+# A job carries a tag: its key and value are in the job's JSON object. json_each
+# takes any key as it is (a JSON path would need quoting rules for keys with dots).
+_TAG_CLAUSE: Final = (
+    "EXISTS (SELECT 1 FROM json_each(asyncjobs_jobs.tags) AS tag"
+    " WHERE tag.key = ? AND tag.type = 'text' AND tag.value = ?)"
+)
+
+
+def job_filters(
+    tags: Mapping[str, str] | None = None, **columns: str | None
+) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (and their parameters) for jobs matching every given filter.
+
+    *columns* are equality filters on job columns (``None``: not filtered);
+    *tags* matches jobs carrying every given tag.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in columns.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if tags:
+        clauses.append("tags IS NOT NULL")
+        for key, value in tags.items():
+            clauses.append(_TAG_CLAUSE)
+            params += (key, value)
+    return clauses, params
 
 
 def all_rows(conn: sqlite3.Connection, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:

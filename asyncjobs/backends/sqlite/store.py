@@ -1,8 +1,9 @@
 """The SQLite store: :class:`SQLiteBackend`, one method per operation of the contract.
 
 Its methods follow the contract's groups (StoreConnection, JobLifecycle,
-FlowControl, WorkSignals, QueueControl, ScheduleStore, Inspection) and hand each
-operation to the module that holds its SQL and the code that runs it.
+FlowControl, WorkSignals, QueueControl, ScheduleStore, Inspection,
+WorkerRegistry, AuditTrail) and hand each operation to the module that holds
+its SQL and the code that runs it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import anyio
 from ..._clock import Clock
 from ..._exceptions import ConfigurationError
 from ..._models import (
+    Attempt,
+    AuditRecord,
     ClaimLimits,
     ClaimReply,
     Handoff,
@@ -25,9 +28,20 @@ from ..._models import (
     Outcome,
     QueueStats,
     Schedule,
+    WorkerRecord,
 )
 from .. import HeartbeatReply
-from . import _checks, _control, _enqueue, _flow, _inspection, _lifecycle, _schedules
+from . import (
+    _checks,
+    _control,
+    _enqueue,
+    _flow,
+    _history,
+    _inspection,
+    _lifecycle,
+    _registry,
+    _schedules,
+)
 from ._database import Database
 from ._wakeups import Wakeups
 from ._writer import Writer
@@ -266,6 +280,42 @@ class SQLiteBackend:
         """
         return await _control.prune(self._db, cutoffs)
 
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a job that is not running, with its history; it frees its key.
+
+        Waits at most ``write_timeout`` for the write lock.
+
+        :returns: ``False`` when there is no such job or it is running.
+        """
+        return await _control.delete_job(self._db, job_id)
+
+    async def purge(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        name: str | None = None,
+        partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        finished_before: float | None = None,
+    ) -> int:
+        """Delete every job matching all given filters, except running ones.
+
+        A batch per transaction, as :meth:`prune` does: a purge that fails
+        part-way has deleted the batches before.
+
+        :returns: how many jobs were deleted.
+        """
+        return await _control.purge(
+            self._db,
+            queue=queue,
+            state=state,
+            name=name,
+            partition=partition,
+            tags=tags,
+            finished_before=finished_before,
+        )
+
     # -- ScheduleStore --------------------------------------------------------------
 
     async def put_schedule(self, schedule: Schedule) -> Schedule:
@@ -310,6 +360,10 @@ class SQLiteBackend:
         """Return one job, or ``None``."""
         return await _inspection.get_job(self._db, job_id)
 
+    async def get_attempts(self, job_id: str) -> list[Attempt]:
+        """Return a job's attempt history, oldest first (empty for an unknown job)."""
+        return await _history.get_attempts(self._db, job_id)
+
     async def list_jobs(
         self,
         *,
@@ -318,10 +372,19 @@ class SQLiteBackend:
         name: str | None = None,
         schedule: str | None = None,
         partition: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        enqueued_after: float | None = None,
+        enqueued_before: float | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[Job]:
-        """Return a page of jobs matching every given filter, newest enqueued first."""
+        """Return a page of jobs matching every given filter, newest enqueued first.
+
+        *tags* matches jobs carrying every given tag; the time range is on
+        ``enqueued_at`` (``after <= t < before``); *after* is the id of the
+        last job of the previous page (an unknown id gives an empty page).
+        """
         return await _inspection.list_jobs(
             self._db,
             queue=queue,
@@ -329,10 +392,45 @@ class SQLiteBackend:
             name=name,
             schedule=schedule,
             partition=partition,
+            tags=tags,
+            enqueued_after=enqueued_after,
+            enqueued_before=enqueued_before,
             limit=limit,
             offset=offset,
+            after=after,
         )
 
     async def queue_stats(self, *, partition: str | None = None) -> list[QueueStats]:
         """Count jobs per queue and state (of one *partition*, when given), in one snapshot."""
         return await _inspection.queue_stats(self._db, partition=partition)
+
+    # -- WorkerRegistry -------------------------------------------------------------
+
+    async def register_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace the record of ``record.id``."""
+        await _registry.register_worker(self._db, record)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's record (at its shutdown); unknown ids are ignored."""
+        await _registry.remove_worker(self._db, worker_id)
+
+    async def list_workers(self, seen_since: float) -> list[WorkerRecord]:
+        """Return the records last seen at or after *seen_since*, ordered by id.
+
+        Older records (dead workers) are deleted.
+        """
+        return await _registry.list_workers(self._db, seen_since)
+
+    # -- AuditTrail -----------------------------------------------------------------
+
+    async def record_audit(self, record: AuditRecord) -> None:
+        """Store one entry; waits at most ``write_timeout`` for the write lock."""
+        await _registry.record_audit(self._db, record)
+
+    async def list_audit(self, limit: int = 100, before: float | None = None) -> list[AuditRecord]:
+        """Return up to *limit* entries, newest first (those before *before*, when given)."""
+        return await _registry.list_audit(self._db, limit, before)
+
+    async def prune_audit(self, before: float) -> int:
+        """Delete the entries recorded before *before*; return how many."""
+        return await _registry.prune_audit(self._db, before)
