@@ -27,11 +27,11 @@ REASONS = (
     "claimed",
     "due_later",
     "paused",
+    "behind_key",
     "no_worker",
     "unknown_job",
     "limited",
     "queue_full",
-    "behind_key",
     "waiting",
 )
 
@@ -129,6 +129,19 @@ async def _queued(
     queue = stats.get(job.queue)
     if queue is not None and queue.paused:
         return said("paused", f"its queue {job.queue!r} is paused", queue=job.queue)
+    if job.key is not None:
+        holders = [
+            other
+            for other in await store.list_jobs(state=JobState.RUNNING, limit=_AHEAD_SCAN)
+            if other.key == job.key and other.id != job.id
+        ]
+        if holders:
+            return said(
+                "behind_key",
+                f"job {holders[0].id} with the same key {job.key!r} is running",
+                key=job.key,
+                holder=holders[0].id,
+            )
     serving = [worker for worker in workers if job.queue in worker.queues]
     if not serving:
         return said(
@@ -158,19 +171,6 @@ async def _queued(
             running=str(running),
             slots=str(slots),
         )
-    if job.key is not None:
-        holders = [
-            other
-            for other in await store.list_jobs(state=JobState.RUNNING, limit=_AHEAD_SCAN)
-            if other.key == job.key and other.id != job.id
-        ]
-        if holders:
-            return said(
-                "behind_key",
-                f"job {holders[0].id} with the same key {job.key!r} is running",
-                key=job.key,
-                holder=holders[0].id,
-            )
     ahead = await _ahead(store, job)
     return said(
         "waiting",

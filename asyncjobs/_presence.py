@@ -78,17 +78,27 @@ class Presence:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Register, then refresh every interval until :meth:`stop`; survives store outages."""
+        """Register (the start completes after the first attempt), then refresh every
+        interval until :meth:`stop`; survives store outages."""
         backoff = LoopBackoff(cap=self._interval)
         joined = False
-        task_status.started()
+        started = False
         while not self._stop.is_set():
             try:
                 await self._backend.register_worker(self._record().encode())
             except Exception as exc:
                 self._guard.failed("worker registry", exc)
+                if not started:
+                    # A store that is away must not hold the runtime's start up.
+                    started = True
+                    task_status.started()
                 await pause(backoff.next_delay(), self._stop)
                 continue
+            if not started:
+                # Registered before the runtime's block begins: any process listing
+                # workers from then on sees this one.
+                started = True
+                task_status.started()
             backoff.reset()
             if not joined:
                 joined = True

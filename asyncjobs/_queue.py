@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -18,6 +19,9 @@ from ._exceptions import ConfigurationError, InvalidOptionError
 from ._limits import Slots
 from ._models import ClaimLimits, RateWindow
 from ._retry import Backoff, BackoffLike, make_backoff, seconds
+
+if TYPE_CHECKING:
+    from ._registry import JobDefinition
 
 __all__ = ["DEFAULT_POOL", "Queue", "QueuePlan", "RateLimit", "claim_limits"]
 
@@ -261,3 +265,64 @@ class QueuePlan:
             # so prefetch cannot break them.)
             no_prefetch=[name for name in limits if self.queues[name].rate_limit is not None],
         )
+
+    def claim_limits(self, job_rates: Mapping[str, RateLimit]) -> dict[str, ClaimLimits]:
+        """What each queue's claims carry: its cluster-wide limits and every job's rate."""
+        limits: dict[str, ClaimLimits] = {}
+        for name, queue in self.queues.items():
+            made = claim_limits(queue, job_rates)
+            if made is not None:
+                limits[name] = made
+        return limits
+
+    def describe_limits(self) -> dict[str, dict[str, str]]:
+        """Per queue, its cluster-wide limits as text (for the workers registry)."""
+        described: dict[str, dict[str, str]] = {}
+        for name, queue in self.queues.items():
+            limits: dict[str, str] = {}
+            if queue.global_concurrency is not None:
+                limits["global_concurrency"] = str(queue.global_concurrency)
+            if queue.partition_concurrency is not None:
+                limits["partition_concurrency"] = str(queue.partition_concurrency)
+            if queue.rate_limit is not None:
+                rate = queue.rate_limit
+                limits["rate_limit"] = f"{rate.limit} per {rate.per:g} s"
+            if limits:
+                described[name] = limits
+        return described
+
+    def settings(
+        self,
+        definition: JobDefinition,
+        queue: str,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, int, float | None]:
+        """A job's ``(priority, max_attempts, timeout)``: the given values (from options
+        or a schedule), else its definition's, else its queue's, else the defaults."""
+        defaults = self.queues[queue]
+        return (
+            _first(priority, definition.priority, defaults.priority, 0),
+            _first(max_attempts, definition.max_attempts, defaults.max_attempts, 3),
+            _first(timeout, definition.timeout, defaults.timeout, None),
+        )
+
+    def backoff_for(
+        self, definition: JobDefinition | None, queue: str, default: Backoff
+    ) -> Backoff:
+        """The backoff of a job: its definition's, else its queue's, else *default*."""
+        if definition is not None and definition.backoff is not None:
+            return definition.backoff
+        settings = self.queues.get(queue)
+        if settings is not None and settings.backoff is not None:
+            return settings.backoff
+        return default
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not ``None`` (the last one is the fallback)."""
+    for value in values[:-1]:
+        if value is not None:
+            return value
+    return values[-1]

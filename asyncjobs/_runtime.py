@@ -6,10 +6,10 @@ import logging
 import os
 import secrets
 import socket
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -19,31 +19,24 @@ import attrs
 from ._admin import Admin
 from ._clock import Clock, SystemClock
 from ._dispatcher import Dispatcher
-from ._events import EventBus, JobEnqueued, JobWasCancelled
+from ._enqueue import Enqueuer
+from ._events import EventBus, JobWasCancelled
 from ._exceptions import (
     ConfigurationError,
-    InvalidOptionError,
     NotRunningError,
-    PayloadTooLarge,
-    SerializationError,
     UnknownJobError,
     UnknownQueueError,
 )
 from ._handle import JobHandle
 from ._models import (
     FINISHED_STATES,
-    ClaimLimits,
     Job,
     JobState,
-    KeyScope,
-    NewJob,
-    OnConflict,
     QueueStats,
-    new_job_id,
 )
 from ._operating import WorkerInfo
 from ._presence import Presence
-from ._queue import Queue, QueuePlan, RateLimit, claim_limits
+from ._queue import Queue, QueuePlan, RateLimit
 from ._registry import JobCall, JobDefinition, JobFunction, JobRegistry, _JobDecorator
 from ._resilience import StoreGuard, StoreStatus
 from ._retry import Backoff, BackoffLike, ExponentialBackoff, make_backoff, seconds
@@ -86,14 +79,6 @@ def _make_backend(backend: Backend | str | None) -> Backend:
             f"not {type(backend).__name__}"
         )
     return backend
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not ``None`` (the last one is the fallback)."""
-    for value in values[:-1]:
-        if value is not None:
-            return value
-    return values[-1]
 
 
 def _retention(
@@ -237,6 +222,18 @@ class JobRuntime:
         self._registry = JobRegistry()
         self._registry.bind(self, self._vet_definition)
         self._registries: list[JobRegistry] = [self._registry]
+        self._enqueuer = Enqueuer(
+            self,
+            backend=self.backend,
+            clock=self.clock,
+            codec=self.codec,
+            bus=self.events,
+            plan=self.queue_plan,
+            definitions=self._definitions,
+            max_payload_bytes=self.max_payload_bytes,
+            check_queue=self._check_queue,
+            dispatcher=lambda: self._dispatcher,
+        )
         #: the stored schedules: ``await runtime.schedules.list()``, ``.add(...)``, ``.pause(name)``
         self.schedules = ScheduleBook(self)
         self._scheduler_loop: Scheduler | None = None
@@ -470,8 +467,14 @@ class JobRuntime:
                     guard=self._guard,
                     maintenance=self._maintenance,
                     heartbeat=self.heartbeat,
-                    claim_limits=self._claim_limits(),
-                    backoff_for=self._backoff_for,
+                    claim_limits=self.queue_plan.claim_limits(
+                        {
+                            name: definition.rate_limit
+                            for name, definition in self._definitions.items()
+                            if definition.rate_limit is not None
+                        }
+                    ),
+                    backoff_for=partial(self.queue_plan.backoff_for, default=self.default_backoff),
                     remove={state for state, age in self.retention.items() if age == 0},
                     state=lambda: self.state,
                 )
@@ -481,7 +484,7 @@ class JobRuntime:
                     clock=self.clock,
                     bus=self.events,
                     declared=self.schedules.declared,
-                    on_enqueued=self._after_enqueue,
+                    on_enqueued=self._enqueuer.after_enqueue,
                     guard=self._guard,
                 )
                 await tasks.start(self._scheduler_loop.run)
@@ -524,18 +527,6 @@ class JobRuntime:
         """This runtime as the workers registry shows it (host and pid filled in later)."""
         dispatcher = self._dispatcher
         runs = self.role != "enqueue"
-        limits: dict[str, dict[str, str]] = {}
-        for name, queue in self.queue_plan.queues.items():
-            described: dict[str, str] = {}
-            if queue.global_concurrency is not None:
-                described["global_concurrency"] = str(queue.global_concurrency)
-            if queue.partition_concurrency is not None:
-                described["partition_concurrency"] = str(queue.partition_concurrency)
-            if queue.rate_limit is not None:
-                rate = queue.rate_limit
-                described["rate_limit"] = f"{rate.limit} per {rate.per:g} s"
-            if described:
-                limits[name] = described
         return WorkerInfo(
             id=self.worker_id,
             host="",
@@ -543,7 +534,7 @@ class JobRuntime:
             role=self.role,
             queues=dict(self.slots.limits) if runs else {},
             pool=self.slots.max_concurrency if runs else 0,
-            limits=limits if runs else {},
+            limits=self.queue_plan.describe_limits() if runs else {},
             jobs=tuple(sorted(self._definitions)) if runs else (),
             held={q: h for q, h in dispatcher.held_by.items() if h} if dispatcher else {},
             running=dispatcher.slots.total if dispatcher is not None else 0,
@@ -570,20 +561,6 @@ class JobRuntime:
         """Cancel a job this process runs (for :class:`Admin`)."""
         return self._dispatcher is not None and self._dispatcher.cancel_local(job_id)
 
-    def _claim_limits(self) -> dict[str, ClaimLimits]:
-        """What each queue's claims carry: its cluster-wide limits and every job's rate."""
-        job_rates = {
-            name: definition.rate_limit
-            for name, definition in self._definitions.items()
-            if definition.rate_limit is not None
-        }
-        limits: dict[str, ClaimLimits] = {}
-        for name, queue in self.queue_plan.queues.items():
-            made = claim_limits(queue, job_rates)
-            if made is not None:
-                limits[name] = made
-        return limits
-
     def job_settings(
         self,
         definition: JobDefinition,
@@ -594,21 +571,7 @@ class JobRuntime:
     ) -> tuple[int, int, float | None]:
         """A job's ``(priority, max_attempts, timeout)``: the given values (from
         options or a schedule), else its definition's, else its queue's, else the defaults."""
-        defaults = self.queue_plan.queues[queue]
-        return (
-            _first(priority, definition.priority, defaults.priority, 0),
-            _first(max_attempts, definition.max_attempts, defaults.max_attempts, 3),
-            _first(timeout, definition.timeout, defaults.timeout, None),
-        )
-
-    def _backoff_for(self, definition: JobDefinition | None, queue: str) -> Backoff:
-        """The backoff of a job: its definition's, else its queue's, else the runtime's."""
-        if definition is not None and definition.backoff is not None:
-            return definition.backoff
-        settings = self.queue_plan.queues.get(queue)
-        if settings is not None and settings.backoff is not None:
-            return settings.backoff
-        return self.default_backoff
+        return self.queue_plan.settings(definition, queue, priority, max_attempts, timeout)
 
     async def _close_backend(self) -> None:
         # Shielded so a cancelled host still releases connections (and threads).
@@ -668,141 +631,7 @@ class JobRuntime:
             options, or one the store cannot enqueue in.
         """
         self._require_started()
-        now = self.clock.now()
-        calls = list(calls)
-        new_jobs = [self._new_job(call, now) for call in calls]
-        if not new_jobs:
-            return []
-        connection = calls[0].options.connection
-        if connection is not None or any(call.options.connection is not None for call in calls):
-            return await self._enqueue_on(connection, calls, new_jobs)
-        dispatcher = self._dispatcher
-        handoff = None
-        if dispatcher is not None:
-            due = Counter(new.queue for new in new_jobs if new.due_at <= now)
-            handoff = dispatcher.offer(due) if due else None
-        handed: list[Job] = []
-        offered_at = self.clock.now()
-        try:
-            stored = await self.backend.enqueue(new_jobs, handoff)
-            # A new job that comes back running was claimed for this worker's idle
-            # slots in the same store operation: it starts without a claim.
-            handed = [
-                job
-                for new, job in zip(new_jobs, stored, strict=True)
-                if job.id == new.id and job.state is JobState.RUNNING
-            ]
-        finally:
-            if handoff is not None:
-                assert dispatcher is not None
-                dispatcher.accept(handoff, handed, offered_at)
-        self._after_enqueue(
-            [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
-        )
-        return [
-            JobHandle(self, job, deduplicated=job.id != new.id)
-            for new, job in zip(new_jobs, stored, strict=True)
-        ]
-
-    async def _enqueue_on(
-        self, connection: Any, calls: list[JobCall[R]], new_jobs: list[NewJob]
-    ) -> list[JobHandle[R]]:
-        """Enqueue in the caller's transaction on *connection* (``options(connection=)``)."""
-        if any(call.options.connection is not connection for call in calls):
-            raise InvalidOptionError(
-                "the calls of one enqueue_many must all share one connection= (or none)"
-            )
-        enqueue_on = getattr(self.backend, "enqueue_on", None)
-        if enqueue_on is None:
-            raise InvalidOptionError(
-                f"options(connection=...) enqueues in the caller's database transaction, "
-                f"which {type(self.backend).__name__} cannot do: use PostgresBackend, or "
-                "enqueue after the commit"
-            )
-        stored: list[Job] = await enqueue_on(connection, new_jobs)
-        self._after_enqueue(
-            [job for new, job in zip(new_jobs, stored, strict=True) if job.id == new.id]
-        )
-        return [
-            JobHandle(self, job, deduplicated=job.id != new.id)
-            for new, job in zip(new_jobs, stored, strict=True)
-        ]
-
-    def _after_enqueue(self, jobs: list[Job]) -> None:
-        """Wake local claim loops and publish events for newly stored *jobs*."""
-        dispatcher = self._dispatcher
-        if dispatcher is not None:
-            # Also for delayed jobs: a claim loop may be sleeping past their due time.
-            # Not for jobs handed straight to this worker: there is nothing to claim.
-            for queue in {job.queue for job in jobs if job.state is JobState.QUEUED}:
-                dispatcher.kick(queue)
-        if self.events.has_subscribers:
-            now = self.clock.now()
-            for job in jobs:
-                self.events.publish(
-                    JobEnqueued(
-                        timestamp=now,
-                        job_id=job.id,
-                        job_name=job.name,
-                        queue=job.queue,
-                        due_at=job.due_at,
-                    )
-                )
-
-    def _new_job(self, call: JobCall[Any], now: float) -> NewJob:
-        definition = call.definition
-        if self._definitions.get(definition.name) is not definition:
-            raise UnknownJobError(
-                f"job {definition.name!r} belongs to a registry this runtime does not include"
-            )
-        options = call.options
-        queue = options.queue or definition.queue
-        self._check_queue(queue)
-        types = definition.types
-        try:
-            if types is not None and types.arguments:
-                # Typed by the handler's annotations; its errors name the argument.
-                payload = types.encode_arguments(self.codec, call.args, call.kwargs)
-            else:
-                payload = self.codec.encode({"a": list(call.args), "k": dict(call.kwargs)})
-        except SerializationError as exc:
-            if types is not None and types.arguments:
-                raise
-            raise SerializationError(
-                f"the arguments of job {definition.name!r} cannot be encoded: {exc.__cause__}; "
-                "pass plain values (str, int, float, bool, None, lists, dicts with str keys) "
-                "or give the runtime a codec that handles them"
-            ) from exc
-        if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"the arguments of job {definition.name!r} encode to {len(payload)} bytes, "
-                f"over the limit of {self.max_payload_bytes}; store large data elsewhere and "
-                "pass a reference, or raise JobRuntime(max_payload_bytes=...)"
-            )
-        due_at = options.at.timestamp() if options.at is not None else now + (options.delay or 0.0)
-        priority, max_attempts, timeout = self.job_settings(
-            definition, queue, options.priority, options.max_attempts, options.timeout
-        )
-        scope = options.key_scope
-        return NewJob(
-            id=new_job_id(now),
-            name=definition.name,
-            queue=queue,
-            payload=payload,
-            due_at=due_at,
-            enqueued_at=now,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            key=options.key,
-            partition=options.partition,
-            key_scope=KeyScope.WINDOW
-            if isinstance(scope, timedelta)
-            else (scope or KeyScope.ACTIVE),
-            key_expires_at=now + scope.total_seconds() if isinstance(scope, timedelta) else None,
-            on_conflict=options.on_conflict or OnConflict.RETURN,
-            tags=dict(options.tags) if options.tags else {},
-        )
+        return await self._enqueuer.enqueue_many(calls)
 
     # -- operating ------------------------------------------------------------------
 

@@ -315,7 +315,7 @@ class ScheduleBook:
         schedule = await self.get(name)
         now = self.runtime.clock.now()
         stored = await self.runtime.backend.enqueue(jobs_for(schedule, [now], now))
-        self.runtime._after_enqueue(stored)
+        self.runtime._enqueuer.after_enqueue(stored)
         return JobHandle(self.runtime, stored[0])
 
     async def runs(self, name: str, limit: int = 10) -> builtins.list[Job]:

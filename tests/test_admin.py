@@ -281,7 +281,8 @@ async def test_explain_names_every_reason(make_runtime: RuntimeFactory, clock: M
 
         waiting = await tenant.options(partition="u", key="k").enqueue()
         await wait_until(lambda: _started(web, waiting.id))
-        behind = await tenant.options(partition="v", key="k", on_conflict="replace").enqueue()
+        # Queued where no worker claims it, so nothing but the key explains it first.
+        behind = await call.options(queue="orphan", key="k", on_conflict="replace").enqueue()
         seen["behind_key"] = await admin.explain(behind.id)
 
         gate.set()
@@ -306,9 +307,9 @@ async def test_explain_names_every_reason(make_runtime: RuntimeFactory, clock: M
     assert "rate_limit" in seen["limited"].message
     assert reasons["limited_partition"] == "limited"
     assert "partition" in seen["limited_partition"].message
-    assert reasons["behind_key"] == "behind_key"
+    assert reasons["behind_key"] == "behind_key", seen["behind_key"]
     assert reasons["finished"] == "finished"
-    assert reasons["waiting_or_next"] in ("waiting", "running", "claimed", "finished")
+    assert reasons["waiting_or_next"] in ("waiting", "queue_full", "running", "claimed", "finished")
     assert set(REASONS) >= set(reasons.values())
 
 
