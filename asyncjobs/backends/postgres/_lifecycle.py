@@ -131,6 +131,8 @@ class Statements:
                     lease_token = NULL, lease_expires_at = NULL,
                     worker_id = CASE WHEN {requeue} THEN NULL ELSE j.worker_id END,
                     cancel_requested = CASE WHEN {requeue} THEN false ELSE j.cancel_requested END,
+                    progress = CASE WHEN {requeue} THEN NULL ELSE j.progress END,
+                    progress_message = CASE WHEN {requeue} THEN NULL ELSE j.progress_message END,
                     {history_append(q, "o.started_at", "o.kind", "o.error_type", "o.error_message")}
                 FROM o
                 WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
@@ -173,6 +175,8 @@ class Statements:
                     lease_token = NULL, lease_expires_at = NULL,
                     worker_id = CASE WHEN {dead} THEN j.worker_id ELSE NULL END,
                     cancel_requested = CASE WHEN {dead} THEN j.cancel_requested ELSE false END,
+                    progress = CASE WHEN {dead} THEN j.progress ELSE NULL END,
+                    progress_message = CASE WHEN {dead} THEN j.progress_message ELSE NULL END,
                     {history_append(q, "j.started_at", "'lease_expired'", "$3::text", "$4::text")}
                 FROM e WHERE j.seq = e.seq
                 RETURNING j.queue, CASE WHEN j.state = 'queued' THEN 'retry' ELSE 'dead' END AS kind

@@ -237,7 +237,8 @@ end
 local function requeue(id, queue, due, seq, priority, set, del, round, partition)
   local jk = job_key(id)
   add(set, 'state', 'queued', 'due_at', due)
-  add(del, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested')
+  add(del, 'lease_token', 'lease_expires_at', 'worker_id', 'cancel_requested', 'progress',
+      'progress_message')
   redis.call('HSET', jk, unpack(set))
   redis.call('HDEL', jk, unpack(del))
   if redis.call('ZREM', qkey(queue, 'running'), id) == 1 then left_running(queue, partition) end

@@ -73,7 +73,7 @@ _SETTLE_FINISHED: Final = (
 )
 _REQUEUED = (
     "state = 'queued', due_at = o.due_at, lease_token = NULL, lease_expires_at = NULL,"
-    " worker_id = NULL, cancel_requested = 0"
+    " worker_id = NULL, cancel_requested = 0, progress = NULL, progress_message = NULL"
 )
 _SETTLE_RETRY: Final = (
     "id, token, started_at, due_at, error_type, error_message, error_traceback",
@@ -307,7 +307,8 @@ async def recover_expired(db: Database, wakeups: Wakeups) -> int:
             conn,
             "UPDATE asyncjobs_jobs SET state = 'queued', due_at = ?, error_type = ?,"
             " error_message = ?, error_traceback = ?, lease_token = NULL,"
-            " lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0"
+            " lease_expires_at = NULL, worker_id = NULL, cancel_requested = 0,"
+            " progress = NULL, progress_message = NULL"
             " WHERE state = 'running' AND lease_expires_at <= ?"
             " RETURNING queue",
             (now, *error, now),

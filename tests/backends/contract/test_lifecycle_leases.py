@@ -347,6 +347,21 @@ async def test_set_progress_needs_the_current_token(backend: Backend, clock: Man
     assert not await backend.set_progress(job.id, job.lease_token, 1.0, None)
 
 
+@pytest.mark.parametrize("kind", [OutcomeKind.RETRY, OutcomeKind.RELEASE])
+async def test_a_requeued_job_shows_no_progress(
+    backend: Backend, clock: ManualClock, kind: OutcomeKind
+) -> None:
+    job = await start(backend, clock)
+    assert job.lease_token is not None
+    assert await backend.set_progress(job.id, job.lease_token, 0.7, "page 7 of 10")
+
+    await settle_ok(backend, outcome(job, kind, due_at=clock.now(), error=BOOM))
+
+    queued = await stored(backend, job.id)
+    assert queued.state is JobState.QUEUED
+    assert (queued.progress, queued.progress_message) == (None, None)
+
+
 # -- store faults (sqlite contention) --
 #
 # A store may have to wait before it can apply a write (another process holds a
