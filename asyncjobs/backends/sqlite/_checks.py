@@ -89,13 +89,15 @@ def warn_if_wal_reset_bug(path: str, *, stacklevel: int) -> None:
     """
     if not _has_wal_reset_bug(_version_tuple(sqlite3.sqlite_version)):
         return
+    # The same text from the same caller is shown once per process by Python's
+    # default warning filter: no path in it, so a CLI call or a web process that
+    # opens the file repeatedly says it once.
     warnings.warn(
         UnsafeSQLiteWarning(
-            f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug (SQLite 3.7.0 "
-            "through 3.51.2; fixed in 3.51.3, 3.50.7 and 3.44.6), which can corrupt "
-            f"{path} when several connections write it at once, as this "
-            "one and another open connection will: run Python linked against "
-            "SQLite 3.51.3 or newer (see https://sqlite.org/wal.html#walresetbug)"
+            f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug (3.7.0 through 3.51.2; "
+            "fixed in 3.51.3, 3.50.7, 3.44.6): a file several processes write can be "
+            "corrupted. Upgrade the SQLite Python links, or silence this with "
+            "warnings.filterwarnings('ignore', category=UnsafeSQLiteWarning)"
         ),
         stacklevel=stacklevel,
     )
