@@ -1,9 +1,12 @@
-"""The ``asyncjobs`` command: demo, worker, status, jobs, retry, cancel, pause, resume.
+"""The ``asyncjobs`` command: demo, worker, status, and the store commands.
 
-Every command but ``demo`` and ``worker`` works on the store alone: it opens
-the backend at ``--url`` (or ``$ASYNCJOBS_URL``) with an ``enqueue``-role
-runtime, which runs no jobs, so it is safe to point at a store that workers
-are using. Errors print one line to stderr and exit with status 2.
+Every command but ``demo`` and ``worker`` works on the store alone: ``status``
+opens the backend at ``--url`` (or ``$ASYNCJOBS_URL``) with an
+``enqueue``-role runtime, which runs no jobs; ``jobs``, ``queues``,
+``schedules``, ``workers``, ``explain``, ``health`` and ``audit`` (in
+:mod:`asyncjobs._cli_admin`) with an :class:`~asyncjobs._admin.Admin`. So they
+are safe to point at a store that workers are using. Errors print one line
+to stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -12,23 +15,31 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn, TextIO
-from urllib.parse import unquote, urlsplit
 
 import anyio
 from rich.console import Console
 from rich.logging import RichHandler
 
-from ._cli_format import _JOB_COLUMNS, _job_row, _jobs_table
+from ._cli_admin import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CLIError,
+    add_store_commands,
+    expand_aliases,
+    store_url,
+)
+from ._cli_admin import add_url as _add_url
+from ._cli_admin import scrub as _scrub
 from ._dispatcher import SHUTDOWN_BOUND
-from ._exceptions import AsyncJobsError, JobNotFound, JobStateError, UnknownQueueError
-from ._models import FINISHED_STATES, JobState
+from ._exceptions import AsyncJobsError, UnknownQueueError
 from ._runtime import JobRuntime
 from ._snapshot import format_duration, take_snapshot
 from .console import live, render
@@ -39,28 +50,23 @@ __all__ = ["main"]
 
 logger = logging.getLogger("asyncjobs")
 
-EXIT_OK = 0
-EXIT_ERROR = 2
 _EXIT_INTERRUPTED = 130
 #: The exit status when shutdown overran its deadline (a handler ignored cancellation).
 _EXIT_SHUTDOWN_OVERRAN = 70
 _DEMO_URL = "sqlite:///asyncjobs-demo.db"
 
 
-class CLIError(Exception):
-    """A problem the command reports in one line (exit status 2)."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``asyncjobs`` command line.
 
     :param argv: the arguments after the program name (default: ``sys.argv[1:]``).
-    :returns: the exit status: 0 on success, 2 on an error (reported on stderr
-        in one line, without a traceback).
+    :returns: the exit status: 0 on success, 1 for a failed health check, 2 on
+        an error (reported on stderr in one line, without a traceback), 130
+        when interrupted.
     """
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(expand_aliases(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse reports usage errors itself, with status 2
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     command: Callable[[argparse.Namespace], Awaitable[int]] = args.command
@@ -111,11 +117,14 @@ def run() -> NoReturn:
 def _reportable(exc: BaseException) -> BaseException | None:
     """Return the error to report in one line, or ``None`` for a bug (shown with its traceback).
 
-    Library errors, command-line errors and OS errors (a store that cannot be
-    reached or read) are the user's to fix; anything else is ours.
+    Library errors, command-line errors, OS errors (a store that cannot be
+    reached or read) and a store's driver that is not installed (its import
+    error says which extra to install) are the user's to fix; anything else is ours.
     """
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
+    if isinstance(exc, ImportError) and "pip install 'asyncjobs[" in str(exc):
+        return exc
     return exc if isinstance(exc, AsyncJobsError | CLIError | OSError) else None
 
 
@@ -170,42 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(command=_status)
 
-    jobs = commands.add_parser("jobs", help="list jobs, newest first")
-    _add_url(jobs)
-    jobs.add_argument("--queue", help="only this queue")
-    jobs.add_argument(
-        "--state", choices=[state.value for state in JobState], help="only this state"
-    )
-    jobs.add_argument("--name", help="only jobs of this name")
-    jobs.add_argument("--limit", type=_positive_int, default=50, help="at most this many (50)")
-    jobs.set_defaults(command=_jobs)
-
-    for name, helptext, action in (
-        ("retry", "queue a dead job again", _retry),
-        ("cancel", "cancel a queued or running job", _cancel),
-    ):
-        sub = commands.add_parser(name, help=helptext)
-        _add_url(sub)
-        sub.add_argument("job_id", metavar="JOB_ID")
-        sub.set_defaults(command=action)
-    for name, helptext, action in (
-        ("pause", "stop every worker from claiming a queue's jobs", _pause),
-        ("resume", "let workers claim a paused queue's jobs again", _resume),
-    ):
-        sub = commands.add_parser(name, help=helptext)
-        _add_url(sub)
-        sub.add_argument("queue", metavar="QUEUE")
-        sub.set_defaults(command=action)
+    add_store_commands(commands)
     return parser
-
-
-def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=None,
-        help="the store, e.g. sqlite:///jobs.db or redis://localhost:6379/0 "
-        "(default $ASYNCJOBS_URL)",
-    )
 
 
 def _positive_float(text: str) -> float:
@@ -215,16 +190,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return value
 
 
@@ -238,39 +203,8 @@ def _name_list(text: str) -> list[str]:
 # --------------------------------------------------------------------------- plumbing
 
 
-def _store_url(args: argparse.Namespace) -> str:
-    url: str | None = args.url or os.environ.get("ASYNCJOBS_URL")
-    if not url:
-        raise CLIError("no store given: pass --url (e.g. sqlite:///jobs.db) or set ASYNCJOBS_URL")
-    args.url = url  # so errors can scrub its password
-    parts = urlsplit(url)
-    if parts.scheme.lower() == "sqlite":
-        # Reading a store must not create one: a typo in the path would show an empty store.
-        path = unquote(url.split("://", 1)[1])
-        path = path[1:] if path.startswith("/") else path
-        if path and path != ":memory:" and not Path(path).exists():
-            raise CLIError(f"no job database at {path} (check the --url path)")
-    return url
-
-
 def _store_runtime(args: argparse.Namespace) -> JobRuntime:
-    return JobRuntime(_store_url(args), role="enqueue")
-
-
-def _scrub(message: str, url: str | None) -> str:
-    """Remove the URL's password from *message*, wherever it appears."""
-    if not url:
-        return message
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return message
-    if password:
-        message = message.replace(password, "***")
-        encoded = url.split("://", 1)[-1].split("@", 1)[0].rpartition(":")[2]
-        if encoded:
-            message = message.replace(encoded, "***")
-    return message
+    return JobRuntime(store_url(args), role="enqueue")
 
 
 def _show_warning(
@@ -373,9 +307,23 @@ async def _demo(args: argparse.Namespace) -> int:
     await _serve(runtime, body)
     console.print(
         "demo stopped; its jobs stay in the store. Look again with:\n"
-        f"  asyncjobs status --url {_scrub(args.url, args.url)}"
+        f"  {_self_command()} status --url {shlex.quote(_scrub(args.url, args.url))}",
+        soft_wrap=True,  # one line, to copy whole, however narrow the terminal
     )
     return EXIT_OK
+
+
+def _self_command() -> str:
+    """How to run ``asyncjobs`` again from this shell: the command this process was
+    started as, when that is on PATH or was given as a path, else ``python -m asyncjobs``."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "asyncjobs":
+        on_path = shutil.which("asyncjobs")
+        if on_path is not None and os.path.realpath(on_path) == os.path.realpath(script):
+            return "asyncjobs"
+        if os.sep in script:  # e.g. .venv/bin/asyncjobs, as the README runs it
+            return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m asyncjobs"
 
 
 async def _worker(args: argparse.Namespace) -> int:
@@ -497,71 +445,9 @@ async def _status(args: argparse.Namespace) -> int:
             await live(runtime, refresh=args.refresh, console=console)
 
         await _serve(runtime, body)
+        # The view runs until a signal stops it: an interrupted command.
+        return _EXIT_INTERRUPTED
     else:
         async with runtime:
             console.print(render(await take_snapshot(runtime)))
-    return EXIT_OK
-
-
-async def _jobs(args: argparse.Namespace) -> int:
-    runtime = _store_runtime(args)
-    async with runtime:
-        now = runtime.clock.now()
-        jobs = await runtime.list_jobs(
-            queue=args.queue, state=args.state, name=args.name, limit=args.limit
-        )
-    console = _stdout()
-    if not jobs:
-        print("no jobs match", file=sys.stderr)
-        return EXIT_OK
-    rows = [_job_row(job, now) for job in jobs]
-    if console.is_terminal:
-        console.print(_jobs_table(rows))
-    else:
-        # Piped: whole values, tab-separated, for grep and cut; a table would truncate.
-        print("\t".join(_JOB_COLUMNS))
-        for row in rows:
-            print("\t".join(row))
-    return EXIT_OK
-
-
-async def _retry(args: argparse.Namespace) -> int:
-    async with _store_runtime(args) as runtime:
-        job = await runtime.retry(args.job_id)
-    print(f"job {job.id} ({job.name}) is queued again on {job.queue!r}")
-    return EXIT_OK
-
-
-async def _cancel(args: argparse.Namespace) -> int:
-    async with _store_runtime(args) as runtime:
-        current = await runtime.get_job(args.job_id)
-        if current is None:
-            raise JobNotFound(f"no job {args.job_id!r} in the store")
-        if current.state in FINISHED_STATES:
-            raise JobStateError(
-                f"job {current.id} is already {current.state.value}: "
-                "only queued or running jobs can be cancelled"
-            )
-        job = await runtime.cancel(args.job_id)
-    if job.state is JobState.RUNNING:
-        print(
-            f"job {job.id} ({job.name}) is running on {job.worker_id}: cancellation requested; "
-            "its worker stops it at its next heartbeat"
-        )
-    else:
-        print(f"job {job.id} ({job.name}) is {job.state.value}")
-    return EXIT_OK
-
-
-async def _pause(args: argparse.Namespace) -> int:
-    async with _store_runtime(args) as runtime:
-        await runtime.pause(args.queue)
-    print(f"queue {args.queue!r} is paused: no worker sharing the store claims its jobs")
-    return EXIT_OK
-
-
-async def _resume(args: argparse.Namespace) -> int:
-    async with _store_runtime(args) as runtime:
-        await runtime.resume(args.queue)
-    print(f"queue {args.queue!r} is resumed")
     return EXIT_OK

@@ -231,8 +231,9 @@ def _bar(fraction: float, width: int = _BAR_WIDTH) -> Text:
     if fraction > 0 and filled == 0:
         filled = 1
     text = Text()
+    # Heavy for the filled part, light for the rest: the bar reads without colour too.
     text.append("━" * filled, style="green" if fraction >= 1 else "cyan")
-    text.append("━" * (width - filled), style="grey23")
+    text.append("─" * (width - filled), style="grey23")
     return text
 
 

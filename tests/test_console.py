@@ -193,13 +193,15 @@ async def test_render_shows_queues_running_jobs_schedules_and_failures(busy: Bus
     assert "0.0 completed/s   0.0 failed/s   over 2s" in text
     assert "wait p50 0ms  max 0ms   run p50 0ms   (last 3 complete)" in text
     [default_row] = [line for line in lines if line.startswith("default ")]
-    assert default_row.split()[1:] == ["━━━━━━━━", "0/2", "1", "1", "3", "1", "1", "0.0", "0.0"]
+    assert default_row.split()[1:] == ["────────", "0/2", "1", "1", "3", "1", "1", "0.0", "0.0"]
     [emails_row] = [line for line in lines if line.startswith("emails")]
-    assert emails_row.split()[:4] == ["emails", "paused", "━━━━━━━━", "0/3"]
+    assert emails_row.split()[:4] == ["emails", "paused", "────────", "0/3"]
     [reports_row] = [line for line in lines if line.startswith("reports")]
     assert "━━━━━━━━ 1/1" in reports_row
     [report_row] = [line for line in lines if line.startswith("build_report")]
     assert "…" + busy.report_id[-8:] in report_row
+    # Without colour the filled part still shows: heavy glyphs, then light ones.
+    assert "━━━───── " in report_row
     assert "40%" in report_row
     assert "rendering page 2" in report_row
     assert report_row.rstrip().endswith("4.5s")
