@@ -1,0 +1,1 @@
+"""The five reference workloads, one small complete app each (see docs/workloads.md)."""

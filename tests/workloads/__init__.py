@@ -1,0 +1,1 @@
+"""Tests of the five reference workloads in examples/workloads/."""
