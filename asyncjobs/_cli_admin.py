@@ -512,5 +512,5 @@ async def _audit(args: argparse.Namespace) -> int:
     if not entries:
         print("no operator actions recorded", file=sys.stderr)
         return EXIT_OK
-    _stdout().print(fmt.audit_table(entries, now))
+    _stdout().print(fmt.audit_lines(entries), soft_wrap=True)
     return EXIT_OK

@@ -375,23 +375,17 @@ def health_view(health: Health) -> Group:
     return Group(*parts)
 
 
-def audit_table(entries: Sequence[AuditEntry], now: float) -> Table:
-    """``asyncjobs audit``."""
-    table = _table()
-    table.add_column("when (UTC)", no_wrap=True)
-    table.add_column("ago", justify="right", no_wrap=True)
-    table.add_column("actor", no_wrap=True)
-    table.add_column("action", style="bold", no_wrap=True)
-    table.add_column("target", overflow="fold")
-    table.add_column("outcome", overflow="fold")
+def audit_lines(entries: Sequence[AuditEntry]) -> Text:
+    """``asyncjobs audit``: one line an action, like a log (targets are whole, for copying)."""
+    text = Text()
+    actor_width = max(len(entry.actor) for entry in entries)
+    action_width = max(len(entry.action) for entry in entries)
     for entry in entries:
-        outcome = Text(entry.outcome, style="" if entry.outcome.startswith("ok") else "yellow")
-        table.add_row(
-            datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            format_duration(now - entry.at),
-            entry.actor,
-            entry.action,
-            entry.target,
-            outcome,
-        )
-    return table
+        text.append(datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+        text.append(f"  {entry.actor:<{actor_width}}  ")
+        text.append(f"{entry.action:<{action_width}}", style="bold")
+        text.append(f"  {entry.target}  ")
+        text.append(entry.outcome, style="green" if entry.outcome.startswith("ok") else "yellow")
+        text.append("\n")
+    text.rstrip()
+    return text
