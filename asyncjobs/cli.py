@@ -38,6 +38,7 @@ from ._cli_admin import (
 )
 from ._cli_admin import add_url as _add_url
 from ._cli_admin import scrub as _scrub
+from ._cli_web import add_web_command
 from ._dispatcher import SHUTDOWN_BOUND
 from ._exceptions import AsyncJobsError, UnknownQueueError
 from ._runtime import JobRuntime
@@ -180,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(command=_status)
 
     add_store_commands(commands)
+    add_web_command(commands)
     return parser
 
 
