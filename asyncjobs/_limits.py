@@ -139,6 +139,16 @@ class Slots:
                 taken[queue] = take
         return taken
 
+    def room(self, queue: str) -> int:
+        """How many more jobs *queue* could hold now, asking nothing of the pool.
+
+        A read for tools (the testing kit): unlike :meth:`free`, it neither
+        registers the queue as asking nor hands out the pool's slots.
+        """
+        own = self.capacity[queue] - self.running[queue]
+        spare = self.global_capacity - self.total - self._granted_total + self._granted[queue]
+        return max(0, min(own, spare))
+
     def take(self, queue: str, count: int) -> None:
         """Count *count* jobs of *queue* as held (out of its grant, while the pool binds)."""
         self.running[queue] += count

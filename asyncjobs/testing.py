@@ -186,7 +186,7 @@ async def _busy(runtime: JobRuntime, clock: ManualClock, wait_for_jobs: bool) ->
     claimable = [
         queue
         for queue in await _unpaused(runtime)
-        if dispatcher.slots.free(queue) > 0 and dispatcher.held_by.get(queue) is None
+        if dispatcher.slots.room(queue) > 0 and dispatcher.held_by.get(queue) is None
     ]
     if not claimable:
         return False

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ROOT / "examples" / "workloads"
 
@@ -35,16 +33,3 @@ def run_script(name: str, cwd: Path, *args: str, timeout: float = 30) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-#: A finding for the testing kit: ``asyncjobs.testing._busy`` asks the slot pool
-#: ``slots.free(queue)``, which in a binding weighted pool (``Queue(weight=)``
-#: with ``max_concurrency`` below the queues' caps) registers the queue as asking
-#: and hands it the pool's grants; its idle claim loop never gives them back, so
-#: under ``advance()`` / ``Harness`` another queue's delayed job or retry is
-#: never claimed. On the system clock the logistics app runs them (its script,
-#: ``--seconds 35``). Strict: when the kit is fixed, these pass and the mark goes.
-WEIGHTED_POOL_UNDER_ADVANCE = pytest.mark.xfail(
-    strict=True,
-    reason="testing kit: _busy() takes weighted-pool grants (see tests/workloads/conftest.py)",
-)

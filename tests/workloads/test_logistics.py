@@ -23,7 +23,7 @@ from examples.workloads.logistics import (
     screen_compliance,
     weekly_report,
 )
-from tests.workloads.conftest import WEIGHTED_POOL_UNDER_ADVANCE, run_script
+from tests.workloads.conftest import run_script
 
 pytestmark = pytest.mark.anyio
 
@@ -37,8 +37,14 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
 
 
-@WEIGHTED_POOL_UNDER_ADVANCE
-async def test_one_delayed_analysis_per_customer(url: str, asyncjobs_clock: ManualClock) -> None:
+async def test_one_delayed_analysis_per_customer(
+    url: str, asyncjobs_clock: ManualClock, request: pytest.FixtureRequest
+) -> None:
+    if url.startswith("sqlite"):
+        # Found here: on SQLite, advance() can return before the outcome events of
+        # jobs that ran at the last moment are published (the jobs are complete in
+        # the store). A testing-kit bug to fix; the memory run checks the workload.
+        request.applymarker(pytest.mark.xfail(reason="testing kit: advance() vs SQLite"))
     db = ShipmentDB()
     runtime = create_runtime(url, db=db, clock=asyncjobs_clock, shutdown_grace=0.1)
     async with Harness(runtime) as harness:
@@ -101,7 +107,6 @@ async def test_queues_share_ten_workers_six_two_one_one(asyncjobs_clock: ManualC
         assert abs(starts[queue] - share) <= 20, starts
 
 
-@WEIGHTED_POOL_UNDER_ADVANCE
 async def test_retries_at_1_2_4_8_16_seconds_then_dead(asyncjobs_clock: ManualClock) -> None:
     db = ShipmentDB()
     db.failing_customers.add("c-9")
@@ -145,7 +150,6 @@ async def test_a_week_of_cron() -> None:
         await harness.assert_next_fire("daily_rollup", datetime(2026, 6, 8, 2, tzinfo=UTC))
 
 
-@WEIGHTED_POOL_UNDER_ADVANCE
 async def test_times_rates_and_depths_are_visible(asyncjobs_clock: ManualClock) -> None:
     db = ShipmentDB()
     db.failing_customers.add("c-bad")
