@@ -23,6 +23,7 @@ from ._enqueue import Enqueuer
 from ._events import EventBus, JobWasCancelled
 from ._exceptions import (
     ConfigurationError,
+    JobNotFound,
     NotRunningError,
     UnknownJobError,
     UnknownQueueError,
@@ -639,6 +640,17 @@ class JobRuntime:
         """Return the stored job, or ``None``."""
         self._require_started()
         return await self.backend.get_job(job_id)
+
+    async def handle(self, job_id: str) -> JobHandle[Any]:
+        """A handle on a stored job by its id, e.g. in a later request than the enqueue:
+        ``await (await runtime.handle(job_id)).result(timeout=5)`` returns the typed result.
+
+        :raises JobNotFound: when there is no such job.
+        """
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in the store")
+        return JobHandle(self, job)
 
     async def list_jobs(
         self,

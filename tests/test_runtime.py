@@ -14,6 +14,7 @@ from asyncjobs import (
     JobContext,
     JobDead,
     JobDied,
+    JobNotFound,
     JobReleased,
     JobRetrying,
     JobStarted,
@@ -569,3 +570,18 @@ async def test_cancel_during_a_failing_attempt_is_not_undone_by_a_retry(
         with pytest.raises(JobCancelled):
             await handle.result(timeout=10)
         assert (await handle.refresh()).attempts == 1
+
+
+async def test_a_handle_by_id_reads_the_result_later(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+
+    @runtime.job()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with runtime:
+        job_id = (await add.enqueue(2, 3)).id
+        later = await runtime.handle(job_id)  # e.g. in a later request
+        assert await later.result(timeout=10) == 5
+        with pytest.raises(JobNotFound):
+            await runtime.handle("missing")
