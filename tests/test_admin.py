@@ -16,6 +16,7 @@ from asyncjobs import (
     JobCompleted,
     JobContext,
     JobNotFound,
+    JobRuntime,
     JobState,
     JobStateError,
     ManualClock,
@@ -26,7 +27,7 @@ from asyncjobs import (
     WorkerJoined,
 )
 from asyncjobs._admin import Admin
-from asyncjobs._explain import REASONS
+from asyncjobs._explain import REASONS, Explanation
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -72,7 +73,9 @@ async def test_a_job_shows_its_attempt_history_and_tags(
     assert [job.id for job in listed] == [handle.id]
 
 
-async def _state_is(runtime, job_id, state, attempts=None):  # type: ignore[no-untyped-def]
+async def _state_is(
+    runtime: JobRuntime, job_id: str, state: JobState, attempts: int | None = None
+) -> bool:
     job = await runtime.get_job(job_id)
     return job is not None and job.state is state and (attempts is None or job.attempts == attempts)
 
@@ -105,7 +108,7 @@ async def test_retention_zero_deletes_jobs_as_they_finish(make_runtime: RuntimeF
             await wait_until(lambda: _gone(runtime, handle.id))
 
 
-async def _gone(runtime, job_id):  # type: ignore[no-untyped-def]
+async def _gone(runtime: JobRuntime, job_id: str) -> bool:
     return await runtime.get_job(job_id) is None
 
 
@@ -207,7 +210,7 @@ async def test_runtimes_register_and_leave(make_runtime: RuntimeFactory) -> None
     assert {w.id for w in after} == {web.worker_id}  # the worker removed itself
 
 
-async def _count_workers(runtime, count):  # type: ignore[no-untyped-def]
+async def _count_workers(runtime: JobRuntime, count: int) -> bool:
     return len(await runtime.admin.workers()) >= count
 
 
@@ -238,7 +241,7 @@ async def test_explain_names_every_reason(make_runtime: RuntimeFactory, clock: M
         runtime.job(name="block_tenant", queue="tenants")(block)
     web.job(name="only_on_web")(block)
 
-    seen: dict[str, object] = {}
+    seen: dict[str, Explanation] = {}
     async with worker, web:
         admin = web.admin
         call = web.function("block")
@@ -313,17 +316,17 @@ async def test_explain_names_every_reason(make_runtime: RuntimeFactory, clock: M
     assert set(REASONS) >= set(reasons.values())
 
 
-async def _started(runtime, job_id):  # type: ignore[no-untyped-def]
+async def _started(runtime: JobRuntime, job_id: str) -> bool:
     job = await runtime.get_job(job_id)
     return job is not None and job.started_at is not None
 
 
-async def _held(runtime, queue):  # type: ignore[no-untyped-def]
+async def _held(runtime: JobRuntime, queue: str) -> bool:
     dispatcher = runtime._dispatcher
     return dispatcher is not None and dispatcher.held_by.get(queue) is not None
 
 
-async def _worker_reports_held(runtime, queue):  # type: ignore[no-untyped-def]
+async def _worker_reports_held(runtime: JobRuntime, queue: str) -> bool:
     return any(queue in worker.held for worker in await runtime.admin.workers())
 
 

@@ -324,7 +324,7 @@ async def test_a_duplicate_raise_stores_nothing_of_the_batch(runtime: JobRuntime
 async def test_an_unknown_keyword_argument_is_named(runtime: JobRuntime) -> None:
     send = register_send(runtime)
     with pytest.raises(JobArgumentsError, match="unexpected keyword argument 'cc'"):
-        await send.enqueue("a@example.com", "hi", cc="b@example.com")  # type: ignore[call-arg]
+        await send.enqueue("a@example.com", "hi", cc="b@example.com")
     await assert_store_empty(runtime)
 
 

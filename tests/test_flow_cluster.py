@@ -125,7 +125,9 @@ async def test_partition_concurrency_holds_per_partition_across_processes(
     cluster: Cluster,
 ) -> None:
     partitions = [f"tenant-{i}" for i in range(4)]
-    calls = [(0.03, partition) for partition in partitions for _ in range(10)]
+    calls: list[tuple[float, str | None]] = [
+        (0.03, partition) for partition in partitions for _ in range(10)
+    ]
     runs = await run_all(cluster, {"partition_concurrency": 2}, calls)
 
     peaks = {partition: peak(intervals(runs, partition)) for partition in partitions}

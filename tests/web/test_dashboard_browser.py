@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from asyncjobs import JobContext, JobRuntime
 from asyncjobs.web import admin_app
@@ -68,7 +69,7 @@ def test_the_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
         async with runtime:
             yield runtime
 
-    def build(rt: JobRuntime) -> object:
+    def build(rt: JobRuntime) -> ASGIApp:
         return host_app(admin_app(rt, auth=tokens(), refresh=0.25), PREFIX)
 
     with serve_in_thread(started, build) as (url, _, _call), Browser(chromium) as browser:

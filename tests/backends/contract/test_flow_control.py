@@ -23,6 +23,8 @@ Run one store: ``pytest tests/backends/contract/test_flow_control.py -k redis``
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -43,7 +45,7 @@ async def limited(
 
 
 async def enqueue_many(
-    backend: Backend, clock: ManualClock, count: int, **fields: object
+    backend: Backend, clock: ManualClock, count: int, **fields: Any
 ) -> list[str]:
     """Enqueue *count* jobs with *fields*; return their ids in order."""
     jobs = await backend.enqueue([new_job(clock, **fields) for _ in range(count)])
