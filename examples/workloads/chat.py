@@ -74,6 +74,7 @@ from asyncjobs import (
     Queue,
     RateLimit,
 )
+from asyncjobs.backends import Backend
 from asyncjobs.integrations.logs import JSONFormatter, log_events
 
 DEFAULT_URL = "sqlite:///chat.db"
@@ -163,7 +164,7 @@ async def daily_activity_report(ctx: JobContext) -> str:
 
 
 def create_runtime(
-    url: str | None = None,
+    url: str | Backend | None = None,
     *,
     env: str | None = None,
     db: ChatDB | None = None,

@@ -52,6 +52,7 @@ from asyncjobs import (
     Permanent,
     Queue,
 )
+from asyncjobs.backends import Backend
 
 DEFAULT_URL = "sqlite:///fleet.db"
 #: Where the fallback chain ends.
@@ -169,7 +170,7 @@ async def optimize_route(ctx: JobContext, dispatch: Dispatch) -> list[str]:
 
 
 def create_runtime(
-    url: str | None = None,
+    url: str | Backend | None = None,
     *,
     fleet: FleetResources | None = None,
     clock: Clock | None = None,

@@ -59,6 +59,7 @@ from asyncjobs import (
     JobRuntime,
     Queue,
 )
+from asyncjobs.backends import Backend
 
 logger = logging.getLogger("logistics")
 
@@ -175,7 +176,7 @@ async def refresh_carrier_rates(ctx: JobContext) -> None:
 
 
 def create_runtime(
-    url: str | None = None,
+    url: str | Backend | None = None,
     *,
     db: ShipmentDB | None = None,
     clock: Clock | None = None,

@@ -53,6 +53,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from asyncjobs import Clock, Event, JobContext, JobRegistry, JobRuntime, ScheduleFired
+from asyncjobs.backends import Backend
 from asyncjobs.backends.sqlite import UnsafeSQLiteWarning
 from asyncjobs.web import Identity, admin_app, bearer_tokens
 
@@ -105,7 +106,7 @@ async def cleanup_sync_log(ctx: JobContext) -> int:
 
 
 def create_runtime(
-    url: str | None = None,
+    url: str | Backend | None = None,
     *,
     orders: OrderSystem | None = None,
     clock: Clock | None = None,

@@ -70,6 +70,7 @@ from asyncjobs import (
     Permanent,
     Queue,
 )
+from asyncjobs.backends import Backend
 from asyncjobs.web import Identity, admin_app, bearer_tokens
 
 DEFAULT_URL = "sqlite:///quoting.db"
@@ -200,7 +201,7 @@ QUEUES: Mapping[str, Queue] = {
 
 
 def create_runtime(
-    url: str | None = None,
+    url: str | Backend | None = None,
     *,
     resources: QuotingResources | None = None,
     clock: Clock | None = None,

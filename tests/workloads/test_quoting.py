@@ -202,9 +202,9 @@ async def test_priorities_and_per_type_attempts_backoff_and_timeouts(
 async def test_a_crashed_workers_job_is_recovered_after_its_lease() -> None:
     clock = ManualClock(datetime(2026, 6, 1, tzinfo=UTC))
     store = MemoryBackend()
-    worker = create_runtime(store, clock=clock, lease=10, shutdown_grace=0.1)  # type: ignore[arg-type]
+    worker = create_runtime(store, clock=clock, lease=10, shutdown_grace=0.1)
     # Made last, so the job functions enqueue through the web process.
-    web = create_runtime(store, clock=clock, role="enqueue")  # type: ignore[arg-type]
+    web = create_runtime(store, clock=clock, role="enqueue")
     async with web:
         handle = await analyze_file.enqueue(upload("acme"))
         # A worker claims it and dies mid-job: no heartbeat, no outcome.
