@@ -18,9 +18,10 @@ What it shows, one library feature per requirement:
   ``runtime.cron(..., timezone=)`` schedules, each tick once per cluster.
 - Processing times, success and failure rates and queue depths: in the
   console (``asyncjobs status --url URL``), the admin dashboard
-  (``asyncjobs.web.admin_app``, see docs/web.md) and Prometheus
-  (``asyncjobs.integrations.prometheus``: this script serves ``/metrics``
-  with ``--metrics HOST:PORT``); the demo prints ``runtime.admin.queues()``.
+  (``asyncjobs.web.admin_app``: ``--serve PORT`` serves it at ``/admin``, with
+  the Prometheus metrics at ``/admin/metrics``) and Prometheus
+  (``asyncjobs.integrations.prometheus``: ``--metrics HOST:PORT`` serves
+  ``/metrics`` on its own); the demo prints ``runtime.admin.queues()``.
 - The app's own resources (its shipment database) reach the handlers as
   ``ctx.state`` (``JobRuntime(state=...)``).
 
@@ -28,6 +29,7 @@ Run it::
 
     python examples/workloads/logistics.py                  # a short demo on sqlite:///logistics.db
     python examples/workloads/logistics.py --seconds 600 --metrics 127.0.0.1:9100
+    python examples/workloads/logistics.py --serve 8000     # the dashboard at /admin
     python examples/workloads/logistics.py --url redis://localhost:6379/0
     python examples/workloads/logistics.py --url postgresql://user:pw@localhost/jobs
     asyncjobs worker examples.workloads.logistics:runtime   # a separate worker ($ASYNCJOBS_URL)
@@ -44,10 +46,14 @@ import dataclasses
 import logging
 import os
 from collections import Counter
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from asyncjobs import (
     AsyncJobsError,
@@ -60,6 +66,7 @@ from asyncjobs import (
     Queue,
 )
 from asyncjobs.backends import Backend
+from asyncjobs.web import Identity
 
 logger = logging.getLogger("logistics")
 
@@ -230,6 +237,23 @@ async def record_shipment(db: ShipmentDB, shipment: Shipment) -> JobHandle[Patte
         return None
 
 
+def create_app(runtime: JobRuntime, tokens: Mapping[str, Identity]) -> Starlette:
+    """The service's operator view: the admin dashboard and API (with ``/metrics``) at
+    ``/admin`` behind bearer *tokens*, the runtime and its Prometheus metrics in the lifespan."""
+    from asyncjobs.integrations.prometheus import instrument
+    from asyncjobs.web import admin_app, bearer_tokens
+
+    metrics = instrument(runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with runtime, metrics:
+            yield {"asyncjobs": runtime}
+
+    dashboard = admin_app(runtime, auth=bearer_tokens(tokens), metrics=metrics, title="logistics")
+    return Starlette(lifespan=lifespan, routes=[Mount("/admin", app=dashboard)])
+
+
 #: ``asyncjobs worker examples.workloads.logistics:runtime`` runs this one ($ASYNCJOBS_URL).
 runtime = create_runtime()
 
@@ -290,9 +314,22 @@ def main() -> None:
     parser.add_argument("--url", help=f"store URL (default $ASYNCJOBS_URL or {DEFAULT_URL})")
     parser.add_argument("--seconds", type=float, default=1.0, help="how long to run (default 1)")
     parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics there")
+    parser.add_argument(
+        "--serve", type=int, metavar="PORT", help="serve the dashboard at /admin (uvicorn)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    anyio.run(demo, args.url, args.seconds, args.metrics)
+    if args.serve is None:
+        anyio.run(demo, args.url, args.seconds, args.metrics)
+        return
+    import secrets
+
+    import uvicorn
+
+    token = os.environ.get("LOGISTICS_TOKEN") or secrets.token_urlsafe(16)
+    print(f"dashboard: http://127.0.0.1:{args.serve}/admin/login with token {token}")
+    app = create_app(create_runtime(args.url), {token: Identity("ops", "admin")})
+    uvicorn.run(app, port=args.serve)
 
 
 if __name__ == "__main__":

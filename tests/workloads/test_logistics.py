@@ -190,3 +190,33 @@ def test_the_module_runtime_is_what_the_worker_runs() -> None:
 
     assert isinstance(logistics.runtime, JobRuntime)
     assert set(logistics.runtime.queues) == {"critical", "pattern", "compliance", "default"}
+
+
+async def test_the_dashboard_and_its_metrics_show_the_queues(asyncjobs_clock: ManualClock) -> None:
+    import httpx
+
+    from asyncjobs.web import Identity
+    from examples.workloads.logistics import create_app
+
+    db = ShipmentDB()
+    runtime = create_runtime("memory://", db=db, clock=asyncjobs_clock, shutdown_grace=0.1)
+    token = "ops-token-0123456789"
+    app = create_app(runtime, {token: Identity("ops", "admin")})
+    headers = {"Authorization": f"Bearer {token}"}
+    async with app.router.lifespan_context(app), Harness(runtime) as harness:
+        await record_shipment(db, shipment(1, "c-1"))
+        await harness.advance(1)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ops") as client:
+            assert (await client.get("/admin/")).status_code in (302, 303, 307, 401)
+            page = await client.get("/admin/", headers=headers)
+            queues = (await client.get("/admin/api/queues", headers=headers)).json()["queues"]
+            metrics = (await client.get("/admin/metrics", headers=headers)).text
+    assert page.status_code == 200
+    assert "critical" in page.text
+    assert "pattern" in page.text
+    assert {queue["queue"] for queue in queues} >= {"critical", "pattern"}  # the queues with jobs
+    assert (
+        'asyncjobs_jobs_completed_total{job_name="logistics.notify_customer",queue="critical"} 1.0'
+        in metrics
+    )
