@@ -15,6 +15,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -1435,3 +1436,20 @@ async def test_claim_work_does_not_grow_with_finished_jobs(
 
     # A deeper b-tree costs a few instructions; a scan would cost thousands.
     assert many_steps <= few_steps + 100, (few_steps, many_steps)
+
+
+async def test_an_open_refused_by_the_wal_reset_warning_releases_its_threads(
+    store: SQLiteBackend, tmp_path: Path, clock: ManualClock
+) -> None:
+    if not AFFECTED:
+        pytest.skip(f"SQLite {sqlite3.sqlite_version} has no WAL-reset bug to warn about")
+    before = threading.active_count()
+    second = SQLiteBackend(tmp_path / "jobs.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnsafeSQLiteWarning)
+        with pytest.raises(UnsafeSQLiteWarning):
+            await second.open(clock)
+    # The refused open closed its connections: no thread keeps the process alive.
+    with anyio.fail_after(10):
+        while threading.active_count() > before:
+            await anyio.sleep(0.01)

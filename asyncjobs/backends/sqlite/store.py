@@ -152,8 +152,14 @@ class SQLiteBackend:
             return
         self._wakeups.reset()
         if shared:
-            # stacklevel 3: the warning points at the caller of open().
-            _checks.warn_if_wal_reset_bug(self._db.path, stacklevel=3)
+            try:
+                # stacklevel 3: the warning points at the caller of open().
+                _checks.warn_if_wal_reset_bug(self._db.path, stacklevel=3)
+            except BaseException:
+                # The warning was turned into an error (python -W error): the open
+                # fails, and its connections and writer thread must not outlive it.
+                await self._db.aclose()
+                raise
 
     async def aclose(self) -> None:
         """Close both connections; waiters return, and :meth:`open` may be called again.
