@@ -290,7 +290,9 @@ async def test_sigterm_hands_a_running_job_back_without_using_its_attempt(
         assert released.lease_token is None
         assert released.worker_id is None
 
-        second = cluster.start_worker()
+        # A lease far beyond the 2 s run: on a loaded machine a 1 s lease can lapse
+        # between heartbeats, and the job would (rightly) run again as attempt 2.
+        second = cluster.start_worker(lease=30)
         assert await handle.result(timeout=WAIT) == second.pid
         assert [run.pid for run in cluster.runs() if run.event == "done"] == [second.pid]
         done = await handle.refresh()
