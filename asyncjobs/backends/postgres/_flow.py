@@ -25,9 +25,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 import asyncpg
-import attrs
 
 from ..._models import ClaimLimits, ClaimReply, Job, RateWindow
+from .._windows import WindowCount
 from ._codec import JOB_COLUMNS, to_job
 from ._database import NOW, Database
 
@@ -94,34 +94,12 @@ class Statements:
         )
 
 
-@attrs.define
-class _Window:
-    """One rate window as read at the claim: the claims in it, and the oldest one's time."""
-
-    rate: RateWindow
-    count: int
-    oldest: float | None
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.rate.limit
-
-    def opens_at(self) -> float | None:
-        """When the oldest claim leaves the window, letting one more in."""
-        return None if self.oldest is None else self.oldest + self.rate.per
-
-    def add(self, now: float) -> None:
-        self.count += 1
-        if self.oldest is None:
-            self.oldest = now
-
-
 async def _read_window(
     conn: asyncpg.Connection, db: Database, name: str, rate: RateWindow, now: float
-) -> _Window:
+) -> WindowCount:
     row = await conn.fetchrow(db.statements.flow.window, name, now - rate.per)
     assert row is not None
-    return _Window(rate, int(row["n"]), row["oldest"])
+    return WindowCount(rate, int(row["n"]), row["oldest"])
 
 
 async def _claim_within(
@@ -151,7 +129,7 @@ async def _claim_within(
         free = limits.global_concurrency - int(state["running"])
         if free < cap:
             cap, held = max(0, free), ["global_concurrency"]
-    queue_window: _Window | None = None
+    queue_window: WindowCount | None = None
     if limits.rate is not None:
         queue_window = await _read_window(conn, db, f"queue:{queue}", limits.rate, now)
         free = limits.rate.limit - queue_window.count
@@ -166,7 +144,7 @@ async def _claim_within(
             row["partition"]: int(row["n"])
             for row in await conn.fetch(statements.partitions, queue)
         }
-    job_windows: dict[str, _Window] = {}
+    job_windows: dict[str, WindowCount] = {}
     full_partitions: set[str] = set()
     full_names: set[str] = set()
     chosen: list[int] = []

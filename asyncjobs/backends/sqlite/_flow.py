@@ -23,9 +23,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Final
 
-import attrs
-
 from ..._models import ClaimLimits, ClaimReply, Job, RateWindow
+from .._windows import WindowCount
 from ._codec import to_job
 from ._database import Database
 from ._lifecycle import claim_order
@@ -54,38 +53,14 @@ _CLAIM_SEQS_SQL: Final = """
 """
 
 
-@attrs.define
-class _Window:
-    """One rate window as read at the claim: the claims in it, and the oldest one's time."""
-
-    rate: RateWindow
-    count: int
-    oldest: float | None
-    added: int = 0
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.rate.limit
-
-    def opens_at(self) -> float | None:
-        """When the oldest claim leaves the window, letting one more in."""
-        return None if self.oldest is None else self.oldest + self.rate.per
-
-    def add(self, now: float) -> None:
-        self.count += 1
-        self.added += 1
-        if self.oldest is None:
-            self.oldest = now
-
-
-def _read_window(conn: sqlite3.Connection, name: str, rate: RateWindow, now: float) -> _Window:
+def _read_window(conn: sqlite3.Connection, name: str, rate: RateWindow, now: float) -> WindowCount:
     conn.execute(
         "DELETE FROM asyncjobs_rate_claims WHERE name = ? AND at <= ?", (name, now - rate.per)
     )
     [(count, oldest)] = all_rows(
         conn, "SELECT COUNT(*), MIN(at) FROM asyncjobs_rate_claims WHERE name = ?", (name,)
     )
-    return _Window(rate, int(count), oldest)
+    return WindowCount(rate, int(count), oldest)
 
 
 def _due_page(
@@ -155,7 +130,7 @@ def _claim_within(
         free = limits.global_concurrency - running
         if free < cap:
             cap, held = max(0, free), ["global_concurrency"]
-    queue_window: _Window | None = None
+    queue_window: WindowCount | None = None
     if limits.rate is not None:
         queue_window = _read_window(conn, f"queue:{queue}", limits.rate, now)
         free = limits.rate.limit - queue_window.count
@@ -174,7 +149,7 @@ def _claim_within(
             (queue,),
         )
         per_partition = {partition: int(count) for partition, count in rows}
-    job_windows: dict[str, _Window] = {}
+    job_windows: dict[str, WindowCount] = {}
     full_partitions: set[str] = set()
     full_names: set[str] = set()
     chosen: list[int] = []
@@ -254,8 +229,8 @@ def _lease(conn: sqlite3.Connection, seqs: list[int], expires: float, worker_id:
 def _record_claims(
     conn: sqlite3.Connection,
     queue: str,
-    queue_window: _Window | None,
-    job_windows: dict[str, _Window],
+    queue_window: WindowCount | None,
+    job_windows: dict[str, WindowCount],
     now: float,
 ) -> None:
     """Add this claim's jobs to the rate windows they count in."""
