@@ -285,7 +285,11 @@ async def demo(url: str | None) -> None:
             with anyio.fail_after(10):
                 while len(resources.outbox) < 2:
                     await anyio.sleep(0.02)
-            status = (await client.get(f"/api/jobs/{created[0]}", headers=headers)).json()
+            with anyio.fail_after(10):  # its completion may still be on its way to the store
+                while (
+                    status := (await client.get(f"/api/jobs/{created[0]}", headers=headers)).json()
+                )["state"] != "complete":
+                    await anyio.sleep(0.02)
             progress = f"progress {status['progress']} ({status['progress_message']})"
             print(f"status: {status['state']}, {progress}")
             acme = (await client.get("/api/jobs?partition=acme", headers=headers)).json()["jobs"]
