@@ -178,6 +178,9 @@ class Dispatcher:
         # Queues whose claim loop waits for work (it found none): new jobs enqueued
         # here may go straight to their workers (see offer()).
         self._waiting: set[str] = set()
+        # Claim calls awaiting the store: the jobs they take are in no one's view yet
+        # (stored as claimed, not yet in _claims), which the testing kit must see.
+        self.claims_in_flight = 0
         self._feeds: dict[str, _Feed] = {}
         self._stopping = False
         self._stop_event = anyio.Event()
@@ -369,6 +372,7 @@ class Dispatcher:
             started = self._clock.now()
             held_by: str | None = None
             retry_at: float | None = None
+            self.claims_in_flight += 1
             try:
                 if limits is None:
                     jobs = await self._backend.claim(queue, free, self.worker_id, self._lease)
@@ -380,6 +384,7 @@ class Dispatcher:
             except Exception as exc:
                 failure = exc
             finally:
+                self.claims_in_flight -= 1
                 slots.give_back(queue, free - len(jobs))
                 if slots.total == 0:
                     # The last job may have finished while this claim was in flight.

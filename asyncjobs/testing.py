@@ -171,6 +171,8 @@ async def _busy(runtime: JobRuntime, clock: ManualClock, wait_for_jobs: bool) ->
         return False
     if dispatcher._settler.pending or (wait_for_jobs and len(dispatcher._claims)):
         return True
+    if dispatcher.claims_in_flight:
+        return True  # what the store hands over is not in _claims yet
     if not dispatcher._heartbeats_done and not _waiting_on_clock(clock, dispatcher._beat_wake):
         return True  # a heartbeat round (renewals, recovery, pruning) is under way
     presence = getattr(runtime, "_presence", None)
