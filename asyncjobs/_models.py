@@ -204,6 +204,9 @@ class Job:
     :ivar schedule: the name of the schedule that fired this job, if any.
     :ivar fire_at: the schedule tick this job is for (its fire time, or the time
         of a manual trigger); never changed by claims, retries or recovery.
+    :ivar waits_for: the id of the job with the same key that this one is queued
+        behind (``on_conflict="replace"`` met it running): this job is not
+        claimed before that one is finished or deleted, then runs at ``due_at``.
     """
 
     id: str
@@ -232,6 +235,7 @@ class Job:
     cancel_requested: bool = False
     partition: str | None = None
     tags: Mapping[str, str] = attrs.field(factory=dict, repr=tags_repr, hash=False)
+    waits_for: str | None = None
 
 
 class OutcomeKind(enum.StrEnum):

@@ -83,6 +83,8 @@ class _Entry:
     progress_message: str | None = None
     cancel_requested: bool = False
     tags: dict[str, str] = attrs.field(factory=dict)
+    #: the running job with the same key this one is queued behind (see Job.waits_for).
+    waits_for: str | None = None
     history: list[Attempt] = attrs.field(factory=list)
     # Bumped whenever the entry is (re)queued, so older heap items are known stale.
     version: int = 0
@@ -133,6 +135,7 @@ class _Entry:
             cancel_requested=self.cancel_requested,
             partition=self.partition,
             tags=dict(self.tags),
+            waits_for=self.waits_for,
         )
 
 
@@ -179,6 +182,9 @@ class MemoryBackend:
         self._delayed: dict[str, list[_DelayedItem]] = {}
         self._running: dict[str, _Entry] = {}
         self._keys: dict[str, _KeyHold] = {}
+        # Jobs queued behind a job with the same key, by that job's id: in no heap
+        # until it is finished or deleted.
+        self._behind: dict[str, list[str]] = {}
         # Running jobs per queue and per (queue, partition): what the limits count.
         self._running_in: dict[str, int] = {}
         self._running_in_partition: dict[tuple[str, str], int] = {}
@@ -212,6 +218,8 @@ class MemoryBackend:
 
     def _push(self, entry: _Entry) -> None:
         entry.version += 1
+        if entry.waits_for is not None:
+            return  # released into a heap by _release_waiting
         if entry.due_at <= self._clock.now():
             heap = self._ready.setdefault(entry.queue, [])
             heapq.heappush(
@@ -302,6 +310,17 @@ class MemoryBackend:
         entry.lease_expires_at = None
         self._unset_running(entry)
         self._release_key(entry)
+        self._release_waiting(entry.id)
+
+    def _release_waiting(self, job_id: str) -> None:
+        """Queue the jobs that waited behind *job_id* (it finished or is gone)."""
+        for waiting_id in self._behind.pop(job_id, ()):
+            waiting = self._jobs.get(waiting_id)
+            if waiting is not None and waiting.waits_for == job_id:
+                waiting.waits_for = None
+                if waiting.state is JobState.QUEUED:
+                    self._push(waiting)
+                    self._notify()
 
     def _requeue(self, entry: _Entry, due_at: float) -> None:
         entry.state = JobState.QUEUED
@@ -353,6 +372,11 @@ class MemoryBackend:
                     return holder
                 if holder.state is not JobState.RUNNING:
                     return holder  # a finished job's throttle window still holds
+                behind = holder.id
+            else:
+                behind = None
+        else:
+            behind = None
         entry = _Entry(
             id=new.id,
             name=new.name,
@@ -371,8 +395,11 @@ class MemoryBackend:
             partition=new.partition,
             round=self._round_for(new.queue, new.partition),
             tags=dict(new.tags),
+            waits_for=behind,
         )
         self._jobs[entry.id] = entry
+        if behind is not None:
+            self._behind.setdefault(behind, []).append(entry.id)
         if entry.key is not None:
             self._keys[entry.key] = _KeyHold(entry.id, new.key_scope, new.key_expires_at)
         self._push(entry)
@@ -663,6 +690,7 @@ class MemoryBackend:
             del self._keys[entry.key]  # type: ignore[arg-type]  # a window hold too
         # Its heap items go stale with it (``_is_current`` finds no job).
         del self._jobs[entry.id]
+        self._release_waiting(entry.id)
 
     async def delete_job(self, job_id: str) -> bool:
         """Delete a job that is not running."""
