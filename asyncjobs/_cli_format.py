@@ -157,7 +157,11 @@ def detail_view(detail: JobDetail, now: float) -> Group:
         rows.append(("progress", f"{job.progress * 100:.0f}%{message}"))
     if job.timeout is not None:
         rows.append(("timeout", format_duration(job.timeout)))
-    for label, value in (("key", job.key), ("partition", job.partition)):
+    for label, value in (
+        ("key", job.key),
+        ("waits for", job.waits_for),
+        ("partition", job.partition),
+    ):
         if value is not None:
             rows.append((label, value))
     if job.schedule is not None:

@@ -48,6 +48,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "priority": job.priority,
         "timeout": job.timeout,
         "key": job.key,
+        "waits_for": job.waits_for,
         "partition": job.partition,
         "tags": dict(job.tags),
         "schedule": job.schedule,

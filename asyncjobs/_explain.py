@@ -25,9 +25,9 @@ REASONS = (
     "finished",
     "running",
     "claimed",
+    "behind_key",
     "due_later",
     "paused",
-    "behind_key",
     "no_worker",
     "unknown_job",
     "limited",
@@ -122,6 +122,17 @@ async def _queued(
             job_id=job.id, reason=reason, message=message, until=until, details=details
         )
 
+    if job.waits_for is not None:
+        # Checked before the due time: it waits for the holder however long it is due.
+        holder = await store.get_job(job.waits_for)
+        doing = "its next attempt" if holder and holder.state is JobState.QUEUED else "it"
+        return said(
+            "behind_key",
+            f"it waits behind job {job.waits_for} with the same key {job.key!r} "
+            f"({doing} must finish first)",
+            key=job.key or "",
+            holder=job.waits_for,
+        )
     if job.due_at > now:
         why = "a retry's backoff" if job.attempts else "its delay"
         return said("due_later", f"it is due later ({why})", until=job.due_at)
@@ -129,19 +140,6 @@ async def _queued(
     queue = stats.get(job.queue)
     if queue is not None and queue.paused:
         return said("paused", f"its queue {job.queue!r} is paused", queue=job.queue)
-    if job.key is not None:
-        holders = [
-            other
-            for other in await store.list_jobs(state=JobState.RUNNING, limit=_AHEAD_SCAN)
-            if other.key == job.key and other.id != job.id
-        ]
-        if holders:
-            return said(
-                "behind_key",
-                f"job {holders[0].id} with the same key {job.key!r} is running",
-                key=job.key,
-                holder=holders[0].id,
-            )
     serving = [worker for worker in workers if job.queue in worker.queues]
     if not serving:
         return said(

@@ -284,8 +284,8 @@ async def test_explain_names_every_reason(make_runtime: RuntimeFactory, clock: M
 
         waiting = await tenant.options(partition="u", key="k").enqueue()
         await wait_until(lambda: _started(web, waiting.id))
-        # Queued where no worker claims it, so nothing but the key explains it first.
-        behind = await call.options(queue="orphan", key="k", on_conflict="replace").enqueue()
+        # Due, on a served queue with room in its partition: only the key holds it.
+        behind = await tenant.options(partition="v", key="k", on_conflict="replace").enqueue()
         seen["behind_key"] = await admin.explain(behind.id)
 
         gate.set()
@@ -311,6 +311,7 @@ async def test_explain_names_every_reason(make_runtime: RuntimeFactory, clock: M
     assert reasons["limited_partition"] == "limited"
     assert "partition" in seen["limited_partition"].message
     assert reasons["behind_key"] == "behind_key", seen["behind_key"]
+    assert seen["behind_key"].details["holder"] == waiting.id
     assert reasons["finished"] == "finished"
     assert reasons["waiting_or_next"] in ("waiting", "queue_full", "running", "claimed", "finished")
     assert set(REASONS) >= set(reasons.values())

@@ -323,6 +323,41 @@ async def test_key_scopes_and_conflicts_through_the_runtime(
         assert (await throttle.enqueue(3)).id != one.id
 
 
+async def test_a_replace_while_the_holder_runs_waits_for_it(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime(queues={"default": 4})
+    log: list[str] = []
+    first_started, release = anyio.Event(), anyio.Event()
+
+    @runtime.job()
+    async def analyze(version: int) -> int:
+        log.append(f"start {version}")
+        if version == 1:
+            first_started.set()
+            await release.wait()
+        log.append(f"end {version}")
+        return version
+
+    async with runtime:
+        first = await analyze.options(key="customer:9").enqueue(1)
+        with anyio.fail_after(10):
+            await first_started.wait()
+        debounce = analyze.options(key="customer:9", on_conflict="replace")
+        second = await debounce.enqueue(2)
+        assert (await second.refresh()).waits_for == first.id
+        assert (await debounce.enqueue(3)).id == second.id  # takes the newest arguments
+        explained = await runtime.admin.explain(second.id)
+        assert (explained.reason, explained.details["holder"]) == ("behind_key", first.id)
+        # Room in the pool, and the job is due: only the running holder keeps it back.
+        for _ in range(20):
+            await anyio.sleep(0.01)
+        assert log == ["start 1"]
+        release.set()
+        assert await second.result(timeout=10) == 3
+    assert log == ["start 1", "end 1", "start 3", "end 3"]
+
+
 async def test_the_runtime_passes_scopes_to_the_store(make_runtime: RuntimeFactory) -> None:
     runtime = make_runtime(role="enqueue")
 

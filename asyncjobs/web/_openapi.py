@@ -48,6 +48,7 @@ _JOB_PROPERTIES: dict[str, Any] = {
     "max_attempts": {"type": "integer"},
     "timeout": _nullable("number"),
     "key": _nullable("string"),
+    "waits_for": _nullable("string"),
     "partition": _nullable("string"),
     "schedule": _nullable("string"),
     "tags": _TAGS,

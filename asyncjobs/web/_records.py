@@ -85,6 +85,7 @@ class Encoder:
             "max_attempts": job.max_attempts,
             "timeout": job.timeout,
             "key": job.key,
+            "waits_for": job.waits_for,
             "partition": job.partition,
             "schedule": job.schedule,
             "tags": dict(job.tags),
