@@ -21,7 +21,10 @@ from tests.web.cdp import Browser, find_chromium
 from tests.web.conftest import ADMIN_TOKEN, PREFIX, tokens
 from tests.web.server import host_app, serve_in_thread
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
+#: Where the docs' screenshots live: refreshed only when asked
+#: (``ASYNCJOBS_SCREENSHOTS=1 pytest tests/web/test_dashboard_browser.py``), so a
+#: test run leaves the working tree as it was.
+DOCS_STATIC = Path(__file__).resolve().parents[2] / "docs" / "_static"
 
 
 def wait_state(api: httpx.Client, job_id: str, state: str) -> None:
@@ -45,6 +48,7 @@ def chromium() -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
+    screenshots = DOCS_STATIC if os.environ.get("ASYNCJOBS_SCREENSHOTS") else tmp_path
     runtime = JobRuntime(f"sqlite:///{tmp_path / 'jobs.db'}", queues={"default": 4, "reports": 2})
     broken = {"yes": True}
 
@@ -107,7 +111,7 @@ def test_the_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
             later = browser.wait_for(f"{bar} && {bar}.value > {first} + 0.1 && {bar}.value")
             assert later > first
             browser.wait_for(f"{bar}.value > 0.3")
-            browser.screenshot(SCREENSHOTS / "web-overview.png")
+            browser.screenshot(screenshots / "web-overview.png")
             assert browser.evaluate("window.__notReloaded === true")
 
             # The dead job's page shows the error inert, and its retry button revives it.
@@ -120,7 +124,7 @@ def test_the_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
             assert "<script>" in browser.evaluate("document.getElementById('error').textContent")
             assert browser.evaluate("document.querySelectorAll('script').length") == 1
             browser.evaluate("document.querySelector('details#arguments').open = true")
-            browser.screenshot(SCREENSHOTS / "web-dead-job.png")
+            browser.screenshot(screenshots / "web-dead-job.png")
             broken["yes"] = False
             browser.evaluate("window.confirm = () => true")
             browser.evaluate("document.querySelector('form[action$=\"/retry\"] button').click()")
@@ -137,6 +141,6 @@ def test_the_dashboard_in_chromium(chromium: str, tmp_path: Path) -> None:
 
             browser.navigate(base + "/schedules")
             assert "nightly_cleanup" in browser.evaluate("document.body.textContent")
-            browser.screenshot(SCREENSHOTS / "web-schedules.png")
+            browser.screenshot(screenshots / "web-schedules.png")
             browser.navigate(base + "/audit")
             assert "job.retry" in browser.evaluate("document.body.textContent")
