@@ -221,6 +221,10 @@ class Dispatcher:
                 self._finish_unstarted(claim, StopReason.SHUTDOWN)
         self.slots.wake_all()
 
+    def removed_job(self, job_id: str) -> Job | None:
+        """A job deleted as it settled here (retention 0), as it ended; ``None`` if unknown."""
+        return self._settler.removed.get(job_id)
+
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stopping

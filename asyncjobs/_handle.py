@@ -45,11 +45,20 @@ class JobHandle(Generic[R]):
     async def refresh(self) -> Job:
         """Read the job from the store.
 
+        A job that this process's worker deleted as it finished (a retention of
+        0) is returned as it ended, while the process remembers it (its last
+        1,000 such jobs).
+
         :raises JobNotFound: when it no longer exists (pruned after retention).
         """
         job = await self._runtime.get_job(self.id)
         if job is None:
-            raise JobNotFound(f"job {self.id} is not in the store (pruned, or never stored)")
+            job = self._runtime._removed_here(self.id)
+        if job is None:
+            raise JobNotFound(
+                f"job {self.id} is not in the store (pruned, removed as it finished by a "
+                "retention of 0, or never stored)"
+            )
         return job
 
     async def status(self) -> JobState:

@@ -641,6 +641,11 @@ class JobRuntime:
         self._require_started()
         return await self.backend.get_job(job_id)
 
+    def _removed_here(self, job_id: str) -> Job | None:
+        """A job this process's worker deleted as it finished (retention 0), as it ended."""
+        dispatcher = self._dispatcher
+        return None if dispatcher is None else dispatcher.removed_job(job_id)
+
     async def handle(self, job_id: str) -> JobHandle[Any]:
         """A handle on a stored job by its id, e.g. in a later request than the enqueue:
         ``await (await runtime.handle(job_id)).result(timeout=5)`` returns the typed result.

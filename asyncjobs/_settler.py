@@ -14,6 +14,7 @@ once their leases expire.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable, Collection
 from typing import Any
@@ -33,7 +34,7 @@ from ._events import (
     JobWasCancelled,
 )
 from ._held import Claim
-from ._models import JobStart, JobState, Outcome, OutcomeKind
+from ._models import Job, JobStart, JobState, Outcome, OutcomeKind
 from ._resilience import LoopBackoff, StoreGuard, pause
 from .backends import Backend
 
@@ -46,6 +47,9 @@ _FINAL_KIND = {
     JobState.DEAD: OutcomeKind.DEAD,
     JobState.CANCELLED: OutcomeKind.CANCELLED,
 }
+_FINAL_STATE = {kind: state for state, kind in _FINAL_KIND.items()}
+#: How many removed jobs a process remembers for its own handles.
+_REMOVED_KEPT = 1000
 
 #: Seconds a handler runs before its start is written on its own: most jobs end
 #: sooner, and their outcome carries the start at no extra write.
@@ -81,6 +85,9 @@ class Settler:
         self._forget = forget
         # Outcomes ending in these states delete the job as they settle it (retention 0).
         self._remove = frozenset(_FINAL_KIND[state] for state in remove)
+        # The last jobs this process removed as they settled (retention 0), as
+        # they ended: a handle waiting in this process still gets its result.
+        self.removed: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._give_up = anyio.Event()
         self.pending = 0
         # Claims whose handler started and whose start is not written yet, by token,
@@ -120,6 +127,8 @@ class Settler:
                         refused = await self._write(part)
                         for settlement in part:
                             self._forget(settlement.claim)
+                        if self._remove:
+                            self._keep_removed(part, refused)
                         self._publish(part, refused)
                     self.pending = 0
             tg.cancel_scope.cancel()
@@ -179,6 +188,24 @@ class Settler:
                 continue
             self._guard.succeeded()
             return {o.lease_token for o in outcomes if o.job_id in refused_ids}
+
+    def _keep_removed(self, batch: list[Settlement], refused: set[str]) -> None:
+        now = self._clock.now()
+        for settlement in batch:
+            outcome = settlement.outcome
+            if outcome.kind not in self._remove or outcome.lease_token in refused:
+                continue
+            self.removed[outcome.job_id] = attrs.evolve(
+                settlement.claim.job,
+                state=_FINAL_STATE[outcome.kind],
+                result=outcome.result,
+                error=outcome.error,
+                finished_at=now,
+                lease_token=None,
+                lease_expires_at=None,
+            )
+            if len(self.removed) > _REMOVED_KEPT:
+                self.removed.popitem(last=False)
 
     def _publish(self, batch: list[Settlement], refused: set[str]) -> None:
         now = self._clock.now()

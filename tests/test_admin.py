@@ -98,14 +98,17 @@ async def test_retention_zero_deletes_jobs_as_they_finish(make_runtime: RuntimeF
     runtime = make_runtime(retention={"complete": 0})
 
     @runtime.job()
-    async def work() -> int:
-        return 1
+    async def work(n: int) -> int:
+        return n * 2
 
     with runtime.events.subscribe(JobCompleted) as events:
         async with runtime:
-            handle = await work.enqueue()
+            handle = await work.enqueue(21)
             await events.wait_for(JobCompleted, lambda e: e.job_id == handle.id)
             await wait_until(lambda: _gone(runtime, handle.id))
+            # The process that ran it still answers its handles, as the job ended.
+            assert await handle.result(timeout=10) == 42
+            assert (await handle.refresh()).state is JobState.COMPLETE
 
 
 async def _gone(runtime: JobRuntime, job_id: str) -> bool:
