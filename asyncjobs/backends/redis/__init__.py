@@ -10,6 +10,7 @@ is how users reach it; this package also exports
 - ``_keys.py``: the key layout under the prefix, for Python and for Lua
 - ``_codec.py``: new jobs, outcomes and schedules to script arguments; replies to records
 - ``_prelude.py``: the Lua every script shares, and how a script's source is assembled
+- ``_waiting.py``: the prelude's Lua for jobs queued behind a running job with their key
 - ``_enqueue.py``: the insert scripts, and the group commit that shares them between callers
 - ``_lifecycle.py``: claim, heartbeat, settle, recovery, progress (scripts and callers)
 - ``_wakeups.py``: pub/sub wake-ups and the next due time

@@ -74,6 +74,7 @@ JOB_FIELDS = (
     "fire_at",
     "partition",
     "tags",
+    "waits_for",
 )
 
 #: The order of an attempt's values as the scripts pack it (``record_attempt``):
@@ -310,6 +311,7 @@ def decode_job(values: Sequence[bytes | None]) -> Job:
         fire_at,
         partition,
         tags,
+        waits_for,
     ) = values
     if (
         job_id is None
@@ -358,6 +360,7 @@ def decode_job(values: Sequence[bytes | None]) -> Job:
         cancel_requested=cancel_requested == b"1",
         partition=_text(partition),
         tags=_decode_tags(tags),
+        waits_for=_text(waits_for),
     )
 
 
@@ -385,8 +388,10 @@ def decode_attempt(packed: bytes) -> Attempt:
 def decode_enqueued(news: Sequence[NewJob], replies: Sequence[Any]) -> list[Job]:
     """The stored jobs of an insert, from its reply, in the order of *news*.
 
-    The script lists only the jobs it did not insert, as (index, packed job)
-    pairs: every other new job was stored exactly as given. A reply of
+    The script lists only the jobs it did not store exactly as given (the
+    holder of a key or an earlier job of the same id that stands in for one, or
+    a new job that waits behind a running holder), as (index, packed job)
+    pairs: every other new job was stored as given. A reply of
     ``(-1, key, holder id)`` says an ``on_conflict="raise"`` job met a holder
     and nothing was written.
 

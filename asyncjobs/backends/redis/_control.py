@@ -21,31 +21,37 @@ __all__ = ["SCRIPTS", "cancel", "delete_job", "pause_queue", "prune", "purge", "
 _PRUNE_CHUNK = 1_000
 _PURGE_CHUNK = 2_000
 
-# ARGV: id. Returns the packed job after the change, or nil.
+# ARGV: id. Returns {the packed job after the change, queues woken (a job waiting
+# behind it let go)}, or nil.
 CANCEL = script(
     "cancel",
     """
 local id = ARGV[5]
 local jk = job_key(id)
-local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key', 'round')
+local f = redis.call('HMGET', jk, 'state', 'queue', 'due_at', 'seq', 'key', 'round',
+                     'waits_for')
 if not f[1] then return false end
 if f[1] == 'queued' then
-  unqueue(id, f[2], f[3], f[4], f[6])
+  unqueue(id, f[2], f[3], f[4], f[6], f[7])
   finish(id, f[2], f[5], 'cancelled', {}, {})
 elseif f[1] == 'running' then
   redis.call('HSET', jk, 'cancel_requested', '1')
 end
-return pack_job(jk)
+return {pack_job(jk), publish_wakes()}
 """,
     "pack",
     "finish",
 )
 
 
-async def cancel(conn: Connection, job_id: str) -> Job | None:
+async def cancel(conn: Connection, wakeups: Wakeups, job_id: str) -> Job | None:
     """Cancel a queued job, or flag a running one; a finished job stays as it is."""
     reply = await conn.run(CANCEL, [job_id])
-    return None if reply is None else decode_packed(reply)
+    if reply is None:
+        return None
+    packed, woken = reply
+    wakeups.notify_woken(woken)
+    return decode_packed(packed)
 
 
 # ARGV: id, due_at. Returns the packed job after the change, or nil.
@@ -163,29 +169,32 @@ async def prune(conn: Connection, cutoffs: Mapping[JobState, float]) -> int:
             return total
 
 
-# ARGV: id. Returns 1 when the job was deleted, 0 when it is missing or running.
+# ARGV: id. Returns {1 when the job was deleted, 0 when it is missing or running,
+# queues woken (a job waiting behind it let go)}.
 DELETE_JOB = script(
     "delete_job",
     """
 local id = ARGV[5]
 local f = redis.call('HMGET', job_key(id), unpack(DELETE_FIELDS))
-if not f[1] or f[1] == 'running' then return 0 end
+if not f[1] or f[1] == 'running' then return {0, {}} end
 delete_job(id, f)
-return 1
+return {1, publish_wakes()}
 """,
     "delete",
 )
 
 
-async def delete_job(conn: Connection, job_id: str) -> bool:
+async def delete_job(conn: Connection, wakeups: Wakeups, job_id: str) -> bool:
     """Delete a job that is not running, with its history; it frees its key."""
-    return bool(await conn.run(DELETE_JOB, [job_id]))
+    deleted, woken = await conn.run(DELETE_JOB, [job_id])
+    wakeups.notify_woken(woken)
+    return bool(deleted)
 
 
 # ARGV: the highest seq to look at (ZREVRANGEBYSCORE's max: '+inf', then '(' + the
 # last one), how many, then a filter (see read_filter). Deletes the matching jobs
 # that are not running among the next ones, newest first. Returns {number scanned,
-# last seq scanned, number deleted}.
+# last seq scanned, number deleted, queues woken (jobs waiting behind one let go)}.
 PURGE_SCAN = script(
     "purge_scan",
     """
@@ -205,7 +214,7 @@ for i = 1, #ids, 2 do
 end
 local last = ''
 if #ids > 0 then last = ids[#ids] end
-return {#ids / 2, last, deleted}
+return {#ids / 2, last, deleted, publish_wakes()}
 """,
     "sweep",
     "filter",
@@ -215,6 +224,7 @@ return {#ids / 2, last, deleted}
 
 async def purge(
     conn: Connection,
+    wakeups: Wakeups,
     *,
     queue: str | None,
     state: JobState | None,
@@ -239,7 +249,8 @@ async def purge(
         return 0
     total, below = 0, "+inf"
     while True:
-        scanned, last, deleted = await conn.run(PURGE_SCAN, [below, str(_PURGE_CHUNK), *flt])
+        scanned, last, deleted, woken = await conn.run(PURGE_SCAN, [below, str(_PURGE_CHUNK), *flt])
+        wakeups.notify_woken(woken)
         total += int(deleted)
         if int(scanned) < _PURGE_CHUNK:
             return total

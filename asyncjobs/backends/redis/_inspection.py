@@ -137,7 +137,7 @@ async def list_jobs(
 
 # Returns flat groups of (queue, paused, queued, running, complete, dead, cancelled,
 # claimed, delayed). Claimed: running jobs without started_at (a scan of the
-# running set); delayed: queued jobs due later than now.
+# running set); delayed: queued jobs due later than now (waiting ones included).
 QUEUE_STATS = script(
     "queue_stats",
     """
@@ -146,7 +146,8 @@ local out = {}
 for _, queue in ipairs(redis.call('SUNION', QUEUES, PAUSED)) do
   local paused = redis.call('SISMEMBER', PAUSED, queue)
   local c = {
-    redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed')),
+    redis.call('ZCARD', qkey(queue, 'ready')) + redis.call('ZCARD', qkey(queue, 'delayed'))
+      + redis.call('ZCARD', qkey(queue, 'waiting')),
     redis.call('ZCARD', qkey(queue, 'running')),
     redis.call('ZCARD', qkey(queue, 'complete')),
     redis.call('ZCARD', qkey(queue, 'dead')),
@@ -160,6 +161,7 @@ for _, queue in ipairs(redis.call('SUNION', QUEUES, PAUSED)) do
       end
     end
     local delayed = redis.call('ZCOUNT', qkey(queue, 'delayed'), '(' .. NOW_S, '+inf')
+      + redis.call('ZCOUNT', qkey(queue, 'waiting'), '(' .. NOW_S, '+inf')
     add(out, queue, paused, c[1], c[2], c[3], c[4], c[5], claimed, delayed)
   end
 end

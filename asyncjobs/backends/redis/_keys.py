@@ -26,6 +26,12 @@ Key layout under the prefix ``P`` (default ``asyncjobs``)::
                                     due time, then enqueue order
     P:q:<queue>:delayed     zset    queued jobs not yet due, by due_at (moved to ready
                                     by the claim that finds them due)
+    P:q:<queue>:waiting     zset    queued jobs waiting behind a running job with their
+                                    key (hash field waits_for), by due_at: in neither
+                                    ready nor delayed until that job ends
+    P:behind:<id>           set     the ids of the jobs waiting behind job <id>; deleted,
+                                    and its jobs moved to ready or delayed, when <id>
+                                    finishes or is deleted
     P:q:<queue>:running     zset    running jobs by lease expiry (crash recovery; its
                                     ZCARD is what global_concurrency counts)
     P:q:<queue>:prunning    hash    partition -> running jobs of it (partition_concurrency);
@@ -54,18 +60,19 @@ Key layout under the prefix ``P`` (default ``asyncjobs``)::
                                     first by ZREVRANGE); prune_audit trims it
     P:audit:seq             string  the audit entries' counter
     P:wake:<queue>          channel published when a queue gets work (enqueue, retry,
-                                    release, recovery, resume; in a limited queue,
-                                    also a running job's end)
+                                    release, recovery, resume, a waiting job let go;
+                                    in a limited queue, also a running job's end)
 
 Every key is bounded: a job's keys (its history too) live while it is active,
 and for ``finished_ttl`` (``dead_ttl`` for dead jobs) after it finished, or
-until ``prune``, ``purge`` or ``delete_job`` deletes it; a window hold and a
-rate window expire by themselves; the per-queue round keys grow with the
-number of partitions, as ``P:queues`` does with queues; the workers' keys
-hold the live runtimes (aged-out ones are deleted when listed), the audit
-trail what ``prune_audit`` keeps. The scripts build their keys from the
-prefix (no key is passed in ``KEYS``), so Redis Cluster is not supported; a
-restricted ACL user needs ``~P:*`` keys and ``&P:*`` channels.
+until ``prune``, ``purge`` or ``delete_job`` deletes it (a behind set goes
+when its job stops being active); a window hold and a rate window expire by
+themselves; the per-queue round keys grow with the number of partitions, as
+``P:queues`` does with queues; the workers' keys hold the live runtimes
+(aged-out ones are deleted when listed), the audit trail what ``prune_audit``
+keeps. The scripts build their keys from the prefix (no key is passed in
+``KEYS``), so Redis Cluster is not supported; a restricted ACL user needs
+``~P:*`` keys and ``&P:*`` channels.
 
 Both sides of the layout live here: :class:`Keys` for the Python side, and
 :data:`LUA_KEYS`, the helpers every script uses for the same names.
@@ -153,6 +160,7 @@ local function job_key(id) return P .. ':job:' .. id end
 local function attempts_key(id) return P .. ':attempts:' .. id end
 local function qkey(queue, part) return P .. ':q:' .. queue .. ':' .. part end
 local function dedup_key(key) return P .. ':key:' .. key end
+local function behind_key(id) return P .. ':behind:' .. id end
 local function schedule_key(name) return P .. ':schedule:' .. name end
 local function wake_channel(queue) return P .. ':wake:' .. queue end
 local function rate_key(window) return P .. ':rate:' .. window end

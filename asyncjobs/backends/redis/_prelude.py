@@ -18,6 +18,7 @@ import attrs
 from ..._models import MAX_ATTEMPT_HISTORY
 from ._codec import JOB_FIELDS
 from ._keys import LUA_KEYS
+from ._waiting import WAITING_LUA
 
 __all__ = ["Script", "script"]
 
@@ -122,7 +123,13 @@ local function push(id, queue, due, seq, priority, round)
   woken[queue] = true
 end
 
-local function unqueue(id, queue, due, seq, round)
+-- waits: the job's waits_for; a job waiting behind another is in neither ready
+-- nor delayed (see _waiting.py).
+local function unqueue(id, queue, due, seq, round, waits)
+  if waits then
+    redis.call('ZREM', qkey(queue, 'waiting'), id)
+    return
+  end
   redis.call('ZREM', qkey(queue, 'ready'), ready_member(due, seq, id, round))
   redis.call('ZREM', qkey(queue, 'delayed'), id)
 end
@@ -220,6 +227,8 @@ local function finish(id, queue, key, state, set, del, partition)
   if key then
     local dk = dedup_key(key)
     if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+    -- Only a key's holder can have jobs behind it: keyless jobs pay nothing here.
+    release_waiting(id)
   end
   local ttl = FIN_TTL
   if state == 'dead' then ttl = DEAD_TTL end
@@ -284,16 +293,18 @@ local function drop_job(id, key)
     local dk = dedup_key(key)
     local holder = redis.call('GET', dk)
     if holder == id or holder == '~' .. id then redis.call('DEL', dk) end
+    release_waiting(id)
   end
   redis.call('ZREM', JOBS, id)
   redis.call('DEL', job_key(id), attempts_key(id))
 end
 
 -- Delete a job that is not running from every index. f holds its DELETE_FIELDS.
-local DELETE_FIELDS = {'state', 'queue', 'due_at', 'seq', 'key', 'round'}
+local DELETE_FIELDS = {'state', 'queue', 'due_at', 'seq', 'key', 'round', 'waits_for'}
 local function delete_job(id, f)
   local state, queue = f[1], f[2]
-  if state == 'queued' then unqueue(id, queue, f[3], f[4], f[6])
+  if f[7] then redis.call('SREM', behind_key(f[7]), id) end
+  if state == 'queued' then unqueue(id, queue, f[3], f[4], f[6], f[7])
   else
     redis.call('ZREM', qkey(queue, state), id)
     redis.call('ZREM', EXPIRY, expiry_member(state, queue, id))
@@ -400,7 +411,8 @@ end
 -- (else active), and its conflict rule 'r' replace or 'x' raise (else return).
 -- Nothing but this insert writes fire_at. Returns (index from 0, packed job)
 -- pairs for the jobs not inserted, whose existing job (same id, the key's
--- holder) stands in for them.
+-- holder) stands in for them, and for those inserted to wait behind a running
+-- holder ('r'), which are stored with waits_for.
 
 -- Before anything is written: the first job with 'x' whose key is held, by a
 -- stored job or by an earlier job of the batch, as {-1, key, holder id}; or nil.
@@ -439,13 +451,16 @@ local function next_round(queue, partition)
 end
 
 -- A queued holder takes a replacing job's payload and due time (keeping its place
--- in the rounds and enqueue order).
+-- in the rounds and enqueue order). One waiting behind a running job keeps waiting.
 local function replace_queued(hid, payload, due)
   local hk = job_key(hid)
-  local h = redis.call('HMGET', hk, 'queue', 'due_at', 'seq', 'priority', 'round')
-  unqueue(hid, h[1], h[2], h[3], h[5])
+  local h = redis.call('HMGET', hk, 'queue', 'due_at', 'seq', 'priority', 'round', 'waits_for')
   redis.call('HSET', hk, 'payload', payload, 'due_at', due)
-  push(hid, h[1], due, h[3], h[4], h[5])
+  if h[6] then redis.call('ZADD', qkey(h[1], 'waiting'), due, hid)
+  else
+    unqueue(hid, h[1], h[2], h[3], h[5])
+    push(hid, h[1], due, h[3], h[4], h[5])
+  end
 end
 
 -- The jobs this call inserted, per queue (for a handoff): id -> true (or, for a
@@ -472,15 +487,19 @@ local function insert_jobs(pos, n)
       if has(flags, 't') then tags = ARGV[pos]; pos = pos + 1 end
     end
     local jk = job_key(id)
-    local existing = nil
+    local existing, waits = nil, nil
     if redis.call('EXISTS', jk) == 1 then
       -- The same id again: a client's retry of an enqueue whose reply was lost.
       existing = jk
     elseif key then
       local hid, hstate = key_holder(key)
       if hid then
-        if not has(flags, 'r') or hstate ~= 'running' then existing = job_key(hid) end
-        if has(flags, 'r') and hstate == 'queued' then replace_queued(hid, payload, due) end
+        if not has(flags, 'r') then existing = job_key(hid)
+        elseif hstate == 'running' then waits = hid  -- the two must never run at once
+        else
+          if hstate == 'queued' then replace_queued(hid, payload, due) end
+          existing = job_key(hid)
+        end
       end
       if not existing then
         local dk = dedup_key(key)
@@ -511,6 +530,7 @@ local function insert_jobs(pos, n)
           if has(flags, 'q') then f[#f + 1] = 'key_scope'; f[#f + 1] = 'queued'
           elseif has(flags, 'w') then f[#f + 1] = 'key_scope'; f[#f + 1] = 'window' end
           if key_expires then f[#f + 1] = 'key_expires_at'; f[#f + 1] = key_expires end
+          if waits then f[#f + 1] = 'waits_for'; f[#f + 1] = waits end
         end
         if schedule then f[#f + 1] = 'schedule'; f[#f + 1] = schedule end
         if fire_at then f[#f + 1] = 'fire_at'; f[#f + 1] = fire_at end
@@ -523,14 +543,20 @@ local function insert_jobs(pos, n)
       end
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', JOBS, seq, id)
-      push(id, queue, due, seq, priority, round)
       queues[queue] = true
-      if round or (key and has(flags, 'q')) then
-        inserted[id] = {partition = partition, round = round, key = has(flags, 'q') and key}
+      if waits then
+        -- Not claimable, so not one a handoff may take; the caller needs its waits_for.
+        wait_behind(id, queue, due, waits)
+        add(out, j, pack_job(jk))
       else
-        inserted[id] = true
+        push(id, queue, due, seq, priority, round)
+        if round or (key and has(flags, 'q')) then
+          inserted[id] = {partition = partition, round = round, key = has(flags, 'q') and key}
+        else
+          inserted[id] = true
+        end
+        inserted_in[queue] = (inserted_in[queue] or 0) + 1
       end
-      inserted_in[queue] = (inserted_in[queue] or 0) + 1
     end
   end
   for queue, _ in pairs(queues) do redis.call('SADD', QUEUES, queue) end
@@ -550,19 +576,21 @@ _SECTION_NEEDS: dict[str, tuple[str, ...]] = {
     "pack": ("base",),
     "wake": ("base",),
     "ready": ("wake",),
-    "finish": ("ready",),
+    "waiting": ("ready",),
+    "finish": ("waiting",),
     "sweep": ("base",),
     "attempts": ("base",),
     "delete": ("finish",),
     "filter": ("base",),
     "holder": ("base",),
     "lease": ("pack", "ready"),
-    "insert": ("pack", "ready", "holder"),
+    "insert": ("pack", "waiting", "holder"),
 }
 _SECTIONS: dict[str, str] = {
     chunk.split("\n", 1)[0].strip(): chunk.split("\n", 1)[1]
     for chunk in _PRELUDE.split("--@section ")[1:]
 }
+_SECTIONS["waiting"] = WAITING_LUA
 
 
 def script(name: str, body: str, *needs: str) -> Script:

@@ -243,7 +243,7 @@ class RedisBackend:
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job, or flag a running one; a finished job stays as it is."""
-        return await _control.cancel(self._conn, job_id)
+        return await _control.cancel(self._conn, self._wakeups, job_id)
 
     async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
         """Queue a dead job again at *due_at* with its attempts reset."""
@@ -265,7 +265,7 @@ class RedisBackend:
 
         :returns: ``False`` when there is no such job or it is running.
         """
-        return await _control.delete_job(self._conn, job_id)
+        return await _control.delete_job(self._conn, self._wakeups, job_id)
 
     async def purge(
         self,
@@ -285,6 +285,7 @@ class RedisBackend:
         """
         return await _control.purge(
             self._conn,
+            self._wakeups,
             queue=queue,
             state=state,
             name=name,
