@@ -32,7 +32,8 @@ JOB_COLUMNS: Final = (
     "id, name, queue, payload, state, due_at, enqueued_at, priority, attempts,"
     " max_attempts, timeout, key, schedule, fire_at, lease_token, lease_expires_at,"
     " worker_id, started_at, finished_at, result, error_type, error_message,"
-    " error_traceback, progress, progress_message, cancel_requested, partition, tags"
+    " error_traceback, progress, progress_message, cancel_requested, partition, tags,"
+    " waits_for, parked_due_at"
 )
 #: The columns :func:`to_schedule` reads, in the order of :func:`schedule_args`.
 SCHEDULE_COLUMNS: Final = (
@@ -52,16 +53,21 @@ def tags_json(tags: Mapping[str, str]) -> str | None:
 
 
 def to_job(row: asyncpg.Record) -> Job:
-    """The job of a row holding :data:`JOB_COLUMNS`."""
+    """The job of a row holding :data:`JOB_COLUMNS`.
+
+    A job waiting for the holder of its key reports its parked due time, not
+    the infinity its ``due_at`` column holds meanwhile.
+    """
     error_type = row["error_type"]
     tags = row["tags"]
+    parked = row["parked_due_at"]
     return Job(
         id=row["id"],
         name=row["name"],
         queue=row["queue"],
         payload=row["payload"],
         state=JobState(row["state"]),
-        due_at=row["due_at"],
+        due_at=row["due_at"] if parked is None else parked,
         enqueued_at=row["enqueued_at"],
         priority=row["priority"],
         attempts=row["attempts"],
@@ -86,6 +92,7 @@ def to_job(row: asyncpg.Record) -> Job:
         cancel_requested=row["cancel_requested"],
         partition=row["partition"],
         tags={} if tags is None else json.loads(tags),
+        waits_for=row["waits_for"],
     )
 
 

@@ -172,7 +172,7 @@ class Database:
                         f"PostgreSQL at {self.where} is version {version // 10000}.{version % 100}"
                         f"; asyncjobs needs {MIN_SERVER_VERSION} or newer: upgrade the server"
                     )
-                await _schema.migrate(conn, self.schema, self.q)
+                await _schema.migrate(conn, self.schema, self.q, self.channel)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, DRIVER_ERRORS):

@@ -12,7 +12,9 @@ and handing a new job to an idle worker.
   many processes race one key, they take turns, and each finds the holder the
   previous one left. The key's holder is judged by its scope (``queued``,
   ``active``, ``window``) from its row; ``keys`` names the job that took each
-  key last.
+  key last. A ``replace`` that meets a running holder inserts the new job
+  waiting for it (``waits_for``, ``due_at`` parked at infinity, see
+  ``_schema.py``), the holder's row share-locked so it cannot finish unseen.
 - A handoff (one due job, no key or partition) inserts the job already
   claimed when its queue is not paused and holds no due job a claim would
   take first, in the same single statement.
@@ -20,7 +22,8 @@ and handing a new job to an idle worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import asyncpg
@@ -41,21 +44,27 @@ _TYPES: Final = (
     "text[]", "text[]", "text[]", "bytea[]", "float8[]", "float8[]", "int4[]", "int4[]",
     "float8[]", "text[]", "float8[]", "jsonb[]",
 )  # fmt: skip
-_FULL_COLUMNS: Final = _COLUMNS + ", key, partition, round, key_scope, key_expires_at"
-_FULL_TYPES: Final = (*_TYPES, "text[]", "text[]", "int8[]", "text[]", "float8[]")
+# The ``due_at`` of a job waiting for its key's running holder: never due, never claimed.
+_PARKED: Final = math.inf
+_FULL_COLUMNS: Final = (
+    _COLUMNS + ", key, partition, round, key_scope, key_expires_at, waits_for, parked_due_at"
+)
+_FULL_TYPES: Final = (
+    *_TYPES, "text[]", "text[]", "int8[]", "text[]", "float8[]", "text[]", "float8[]",
+)  # fmt: skip
 
 
 def _unnest(types: Sequence[str], first: int) -> str:
     return ", ".join(f"${first + i}::{kind}" for i, kind in enumerate(types))
 
 
-def _row(new: NewJob) -> tuple[Any, ...]:
+def _row(new: NewJob, due_at: float | None = None) -> tuple[Any, ...]:
     return (
         new.id,
         new.name,
         new.queue,
         new.payload,
-        new.due_at,
+        new.due_at if due_at is None else due_at,
         new.enqueued_at,
         new.priority,
         new.max_attempts,
@@ -64,6 +73,11 @@ def _row(new: NewJob) -> tuple[Any, ...]:
         new.fire_at,
         tags_json(new.tags),
     )
+
+
+def _queued(new: NewJob, waits: Mapping[str, str]) -> Job:
+    """The record of *new* as inserted (queued behind the job *waits* names, if any)."""
+    return attrs.evolve(new.queued(), waits_for=waits.get(new.id))
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -117,14 +131,21 @@ class Statements:
             f" FROM {q}.keys AS k JOIN {q}.jobs AS j ON j.id = k.job_id"
             " WHERE k.key = ANY($1::text[])"
         )
+        # FOR SHARE conflicts with every write that could finish or delete the
+        # holder, so it stays as read until the job queued behind it commits.
+        self.lock_holders = self.holders + " FOR SHARE OF j"
         self.take_keys = (
             f"INSERT INTO {q}.keys (key, job_id) SELECT * FROM unnest($1::text[], $2::text[])"
             " ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id"
         )
+        # A waiting job's due time stays parked: judged on the row as it is when
+        # updated, since its holder may have finished since it was read.
         self.replace = (
-            f"UPDATE {q}.jobs AS j SET payload = r.payload, due_at = r.due_at"
+            f"UPDATE {q}.jobs AS j SET payload = r.payload,"
+            " due_at = CASE WHEN j.waits_for IS NULL THEN r.due_at ELSE 'infinity' END,"
+            " parked_due_at = CASE WHEN j.waits_for IS NULL THEN NULL ELSE r.due_at END"
             " FROM unnest($1::text[], $2::bytea[], $3::float8[]) AS r(id, payload, due_at)"
-            " WHERE j.id = r.id AND j.state = 'queued'"
+            " WHERE j.id = r.id AND j.state = 'queued' RETURNING j.id, j.waits_for"
         )
         self.rounds = (
             f"SELECT p.partition, p.last_round FROM {q}.partitions AS p"
@@ -171,10 +192,18 @@ class _Hold:
         return self.job.state in (JobState.QUEUED, JobState.RUNNING)
 
 
-async def holders(conn: asyncpg.Connection, db: Database, keys: Sequence[str]) -> dict[str, _Hold]:
-    """The last takers of *keys*, as stored (whether each still holds is :meth:`_Hold.holds`)."""
+async def holders(
+    conn: asyncpg.Connection, db: Database, keys: Sequence[str], *, lock: bool = False
+) -> dict[str, _Hold]:
+    """The last takers of *keys*, as stored (whether each still holds is :meth:`_Hold.holds`).
+
+    :param lock: share-lock the takers' rows to the end of the transaction (read
+        again after any write in flight commits), so none finishes meanwhile.
+    """
+    statements = db.statements.enqueue
+    sql = statements.lock_holders if lock else statements.holders
     found: dict[str, _Hold] = {}
-    for row in await conn.fetch(db.statements.enqueue.holders, list(keys)):
+    for row in await conn.fetch(sql, list(keys)):
         found[row["held_key"]] = _Hold(
             to_job(row), KeyScope(row["key_scope"] or KeyScope.ACTIVE), row["key_expires_at"]
         )
@@ -222,6 +251,43 @@ async def _rounds(
     return rounds
 
 
+async def _lock_running_holders(
+    conn: asyncpg.Connection,
+    db: Database,
+    jobs: Sequence[NewJob],
+    held: dict[str, _Hold],
+    now: float,
+) -> None:
+    """Share-lock the running holders a replace in *jobs* would queue a job behind, and
+    read them again into *held*.
+
+    Without the lock, a holder finishing in a transaction that commits after
+    it was read here, but before the new job commits, would release nothing
+    (the new job is not visible to its trigger yet), and the new job would
+    wait forever. With it, that finish waits for this transaction, then its
+    trigger sees the new job; a finish that committed first is read here.
+    """
+    keys = sorted(
+        {
+            new.key
+            for new in jobs
+            if new.key is not None
+            and new.on_conflict is OnConflict.REPLACE
+            and (hold := held.get(new.key)) is not None
+            and hold.job.state is JobState.RUNNING
+        }
+    )
+    if not keys:
+        return
+    fresh = await holders(conn, db, keys, lock=True)
+    for key in keys:
+        hold = fresh.get(key)
+        if hold is None:
+            held.pop(key, None)  # deleted meanwhile (with its key)
+        else:
+            held[key] = hold
+
+
 async def insert_jobs(conn: asyncpg.Connection, db: Database, jobs: Sequence[NewJob]) -> list[Job]:
     """Insert *jobs* inside the caller's transaction on *conn*, with the key conflict rules.
 
@@ -235,8 +301,11 @@ async def insert_jobs(conn: asyncpg.Connection, db: Database, jobs: Sequence[New
     keys = sorted({new.key for new in jobs if new.key is not None})
     held = await holders(conn, db, keys) if keys else {}
     now = await server_now(conn, db) if keys else 0.0
+    await _lock_running_holders(conn, db, jobs, held, now)
     stored: list[Job] = []
     inserts: dict[str, NewJob] = {}
+    # The new jobs queued behind a running holder: id -> the holder's id.
+    waits: dict[str, str] = {}
     replaced: dict[str, Job] = {}
     for new in jobs:
         if new.key is not None:
@@ -267,22 +336,26 @@ async def insert_jobs(conn: asyncpg.Connection, db: Database, jobs: Sequence[New
                     stored.append(holder)
                     continue
                 # Replace with a running holder: the new job queues behind it, taking the key.
-            held[new.key] = _Hold(new.queued(), new.key_scope, new.key_expires_at)
+                waits[new.id] = holder.id
+            held[new.key] = _Hold(_queued(new, waits), new.key_scope, new.key_expires_at)
         inserts[new.id] = new
-        stored.append(new.queued())
+        stored.append(_queued(new, waits))
     if replaced:
         values = [(job.id, job.payload, job.due_at) for job in replaced.values()]
-        await conn.execute(statements.replace, *_columns(values, 3))
+        for row in await conn.fetch(statements.replace, *_columns(values, 3)):
+            replaced[row["id"]] = attrs.evolve(replaced[row["id"]], waits_for=row["waits_for"])
     if inserts:
         rounds = await _rounds(conn, db, list(inserts.values()))
         rows = [
             (
-                *_row(new),
+                *_row(new, _PARKED if new.id in waits else new.due_at),
                 new.key,
                 new.partition,
                 rounds.get(new.id, 0),
                 None if new.key is None or new.key_scope is KeyScope.ACTIVE else str(new.key_scope),
                 None if new.key is None or new.key_scope is KeyScope.ACTIVE else new.key_expires_at,
+                waits.get(new.id),
+                new.due_at if new.id in waits else None,
             )
             for new in inserts.values()
         ]
@@ -294,7 +367,7 @@ async def insert_jobs(conn: asyncpg.Connection, db: Database, jobs: Sequence[New
         conn, db, [new.queue for new in inserts.values()] + [j.queue for j in replaced.values()]
     )
     # A job replaced later in the batch is returned as it was stored in the end.
-    final = {job_id: new.queued() for job_id, new in inserts.items()}
+    final = {job_id: _queued(new, waits) for job_id, new in inserts.items()}
     final.update(replaced)
     return [final.get(job.id, job) for job in stored]
 

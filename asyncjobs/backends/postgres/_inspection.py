@@ -24,22 +24,26 @@ class Statements:
         self.attempts = f"SELECT history FROM {q}.jobs WHERE id = $1"
         # Counts per queue and state, with the delayed (queued, due later) and the
         # claimed (running, handler not started) among them; paused queues too.
+        # A job waiting for its key's holder is delayed by its own due time only,
+        # as in the other stores.
         self.stats = f"""
             WITH {NOW}
             SELECT queue, state, count(*) AS n,
-                count(*) FILTER (WHERE state = 'queued' AND due_at > (SELECT now FROM t))
-                    AS delayed,
+                count(*) FILTER (WHERE state = 'queued'
+                    AND coalesce(parked_due_at, due_at) > (SELECT now FROM t)) AS delayed,
                 count(*) FILTER (WHERE state = 'running' AND started_at IS NULL) AS claimed
             FROM {q}.jobs WHERE ($2::text IS NULL OR partition = $2) GROUP BY queue, state
             UNION ALL
             SELECT name, NULL, 0, 0, 0 FROM {q}.queues WHERE paused
         """
-        # One index probe (jobs_due) per unpaused queue.
+        # One index probe (jobs_due) per unpaused queue; the jobs waiting for their
+        # key's holder (due at infinity) are not due until it lets them go.
         self.next_due = f"""
             SELECT min(d.due_at) FROM unnest($1::text[]) AS n(queue)
             CROSS JOIN LATERAL (
                 SELECT due_at FROM {q}.jobs
-                WHERE state = 'queued' AND queue = n.queue ORDER BY due_at LIMIT 1
+                WHERE state = 'queued' AND queue = n.queue AND due_at < 'infinity'
+                ORDER BY due_at LIMIT 1
             ) AS d
             WHERE NOT EXISTS (SELECT 1 FROM {q}.queues WHERE name = n.queue AND paused)
         """

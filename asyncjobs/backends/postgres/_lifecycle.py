@@ -11,6 +11,8 @@
   attempt to the job's history. Outcomes with ``remove`` delete their jobs in
   a sibling CTE (disjoint rows). Requeued jobs, and any job leaving a queue
   claimed under a concurrency limit, wake that queue's waiters at commit.
+  A finished job lets the jobs queued behind it go through a trigger
+  (``_schema.py``), which wakes their queues too.
 - **Heartbeats** extend every held lease of a batch in one statement.
 - **Recovery** takes back expired leases in one statement (``jobs_lease``),
   skipping rows a heartbeat holds at that moment.

@@ -11,6 +11,10 @@ Every object lives in the backend's own schema (``schema=``, default
   leases), ``jobs_finished`` (prune by age). ``fillfactor`` leaves room in each
   page for the new versions of updated rows, and autovacuum runs at 2 % of
   dead rows instead of 20 % (a queue table turns over all the time).
+  A job queued behind the running holder of its key (``waits_for``) has
+  ``due_at`` infinity and its real due time in ``parked_due_at``; the
+  triggers ``jobs_finished_release`` and ``jobs_deleted_release`` give it
+  back when the holder finishes or is deleted (index ``jobs_waits_for``).
 - ``keys``: the job that took each dedup key last (``_keys.py``).
 - ``queues``: pause flags, the current partition round, whether the queue is
   claimed under a concurrency limit, and a wake counter the poll of
@@ -147,14 +151,66 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX audit_at ON {s}.audit (at)",
     ),
+    (
+        # A job queued behind a running holder of its key keeps ``due_at`` at
+        # infinity, its real due time parked, so the claim statements and their
+        # indexes need no new condition to pass it over.
+        "ALTER TABLE {s}.jobs ADD COLUMN waits_for text, ADD COLUMN parked_due_at float8",
+        "CREATE INDEX jobs_waits_for ON {s}.jobs (waits_for) WHERE waits_for IS NOT NULL",
+        # A trigger rather than a clause in each finishing statement: settle,
+        # recovery, cancel, delete, purge and prune (and any statement written
+        # later) release the waiting jobs alike, in the transaction of the finish.
+        """
+        CREATE FUNCTION {s}.release_waiting() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            woken integer;
+        BEGIN
+            WITH r AS (
+                UPDATE {s}.jobs SET waits_for = NULL,
+                    due_at = coalesce(parked_due_at, due_at), parked_due_at = NULL
+                WHERE waits_for = OLD.id
+                RETURNING queue, state
+            ),
+            w AS (
+                INSERT INTO {s}.queues (name, wake_seq)
+                SELECT DISTINCT queue, 1 FROM r WHERE state = 'queued'
+                ON CONFLICT (name) DO UPDATE SET wake_seq = {s}.queues.wake_seq + 1
+                RETURNING name
+            )
+            SELECT count(pg_notify({channel}, name)) INTO woken FROM w;
+            RETURN NULL;
+        END
+        $$
+        """,
+        # Only a job with a key can be waited for, and a finished one released its
+        # waiting jobs as it finished (pruning costs nothing): the WHEN clauses,
+        # judged without calling the function, keep every other row's cost at nil.
+        """
+        CREATE TRIGGER jobs_finished_release AFTER UPDATE OF state ON {s}.jobs
+        FOR EACH ROW WHEN (
+            NEW.key IS NOT NULL AND NEW.state IN ('complete', 'dead', 'cancelled')
+            AND OLD.state NOT IN ('complete', 'dead', 'cancelled')
+        ) EXECUTE FUNCTION {s}.release_waiting()
+        """,
+        """
+        CREATE TRIGGER jobs_deleted_release AFTER DELETE ON {s}.jobs
+        FOR EACH ROW WHEN (
+            OLD.key IS NOT NULL AND OLD.state NOT IN ('complete', 'dead', 'cancelled')
+        ) EXECUTE FUNCTION {s}.release_waiting()
+        """,
+    ),
 )
 
 #: The schema version this asyncjobs writes; a schema with a higher one is refused.
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, quoted: str) -> None:
+async def migrate(conn: asyncpg.Connection, schema: str, quoted: str, channel: str) -> None:
     """Create or bring *schema* up to :data:`SCHEMA_VERSION`, once however many processes race.
+
+    :param schema: the schema's name; *quoted* is the same, quoted for SQL.
+    :param channel: the NOTIFY channel of the schema (the trigger that releases
+        waiting jobs wakes workers on it).
 
     :raises SchemaVersionError: when a newer asyncjobs wrote the schema.
     """
@@ -180,7 +236,8 @@ async def migrate(conn: asyncpg.Connection, schema: str, quoted: str) -> None:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         for step in _MIGRATIONS[current:]:
             for statement in step:
-                await conn.execute(statement.format(s=quoted))
+                # The channel is made of the schema name, a plain identifier: no quote inside.
+                await conn.execute(statement.format(s=quoted, channel=f"'{channel}'"))
         if exists:
             await conn.execute(f"UPDATE {quoted}.schema_version SET version = $1", SCHEMA_VERSION)
         else:
