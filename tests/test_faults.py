@@ -48,6 +48,8 @@ from tests.chaos_cluster import (
     problems,
     runs_by_job,
 )
+from tests.postgres_server import PostgresServer
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -58,7 +60,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     yield from make_cluster(request, tmp_path)
 
 
-# -- 1. the Redis server is away for a minute -------------------------------------------
+# -- 1. the Redis or PostgreSQL server is away for a minute -------------------------------
 
 OUTAGE = 60.0
 OUTAGE_JOBS = 2000
@@ -72,14 +74,22 @@ OUTAGE_LEASE = 2.0
 MAX_PROBLEMS = 30
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.usefixtures("redis_url")  # skips (or fails in CI) the same way without redis
-async def test_workers_ride_out_a_minute_long_redis_outage(tmp_path: Path) -> None:
-    from tests.redis_server import RedisServer
+def _server(kind: str) -> RedisServer | PostgresServer:
+    """A server of its own for the outage test, restarted on the same port and files."""
+    if kind == "redis":
+        # appendfsync always: every write the server acknowledged is in the AOF when it
+        # stops, and the restart on the same port and directory reads it back.
+        return RedisServer(appendonly=True, appendfsync="always")
+    return PostgresServer()  # fsync on: a commit it acknowledged survives the stop
 
-    # appendfsync always: every write the server acknowledged is in the AOF when it
-    # stops, and the restart on the same port and directory reads it back.
-    with RedisServer(appendonly=True, appendfsync="always") as server:
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_workers_ride_out_a_minute_long_store_outage(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue(f"{kind}_url")  # skips (or fails in CI) without the server
+    with _server(kind) as server:
         chaos = Cluster(server.url, "outage", tmp_path)
         try:
             async with chaos.runtime() as runtime:
@@ -166,7 +176,7 @@ async def test_workers_ride_out_a_minute_long_redis_outage(tmp_path: Path) -> No
         assert strays == [], "\n".join(strays)
     repeated = sum(len(tries) - 1 for tries in starts.values())
     print(
-        f"\nredis away {OUTAGE:.0f} s: {len(stored)} jobs complete, {len(run_again)} claimed "
+        f"\n{kind} away {OUTAGE:.0f} s: {len(stored)} jobs complete, {len(run_again)} claimed "
         f"again, {repeated} handler runs repeated; warnings per worker: "
         f"{[len(problems(log)) for log in logs]}"
     )
