@@ -259,11 +259,25 @@ class QueuePlan:
             self.prefetch,
             weights={name: self.queues[name].weight for name in limits},
             selection=self.selection,
+            no_prefetch=[name for name in limits if not self._may_prefetch(name, limits[name])],
+        )
+
+    def _may_prefetch(self, name: str, limit: int) -> bool:
+        """Whether queue *name* (running *limit* here) may claim jobs ahead of free workers."""
+        queue = self.queues[name]
+        if queue.rate_limit is not None:
             # A job claimed ahead counts in its rate window from its claim but starts
             # later: rate-limited queues claim only for idle workers, so starts stay
-            # within the window. (Concurrency limits count claimed jobs as running,
-            # so prefetch cannot break them.)
-            no_prefetch=[name for name in limits if self.queues[name].rate_limit is not None],
+            # within the window.
+            return False
+        # Cluster limits count claimed jobs as running, so a job waiting in this
+        # process's buffer holds a slot of the cluster (or of a partition) that another
+        # process could run at once. Claim ahead only while this process's whole claim
+        # is at most half of such a limit.
+        claim = limit * (1 + self.prefetch)
+        return all(
+            cap is None or cap >= 2 * claim
+            for cap in (queue.global_concurrency, queue.partition_concurrency)
         )
 
     def claim_limits(self, job_rates: Mapping[str, RateLimit]) -> dict[str, ClaimLimits]:

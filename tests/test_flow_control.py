@@ -516,3 +516,24 @@ async def test_small_partitions_start_within_one_round_of_a_huge_one(
         name: [i for i, started in enumerate(starts) if started == name][1] for name in firsts
     }
     assert max(seconds.values()) < 42, starts
+
+
+def test_queues_claim_ahead_only_where_a_buffered_job_cannot_hold_a_cluster_slot() -> None:
+    runtime = JobRuntime(
+        queues={
+            "plain": Queue(concurrency=4),
+            "partner": Queue(concurrency=4, rate_limit=RateLimit(100, per=60)),
+            "tight": Queue(concurrency=4, global_concurrency=5),
+            "roomy": Queue(concurrency=4, global_concurrency=1000),
+            "tenants": Queue(concurrency=4, partition_concurrency=2),
+        },
+        prefetch=1,
+    )
+    slots = runtime.slots
+    # A full claim of "tight" (4 running + 4 ahead) could hold 5 of its 5 cluster slots.
+    assert slots.no_prefetch == {"partner", "tight", "tenants"}
+    assert {queue: slots.capacity[queue] for queue in ("plain", "tight", "roomy")} == {
+        "plain": 8,
+        "tight": 4,
+        "roomy": 8,
+    }
