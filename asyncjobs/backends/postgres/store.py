@@ -150,13 +150,14 @@ class PostgresBackend:
         off: none is visible before the commit.
 
         :param connection: an ``asyncpg.Connection`` (or a pool's connection
-            proxy) inside a transaction, on the database this backend uses.
-        :raises InvalidOptionError: when *connection* is not an asyncpg
-            connection, or not inside a transaction.
+            proxy), or a SQLAlchemy ``AsyncConnection`` of the asyncpg dialect,
+            inside a transaction, on the database this backend uses.
+        :raises InvalidOptionError: when *connection* is neither, is an
+            ``AsyncConnection`` of another driver, or is not inside a transaction.
         :raises DuplicateJobError: as :meth:`enqueue` (the caller's transaction
             is then in an error-free state: nothing was written).
         """
-        conn = _asyncpg_connection(connection)
+        conn = await _asyncpg_connection(connection)
         if not conn.is_in_transaction():
             raise InvalidOptionError(
                 "connection= must be inside a transaction (async with conn.transaction(): "
@@ -404,12 +405,59 @@ class PostgresBackend:
         return await _inspection.queue_stats(self._db, partition=partition)
 
 
-def _asyncpg_connection(connection: Any) -> asyncpg.Connection:
-    """The asyncpg connection behind *connection* (a pool's proxy is one too)."""
+async def _asyncpg_connection(connection: Any) -> asyncpg.Connection:
+    """The asyncpg connection behind *connection* (a pool's proxy is one too).
+
+    A SQLAlchemy ``AsyncConnection`` (recognised by its methods: SQLAlchemy stays
+    an optional dependency, never imported) gives its driver connection when its
+    dialect's driver is asyncpg and it is inside a transaction. SQLAlchemy's
+    asyncpg adapter sends ``BEGIN`` only with the first statement of a
+    transaction: until then, the driver connection is outside one, and a job
+    inserted on it would commit on its own. So a trivial statement goes through
+    SQLAlchemy first, which begins the transaction its commit or rollback ends.
+    """
     if isinstance(connection, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
         return connection
+    if _is_sqlalchemy_async_connection(connection):
+        driver = connection.dialect.driver
+        if driver != "asyncpg":
+            raise InvalidOptionError(
+                f"connection= takes a SQLAlchemy AsyncConnection on the asyncpg driver "
+                f"(PostgresBackend uses asyncpg), not on {driver!r}: create its engine "
+                "with a postgresql+asyncpg:// URL"
+            )
+        if not connection.in_transaction():
+            raise InvalidOptionError(
+                "connection= must be inside a transaction (async with engine.begin() as "
+                "conn: ..., or conn.begin()): outside one, the jobs would commit on their own"
+            )
+        raw = await connection.get_raw_connection()
+        conn = raw.driver_connection
+        if not isinstance(conn, asyncpg.Connection):
+            raise InvalidOptionError(
+                f"connection= got a SQLAlchemy AsyncConnection whose driver connection is "
+                f"{type(conn).__name__}, not an asyncpg connection"
+            )
+        if not conn.is_in_transaction():
+            await connection.exec_driver_sql("SELECT 1")
+        if not conn.is_in_transaction():
+            raise InvalidOptionError(
+                "connection= must be inside a transaction, and this AsyncConnection runs "
+                "with isolation_level='AUTOCOMMIT': the jobs would commit on their own"
+            )
+        return conn
     raise InvalidOptionError(
-        f"connection= takes an asyncpg connection (PostgresBackend uses asyncpg), not "
-        f"{type(connection).__name__}: with SQLAlchemy, pass "
-        "(await conn.get_raw_connection()).driver_connection"
+        f"connection= takes an asyncpg connection (PostgresBackend uses asyncpg) or a "
+        f"SQLAlchemy AsyncConnection on the asyncpg driver, not {type(connection).__name__}"
+        " (with a SQLAlchemy AsyncSession, pass await session.connection())"
+    )
+
+
+def _is_sqlalchemy_async_connection(connection: Any) -> bool:
+    """Whether *connection* looks like ``sqlalchemy.ext.asyncio.AsyncConnection``."""
+    return (
+        callable(getattr(connection, "get_raw_connection", None))
+        and callable(getattr(connection, "in_transaction", None))
+        and callable(getattr(connection, "exec_driver_sql", None))
+        and hasattr(connection, "dialect")
     )
