@@ -2,7 +2,9 @@
 
 Two measurements, on each store (memory; a SQLite file in a temp dir with the
 default ``SQLiteBackend``; Redis on a throwaway ``redis-server`` started here,
-AOF on with ``appendfsync everysec``, as ``run.py`` does):
+AOF on with ``appendfsync everysec``; PostgreSQL on a throwaway server started
+here, ``fsync`` on, on loopback, with the default ``PostgresBackend``; both
+servers as ``run.py`` starts them, with its code):
 
 1. **Drain**: ``--n`` no-op jobs (default 5,000) are enqueued beforehand by a
    ``role="enqueue"`` runtime (``enqueue_many`` in chunks of 1,000; timed
@@ -36,13 +38,16 @@ AOF on with ``appendfsync everysec``, as ``run.py`` does):
 Every (store, variant, repetition) runs in a fresh process under this
 interpreter with the repository on ``PYTHONPATH``; repetitions run
 repetition-major (every run once, then every run again) so a slow spell hits
-all alike. Tables show the median and the min-max across repetitions; "vs
+all alike. Each SQLite run gets a new file, each Redis run a flushed server,
+each PostgreSQL run a database dropped and created again (``run.py``'s
+``PostgresServer.fresh``), so no run sees another's jobs. Tables show the median and the min-max across repetitions; "vs
 plain" is the variant's median over plain's median on the same store.
 
 Usage (from the repository root)::
 
     python benchmarks/flow_control.py                   # N=5,000, 3 repetitions (2-3 min)
     python benchmarks/flow_control.py --n 1000 --repeat 1 --stores memory
+    python benchmarks/flow_control.py --stores postgres  # needs initdb/postgres installed
     python benchmarks/flow_control.py --variants plain,rate_limit --no-rate
     python benchmarks/flow_control.py --src /tmp/snap   # a `git archive HEAD` snapshot
 
@@ -68,7 +73,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULT_PREFIX = "FLOW_RESULT "
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "postgres"]
 # name -> what the table says it is
 VARIANTS: dict[str, str] = {
     "plain": 'queues={"default": Queue(concurrency=10)}',
@@ -91,7 +96,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=5_000, help="jobs per drain run (5,000)")
     p.add_argument("--rate-n", type=int, default=1_000, help="jobs per rate-limit run (1,000)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions (3)")
-    p.add_argument("--stores", default=",".join(STORES), help="memory,sqlite,redis")
+    p.add_argument("--stores", default=",".join(STORES), help="memory,sqlite,redis,postgres")
     p.add_argument("--variants", default=",".join(VARIANTS), help="drain variants (all)")
     p.add_argument("--no-rate", action="store_true", help="skip the rate-limit measurement")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per run (120)")
@@ -101,6 +106,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--redis-url", help=argparse.SUPPRESS)
+    p.add_argument("--postgres-url", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -133,6 +139,10 @@ async def run_child(args: argparse.Namespace) -> dict[str, Any]:
         from asyncjobs.backends import SQLiteBackend
 
         backend = SQLiteBackend(args.db)
+    elif args.store == "postgres":
+        from asyncjobs.backends import PostgresBackend
+
+        backend = PostgresBackend(args.postgres_url)  # a fresh database per run
     else:
         from asyncjobs.backends import RedisBackend
 
@@ -230,7 +240,13 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_once(
-    args: argparse.Namespace, store: str, variant: str, n: int, workdir: Path, redis: Any
+    args: argparse.Namespace,
+    store: str,
+    variant: str,
+    n: int,
+    workdir: Path,
+    redis: Any,
+    postgres: Any,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -253,6 +269,8 @@ def run_once(
     if store == "redis":
         redis.flush()
         command += ["--redis-url", redis.url]
+    if store == "postgres":
+        command += ["--postgres-url", postgres.fresh()]  # dropped and created again
     env = {**os.environ, "PYTHONPATH": args.src, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.run(
@@ -398,32 +416,37 @@ def main(args: argparse.Namespace) -> None:
     if not args.no_rate:
         plan += [(store, "rate_200", args.rate_n) for store in stores]
     workdir = Path(tempfile.mkdtemp(prefix="asyncjobs-flow-"))
-    redis = None
-    if "redis" in stores:
-        sys.path.insert(0, str(HERE))
-        from run import RedisServer
+    sys.path.insert(0, str(HERE))
+    from run import PostgresServer, RedisServer
 
-        redis = RedisServer(workdir / "redis")
-        redis.start()
+    redis = RedisServer(workdir / "redis") if "redis" in stores else None
+    postgres = PostgresServer() if "postgres" in stores else None
     results: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     started = time.monotonic()
     try:
+        if redis is not None:
+            redis.start()
+        if postgres is not None:
+            postgres.start()  # initdb and start: tests/postgres_server.py
         for rep in range(args.repeat):
             for store, variant, n in plan:
-                result = run_once(args, store, variant, n, workdir, redis)
+                result = run_once(args, store, variant, n, workdir, redis, postgres)
                 results[store, variant].append(result)
                 shown = result.get("error") or f"drain {result['drain_s']:.2f} s"
-                print(f"  [{rep + 1}/{args.repeat}] {store:6} {variant:22} {shown}", flush=True)
+                print(f"  [{rep + 1}/{args.repeat}] {store:8} {variant:22} {shown}", flush=True)
     finally:
         if redis is not None:
             redis.stop()
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
     version = sys.version.split()[0]
-    redis_version = f", redis-server {redis.version}" if redis is not None else ""
+    servers = f", redis-server {redis.version}" if redis is not None else ""
+    servers += f", PostgreSQL {postgres.version}" if postgres is not None else ""
     ran = {r["src"] for runs in results.values() for r in runs if "src" in r}
     print(
-        f"\n## Flow control: {args.repeat} repetitions, Python {version}{redis_version}, "
+        f"\n## Flow control: {args.repeat} repetitions, Python {version}{servers}, "
         f"{os.cpu_count()} CPUs, {minutes:.1f} min\n\nasyncjobs: {describe(args.src)}"
         + ("" if ran <= {str(Path(args.src).resolve())} else f" (imported from {sorted(ran)})")
     )
