@@ -1,18 +1,23 @@
 """Rows and records: a new job to INSERT parameters, a row to a ``Job`` or ``Schedule``, and back.
 
 Column order is the one of ``JOB_COLUMNS`` and ``SCHEDULE_COLUMNS`` (``_statements.py``).
+A job waiting behind another stores :data:`PARKED_DUE_AT` as its ``due_at``
+and its due time in ``parked_due_at`` (schema 7); :func:`to_job` reports the
+due time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from ..._models import ErrorInfo, Job, JobState, NewJob, Schedule
 from ._statements import Row
 
 __all__ = [
+    "PARKED_DUE_AT",
     "decode_tags",
     "encode_tags",
     "error_columns",
@@ -21,6 +26,10 @@ __all__ = [
     "to_job",
     "to_schedule",
 ]
+
+
+#: The stored ``due_at`` of a job waiting behind another: later than any claim looks.
+PARKED_DUE_AT: Final = math.inf
 
 
 def encode_tags(tags: Mapping[str, str]) -> str | None:
@@ -38,14 +47,17 @@ def decode_tags(text: str | None) -> dict[str, str]:
     return tags
 
 
-def insert_row(new: NewJob) -> tuple[Any, ...]:
-    """The parameters of one new job's row in the insert statements (``_enqueue.py``)."""
+def insert_row(new: NewJob, *, waiting: bool = False) -> tuple[Any, ...]:
+    """The parameters of one new job's row in the insert statements (``_enqueue.py``).
+
+    :param waiting: the job waits behind another: its ``due_at`` is parked.
+    """
     return (
         new.id,
         new.name,
         new.queue,
         new.payload,
-        new.due_at,
+        PARKED_DUE_AT if waiting else new.due_at,
         new.enqueued_at,
         new.priority,
         new.max_attempts,
@@ -95,14 +107,16 @@ def to_job(row: Row) -> Job:
         fire_at,
         partition,
         tags,
-    ) = row[:28]
+        waits_for,
+        parked_due_at,
+    ) = row[:30]
     return Job(
         id=job_id,
         name=name,
         queue=queue,
         payload=payload,
         state=JobState(state),
-        due_at=due_at,
+        due_at=due_at if waits_for is None else parked_due_at,
         enqueued_at=enqueued_at,
         priority=priority,
         attempts=attempts,
@@ -125,6 +139,7 @@ def to_job(row: Row) -> Job:
         cancel_requested=bool(cancel_requested),
         partition=partition,
         tags=decode_tags(tags),
+        waits_for=waits_for,
     )
 
 

@@ -3,19 +3,21 @@ prune, delete and purge.
 
 Deleting a job frees its key, a throttle window's too, and drops its attempt
 history: the delete triggers of schemas 5 and 6 do that, whichever statement
-deletes the row.
+deletes the row. Cancelling or deleting a job releases the jobs waiting behind
+it (the triggers of schema 7, see ``_keys.py``); this object's waiters wake then.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from typing import Final
 
 from ..._models import FINISHED_STATES, Job, JobState
 from ._codec import to_job
 from ._database import Database
 from ._keys import holders, take_key
-from ._statements import JOB_COLUMNS, all_rows, first_row, job_filters
+from ._statements import JOB_COLUMNS, Row, all_rows, first_row, job_filters
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
 
@@ -25,15 +27,20 @@ __all__ = ["cancel", "delete_job", "pause_queue", "prune", "purge", "retry_dead"
 _PRUNE_BATCH = 5000
 
 
-async def cancel(db: Database, job_id: str) -> Job | None:
+async def cancel(db: Database, wakeups: Wakeups, job_id: str) -> Job | None:
     """Cancel a queued job at once, or flag a running one for its worker."""
 
-    def body(conn: sqlite3.Connection, tx: Tx) -> Job | None:
+    def body(conn: sqlite3.Connection, tx: Tx) -> tuple[Job | None, bool]:
         row = first_row(conn, f"SELECT {JOB_COLUMNS} FROM asyncjobs_jobs WHERE id = ?", (job_id,))
         if row is None:
-            return None
+            return None, False
         job = to_job(row)
+        released = False
         if job.state is JobState.QUEUED:
+            # A holder queued between attempts: cancelling it releases the job behind it.
+            released = job.key is not None and bool(
+                first_row(conn, "SELECT 1 FROM asyncjobs_jobs WHERE waits_for = ?", (job_id,))
+            )
             sql = (
                 "UPDATE asyncjobs_jobs SET state = 'cancelled', finished_at = ?,"
                 " lease_token = NULL, lease_expires_at = NULL WHERE id = ?"
@@ -47,11 +54,14 @@ async def cancel(db: Database, job_id: str) -> Job | None:
             )
             row = first_row(conn, sql, (job_id,))
         else:
-            return job
+            return job, False
         assert row is not None
-        return to_job(row)
+        return to_job(row), released
 
-    return await db.write("cancel", body, bounded=True)
+    job, released = await db.write("cancel", body, bounded=True)
+    if released:
+        wakeups.notify()
+    return job
 
 
 async def retry_dead(db: Database, wakeups: Wakeups, job_id: str, due_at: float) -> Job | None:
@@ -145,23 +155,31 @@ async def prune(db: Database, cutoffs: Mapping[JobState, float]) -> int:
     return deleted
 
 
-async def delete_job(db: Database, job_id: str) -> bool:
+# A deleted keyed job may have had jobs waiting behind it (released by a trigger):
+# the statement stays one (no count before and after, see ``_keys.waiting_count``)
+# at the price of a spurious wake-up now and then.
+_DELETED_KEYED: Final = "RETURNING key IS NOT NULL"
+
+
+async def delete_job(db: Database, wakeups: Wakeups, job_id: str) -> bool:
     """Delete a job that is not running; ``False`` when there is none such."""
 
-    def body(conn: sqlite3.Connection, tx: Tx) -> bool:
-        return bool(
-            all_rows(
-                conn,
-                "DELETE FROM asyncjobs_jobs WHERE id = ? AND state <> 'running' RETURNING seq",
-                (job_id,),
-            )
+    def body(conn: sqlite3.Connection, tx: Tx) -> list[Row]:
+        return all_rows(
+            conn,
+            f"DELETE FROM asyncjobs_jobs WHERE id = ? AND state <> 'running' {_DELETED_KEYED}",
+            (job_id,),
         )
 
-    return await db.write("delete_job", body, bounded=True, single=True)
+    rows = await db.write("delete_job", body, bounded=True, single=True)
+    if any(keyed for (keyed,) in rows):
+        wakeups.notify()
+    return bool(rows)
 
 
 async def purge(
     db: Database,
+    wakeups: Wakeups,
     *,
     queue: str | None = None,
     state: JobState | None = None,
@@ -186,16 +204,18 @@ async def purge(
     where = " AND ".join(["state <> 'running'", *clauses])
     sql = (
         "DELETE FROM asyncjobs_jobs WHERE seq IN"
-        f" (SELECT seq FROM asyncjobs_jobs WHERE {where} LIMIT ?) RETURNING seq"
+        f" (SELECT seq FROM asyncjobs_jobs WHERE {where} LIMIT ?) {_DELETED_KEYED}"
     )
 
-    def body(conn: sqlite3.Connection, tx: Tx) -> int:
-        return len(all_rows(conn, sql, (*params, _PRUNE_BATCH)))
+    def body(conn: sqlite3.Connection, tx: Tx) -> list[Row]:
+        return all_rows(conn, sql, (*params, _PRUNE_BATCH))
 
     deleted = 0
     while True:
         # Batches, as for prune: claims elsewhere never wait long behind a big purge.
-        count = await db.write("purge", body, bounded=True, single=True)
-        deleted += count
-        if count < _PRUNE_BATCH:
+        rows = await db.write("purge", body, bounded=True, single=True)
+        deleted += len(rows)
+        if any(keyed for (keyed,) in rows):
+            wakeups.notify()
+        if len(rows) < _PRUNE_BATCH:
             return deleted

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -71,12 +71,17 @@ _INSERT_FULL_SQL: Final = """
     INSERT INTO asyncjobs_jobs
         (id, name, queue, payload, due_at, enqueued_at, priority,
          max_attempts, timeout, key, schedule, fire_at, tags, partition, round,
-         key_scope, key_expires_at, state)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+         key_scope, key_expires_at, waits_for, parked_due_at, state)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
 """
-_REPLACE_SQL: Final = (
-    "UPDATE asyncjobs_jobs SET payload = ?, due_at = ? WHERE id = ? AND state = 'queued'"
-)
+# A holder waiting behind another job keeps waiting: its new due time is parked
+# (judged in SQL, from the row the update sees).
+_REPLACE_SQL: Final = """
+    UPDATE asyncjobs_jobs SET payload = ?1,
+        due_at = CASE WHEN waits_for IS NULL THEN ?2 ELSE due_at END,
+        parked_due_at = CASE WHEN waits_for IS NULL THEN NULL ELSE ?2 END
+    WHERE id = ?3 AND state = 'queued'
+"""
 _LAST_ROUND_SQL: Final = """
     INSERT INTO asyncjobs_partitions (queue, partition, last_round) VALUES (?, ?, ?)
     ON CONFLICT (queue, partition) DO UPDATE SET last_round = excluded.last_round
@@ -128,8 +133,36 @@ def _key_columns(new: NewJob) -> tuple[str | None, float | None]:
     return str(new.key_scope), new.key_expires_at
 
 
+class _Insert(NamedTuple):
+    """A new job of the batch to insert: its partition round and the job it waits for."""
+
+    new: NewJob
+    round: int
+    waits_for: str | None
+
+    def row(self) -> Row:
+        """The parameters of its row in ``_INSERT_FULL_SQL``."""
+        new, waiting = self.new, self.waits_for is not None
+        return (
+            *insert_row(new, waiting=waiting),
+            new.partition,
+            self.round,
+            *_key_columns(new),
+            self.waits_for,
+            new.due_at if waiting else None,
+        )
+
+    def job(self) -> Job:
+        """The record of the job once inserted."""
+        job = self.new.queued()
+        return job if self.waits_for is None else attrs.evolve(job, waits_for=self.waits_for)
+
+
 def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
     """Insert *jobs* inside the caller's transaction, applying the key conflict rules at *now*.
+
+    A ``"replace"`` job whose key a running job holds is inserted waiting for
+    that job (``waits_for``, its due time parked: see ``_keys.py``).
 
     :raises DuplicateJobError: for an ``on_conflict="raise"`` job whose key is
         held (by a stored job or an earlier one of *jobs*); nothing is written.
@@ -137,11 +170,12 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
     held: dict[str, KeyHold] = holders(conn, {new.key for new in jobs if new.key}, now)
     rounds = _Rounds(conn)
     stored: list[Job] = []
-    inserts: dict[str, tuple[NewJob, int]] = {}
+    inserts: dict[str, _Insert] = {}
     replaced: dict[str, Job] = {}
     # New jobs of this batch that a later one of it replaced (debounced).
     rebuilt: set[str] = set()
     for new in jobs:
+        behind: str | None = None
         if new.key is not None:
             hold = held.get(new.key)
             if hold is not None and not hold.holds(now):
@@ -158,8 +192,8 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
                     if pending is None:
                         replaced[holder.id] = holder
                     else:
-                        changed = attrs.evolve(pending[0], payload=new.payload, due_at=new.due_at)
-                        inserts[holder.id] = (changed, pending[1])
+                        changed = attrs.evolve(pending.new, payload=new.payload, due_at=new.due_at)
+                        inserts[holder.id] = pending._replace(new=changed)
                         rebuilt.add(holder.id)
                     stored.append(holder)
                     continue
@@ -170,11 +204,11 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
                     stored.append(holder)
                     continue
                 # Replace with a running holder: the new job queues behind it, taking the key.
-            job = new.queued()
+                behind = holder.id
+        insert = inserts[new.id] = _Insert(new, rounds.next(new.queue, new.partition), behind)
+        job = insert.job()
+        if new.key is not None:
             held[new.key] = KeyHold(job, new.key_scope, new.key_expires_at)
-        else:
-            job = new.queued()
-        inserts[new.id] = (new, rounds.next(new.queue, new.partition))
         stored.append(job)
     if replaced:
         conn.executemany(
@@ -182,10 +216,7 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
         )
         # A due time moved earlier is work for the queue's waiters in other processes.
         bump(conn, {job.queue for job in replaced.values()})
-    rows: list[Row] = [
-        (*insert_row(new), new.partition, round_, *_key_columns(new))
-        for new, round_ in inserts.values()
-    ]
+    rows: list[Row] = [insert.row() for insert in inserts.values()]
     # The insert triggers bump the queues' wake counters and take the keys.
     if len(rows) == 1:
         conn.execute(_INSERT_FULL_SQL, rows[0])
@@ -196,7 +227,7 @@ def insert_jobs(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) ->
         return stored
     # A job replaced later in the batch is returned as it was stored in the end.
     return [
-        replaced.get(job.id) or (inserts[job.id][0].queued() if job.id in rebuilt else job)
+        replaced.get(job.id) or (inserts[job.id].job() if job.id in rebuilt else job)
         for job in stored
     ]
 

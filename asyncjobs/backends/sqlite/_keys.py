@@ -14,6 +14,18 @@ when the key is next wanted, so finishing a job writes nothing here:
 - ``window``: until ``key_expires_at``, whatever its state. Deleting the job
   (pruned, purged, deleted, removed at settle) ends the hold: the delete
   trigger of schema 5 drops its row.
+
+The waiting rule: an ``on_conflict="replace"`` job meeting a running holder is
+inserted anyway, taking the key, and waits for that job: ``waits_for`` names
+it, and its due time is parked (``due_at`` is +infinity, the due time is in
+``parked_due_at``: no claim, handoff or ``next_due_at`` reaches it, though it
+counts as queued). A later replace updates the waiting job, which keeps waiting
+(``_enqueue.py`` writes the parked column then). The holder may be retried any
+number of times; once it is finished (complete, dead, cancelled) or its row is
+deleted, the triggers of schema 7 clear ``waits_for``, give ``due_at`` back and
+bump the wake counters, whatever statement ended it, in whichever process. A
+write in this process that may have released a job also wakes this object's
+waiters (:func:`waiting_count` tells).
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from ..._models import Job, JobState, KeyScope
 from ._codec import to_job
 from ._statements import JOB_COLUMNS, all_rows, chunked, marks
 
-__all__ = ["HOLDERS_SQL", "KeyHold", "holders", "take_key"]
+__all__ = ["HOLDERS_SQL", "KeyHold", "holders", "take_key", "waiting_count"]
 
 _JOB_COLUMNS_OF_J: Final = ", ".join(f"j.{column.strip()}" for column in JOB_COLUMNS.split(","))
 #: The stored takers of some keys (``{marks}``: one ``?`` per key), with their jobs.
@@ -38,6 +50,7 @@ HOLDERS_SQL: Final = (
     " WHERE k.key IN ({marks})"
 )
 _ONE_HOLDER_SQL: Final = HOLDERS_SQL.format(marks="?")
+_WAITING_SQL: Final = "SELECT COUNT(*) FROM asyncjobs_jobs WHERE waits_for IS NOT NULL"
 _TAKE_SQL: Final = """
     INSERT INTO asyncjobs_keys (key, job_id) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id
@@ -77,3 +90,14 @@ def holders(conn: sqlite3.Connection, keys: Collection[str], now: float) -> dict
 def take_key(conn: sqlite3.Connection, key: str, job_id: str) -> None:
     """Make the stored job *job_id* the holder of *key* (a new job takes its key on insert)."""
     conn.execute(_TAKE_SQL, (key, job_id))
+
+
+def waiting_count(conn: sqlite3.Connection) -> int:
+    """How many stored jobs wait behind another; a write that lowers it released some.
+
+    Read it inside the caller's write transaction, before and after the write:
+    the release triggers leave no other trace. (Few jobs ever wait, and the
+    partial index of schema 7 holds only them: one seek while none do.)
+    """
+    [(count,)] = all_rows(conn, _WAITING_SQL)
+    return int(count)

@@ -30,7 +30,8 @@ from .. import HeartbeatReply
 from ._codec import error_columns, to_job
 from ._database import Database
 from ._history import record_expired, record_outcomes
-from ._statements import JOB_COLUMNS, NOW_CTE, Row, all_rows, chunked, marks, rows_of
+from ._keys import waiting_count
+from ._statements import JOB_COLUMNS, JOB_WIDTH, NOW_CTE, Row, all_rows, chunked, marks, rows_of
 from ._wakeups import Wakeups, bump
 from ._writer import Tx
 
@@ -109,7 +110,8 @@ def _settle_sql(spec: tuple[str, str], count: int, returning: bool = True) -> st
 
 def claim_order(row: Row) -> tuple[Any, ...]:
     """The claim order key of a ``JOB_COLUMNS, seq, round`` row: priority, round, due time, seq."""
-    return (row[7], row[29], row[5], row[28])
+    # A claimed job never waits, so its stored due_at is its due time.
+    return (row[7], row[JOB_WIDTH + 1], row[5], row[JOB_WIDTH])
 
 
 _EXPIRED_SQL: Final = """
@@ -237,7 +239,9 @@ async def settle(
                 values += (outcome.job_id, outcome.lease_token, outcome.started_at, due_at)
             yield _settle_sql(_SETTLE_RELEASE, len(chunk)), values
 
-    def body(conn: sqlite3.Connection, tx: Tx) -> list[Row]:
+    def body(conn: sqlite3.Connection, tx: Tx) -> tuple[list[Row], bool]:
+        # Finishing a holder releases the jobs waiting behind it (a trigger).
+        waiting = waiting_count(conn) if finished else 0
         for chunk in start_chunks:
             values = list(
                 itertools.chain.from_iterable(
@@ -258,12 +262,12 @@ async def settle(
         queues = {queue for job_id, queue in rows if job_id in again}
         if queues:
             bump(conn, queues)
-        return rows
+        return rows, bool(waiting) and waiting_count(conn) < waiting
 
     # A batch of starts alone is one statement; outcomes record their attempts too.
     single = not first and len(start_chunks) == 1
-    rows = await db.write("settle", body, single=single)
-    if any(job_id in again or queue in wakeups.limited for job_id, queue in rows):
+    rows, freed = await db.write("settle", body, single=single)
+    if freed or any(job_id in again or queue in wakeups.limited for job_id, queue in rows):
         wakeups.notify()
     accepted = {job_id for job_id, _ in rows}
     return [
@@ -282,16 +286,18 @@ async def recover_expired(db: Database, wakeups: Wakeups) -> int:
     if not await db.read("recover_expired", _EXPIRED_SQL, (now, now)):
         return 0
 
-    def body(conn: sqlite3.Connection, tx: Tx) -> tuple[int, set[str]]:
+    def body(conn: sqlite3.Connection, tx: Tx) -> tuple[int, bool]:
         if tx.stalled:
             # Heartbeats queued behind this sweep would find their jobs requeued.
             # (The write records the stall: other sweeps pause as well.)
             logger.info("lease sweep skipped: it waited long for the write lock")
-            return 0, set()
+            return 0, False
         [(resume_at,)] = all_rows(conn, "SELECT resume_at FROM asyncjobs_lease_sweeps WHERE id = 1")
         now = tx.now
         if now < resume_at:
-            return 0, set()
+            return 0, False
+        # A killed holder releases the jobs waiting behind it (a trigger).
+        waiting = waiting_count(conn)
         record_expired(conn, now, _EXPIRED_ERROR)
         error = error_columns(_EXPIRED_ERROR)
         killed = all_rows(
@@ -318,12 +324,13 @@ async def recover_expired(db: Database, wakeups: Wakeups) -> int:
             bump(conn, queues)
         # A killed job frees a slot of a limited queue (the trigger told other processes).
         queues.update(queue for (queue,) in killed if queue in wakeups.limited)
-        return len(killed) + len(requeued), queues
+        released = bool(killed and waiting) and waiting_count(conn) < waiting
+        return len(killed) + len(requeued), bool(queues) or released
 
-    count, queues = await db.write("recover_expired", body, requested=requested)
+    count, woken = await db.write("recover_expired", body, requested=requested)
     if count:
         logger.info("recovered %d job(s) whose lease expired", count)
-    if queues:
+    if woken:
         wakeups.notify()
     return count
 

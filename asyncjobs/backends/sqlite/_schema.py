@@ -5,6 +5,11 @@
   not grow with the finished jobs a file holds.
 - ``asyncjobs_keys``: the job holding each dedup key; its primary key is what
   enforces dedup (``_keys.py``).
+- A job queued behind its key's running holder names it in ``waits_for``
+  (schema 7): its ``due_at`` is +infinity, so no claim reaches it, and its due
+  time waits in ``parked_due_at``. Triggers give the due time back when the
+  holder finishes (complete, dead, cancelled) or its row is deleted, whichever
+  statement does it, and bump the wake counters (``_keys.py``).
 - ``asyncjobs_queues``: pause flags, the per-queue wake counter that other
   processes poll (``_wakeups.py``), the current partition round and whether
   the queue is claimed under a concurrency limit (``_flow.py``).
@@ -295,6 +300,47 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
         "CREATE INDEX asyncjobs_audit_at ON asyncjobs_audit (at)",
+    ),
+    # 7: a job that ``on_conflict="replace"`` queued behind its key's running
+    # holder waits for that job (``waits_for``). Meanwhile its due time is parked
+    # in ``parked_due_at`` and ``due_at`` is +infinity, which no claim, handoff
+    # gate or due-time read reaches, so the claim index and the claim statements
+    # stay as they were and the hot path pays nothing for the rule.
+    (
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN waits_for TEXT",
+        "ALTER TABLE asyncjobs_jobs ADD COLUMN parked_due_at REAL",
+        # Almost always empty: the release triggers' lookup costs one seek.
+        """
+        CREATE INDEX asyncjobs_jobs_waits_for ON asyncjobs_jobs (waits_for)
+        WHERE waits_for IS NOT NULL
+        """,
+        # The holder finished (settled, given up by a lease sweep, cancelled while
+        # queued between attempts, whatever the statement): the jobs behind it get
+        # their due time back, and their queues' waiters wake in every process.
+        # Only a keyed job can be waited for, so keyless jobs skip the trigger.
+        """
+        CREATE TRIGGER asyncjobs_jobs_release AFTER UPDATE OF state ON asyncjobs_jobs
+        WHEN NEW.key IS NOT NULL AND NEW.state IN ('complete', 'dead', 'cancelled')
+        BEGIN
+            INSERT INTO asyncjobs_queues (name, wake_seq)
+            SELECT queue, 1 FROM asyncjobs_jobs WHERE waits_for = NEW.id AND state = 'queued'
+            ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1;
+            UPDATE asyncjobs_jobs SET due_at = parked_due_at, waits_for = NULL, parked_due_at = NULL
+            WHERE waits_for = NEW.id;
+        END
+        """,
+        # The holder's row is gone (deleted between attempts, purged, removed).
+        """
+        CREATE TRIGGER asyncjobs_jobs_release_gone AFTER DELETE ON asyncjobs_jobs
+        WHEN OLD.key IS NOT NULL
+        BEGIN
+            INSERT INTO asyncjobs_queues (name, wake_seq)
+            SELECT queue, 1 FROM asyncjobs_jobs WHERE waits_for = OLD.id AND state = 'queued'
+            ON CONFLICT (name) DO UPDATE SET wake_seq = wake_seq + 1;
+            UPDATE asyncjobs_jobs SET due_at = parked_due_at, waits_for = NULL, parked_due_at = NULL
+            WHERE waits_for = OLD.id;
+        END
+        """,
     ),
 )
 

@@ -20,6 +20,7 @@ from typing import Any, Final, TypeVar
 
 __all__ = [
     "JOB_COLUMNS",
+    "JOB_WIDTH",
     "MAX_PARAMS",
     "NOW_CTE",
     "SCHEDULE_COLUMNS",
@@ -42,8 +43,11 @@ JOB_COLUMNS: Final = (
     "id, name, queue, payload, state, due_at, enqueued_at, priority, attempts,"
     " max_attempts, timeout, key, schedule, lease_token, lease_expires_at, worker_id,"
     " started_at, finished_at, result, error_type, error_message, error_traceback,"
-    " progress, progress_message, cancel_requested, fire_at, partition, tags"
+    " progress, progress_message, cancel_requested, fire_at, partition, tags, waits_for,"
+    " parked_due_at"
 )
+#: How many columns :data:`JOB_COLUMNS` names: a statement's extra columns start there.
+JOB_WIDTH: Final = JOB_COLUMNS.count(",") + 1
 #: A schedule row, in the order ``_codec.to_schedule`` reads it.
 SCHEDULE_COLUMNS: Final = (
     "name, job_name, queue, trigger, payload, next_fire_at, last_fire_at, misfire, grace,"

@@ -20,6 +20,7 @@ from typing import Final
 import anyio
 
 from ..._exceptions import BackendError
+from ._codec import PARKED_DUE_AT
 from ._database import Database
 from ._statements import chunked, marks
 
@@ -96,14 +97,22 @@ class Wakeups:
         self._poll_delay = self._poll_bounds[0]
 
     async def next_due_at(self, queues: Collection[str]) -> float | None:
-        """Return the earliest ``due_at`` of queued jobs in the unpaused *queues*."""
+        """Return the earliest ``due_at`` of queued jobs in the unpaused *queues*.
+
+        Jobs waiting behind others are not due: ``None`` when only they are queued.
+        """
         names = sorted(set(queues))
         earliest: float | None = None
         for chunk in chunked(names):
             sql = _NEXT_DUE_SQL.format(values=", ".join("(?)" for _ in chunk))
             rows = await self._db.read("next_due_at", sql, chunk)
             value = rows[0][0] if rows else None
-            if value is not None and (earliest is None or value < earliest):
+            # A queue whose queued jobs all wait behind others has nothing due.
+            if (
+                value is not None
+                and value < PARKED_DUE_AT
+                and (earliest is None or value < earliest)
+            ):
                 earliest = value
         return earliest
 

@@ -244,7 +244,10 @@ class SQLiteBackend:
     # -- WorkSignals ----------------------------------------------------------------
 
     async def next_due_at(self, queues: Collection[str]) -> float | None:
-        """Return the earliest ``due_at`` of queued jobs in the unpaused *queues*."""
+        """Return the earliest ``due_at`` of queued jobs in the unpaused *queues*.
+
+        Jobs waiting behind another job are not due (see ``_keys.py``).
+        """
         return await self._wakeups.next_due_at(queues)
 
     async def wait_for_work(
@@ -264,7 +267,7 @@ class SQLiteBackend:
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once, or flag a running one for its worker."""
-        return await _control.cancel(self._db, job_id)
+        return await _control.cancel(self._db, self._wakeups, job_id)
 
     async def retry_dead(self, job_id: str, due_at: float) -> Job | None:
         """Queue a dead job again at *due_at* with its attempts reset.
@@ -293,7 +296,7 @@ class SQLiteBackend:
 
         :returns: ``False`` when there is no such job or it is running.
         """
-        return await _control.delete_job(self._db, job_id)
+        return await _control.delete_job(self._db, self._wakeups, job_id)
 
     async def purge(
         self,
@@ -314,6 +317,7 @@ class SQLiteBackend:
         """
         return await _control.purge(
             self._db,
+            self._wakeups,
             queue=queue,
             state=state,
             name=name,
