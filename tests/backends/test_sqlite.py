@@ -66,6 +66,7 @@ from asyncjobs.backends.sqlite import (
     _schema,
     _wakeups,
 )
+from asyncjobs.backends.sqlite._writer import Tx
 
 from .sqlite_helpers.race import enqueue_keyed
 
@@ -253,6 +254,7 @@ async def test_a_new_file_gets_the_current_schema_in_wal_mode(
     } <= indexes
     assert "asyncjobs_jobs_active_key" not in indexes  # keys have a table of their own
     assert {"asyncjobs_keys", "asyncjobs_partitions", "asyncjobs_rate_claims"} <= tables
+    assert "asyncjobs_rate_counts" in tables
     assert {"asyncjobs_attempts", "asyncjobs_workers", "asyncjobs_audit"} <= tables
     assert sweeps == [(1, 0)]  # lease sweeps never paused yet
     # The writers' queue file stays beside the database (see the module docstring).
@@ -488,6 +490,142 @@ async def test_a_file_at_schema_5_upgrades_keeping_its_jobs_and_keys(
         ("k:claimed", fresh.id),
         ("k:waiting", "waiting"),
     ]
+
+
+def schema_of(path: Path) -> list[tuple[str, str, str, str]]:
+    """The file's tables, indexes and triggers as created: ``(type, name, table, sql)``.
+
+    Root pages differ from file to file, and ``sqlite_master`` keeps each in
+    creation order; runs of whitespace in the SQL do not matter either.
+    """
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+        ).fetchall()
+    db.close()
+    return sorted((kind, name, table, " ".join(sql.split())) for kind, name, table, sql in rows)
+
+
+async def test_a_file_at_schema_6_upgrades_and_a_replace_waits_for_its_old_running_job(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The file an asyncjobs at schema version 6 wrote: the released first six steps.
+    path = tmp_path / "jobs.db"
+    then = clock.now() - 5
+    with sqlite3.connect(path) as db:
+        for step in _schema._MIGRATIONS[:6]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("UPDATE asyncjobs_schema SET version = 6")
+        insert = (
+            "INSERT INTO asyncjobs_jobs (id, name, queue, payload, state, due_at, enqueued_at,"
+            " priority, max_attempts, key, attempts, lease_token, lease_expires_at, worker_id,"
+            " started_at) VALUES (?, 'tasks.old', ?, x'7b7d', ?, ?, ?, 0, 3, ?, ?, ?, ?, ?, ?)"
+        )
+        expires = clock.now() + LEASE
+        token = "t" * 32
+        db.execute(
+            insert, ("running", QUEUE, "running", then, then, "k", 1, token, expires, "old", then)
+        )  # its insert trigger takes the key
+        db.execute(insert, ("plain", QUEUE, "queued", then, then, None, 0, None, None, None, None))
+    db.close()
+
+    backend = await open_backend(path, clock)
+    try:
+        old = {job.id: job for job in await backend.list_jobs()}
+        assert {job_id: (job.waits_for, job.due_at) for job_id, job in old.items()} == {
+            "running": (None, then),
+            "plain": (None, then),
+        }
+        replacement = new_job(clock, key="k", on_conflict=OnConflict.REPLACE)
+        [waiting] = await backend.enqueue([replacement])
+        assert (waiting.id, waiting.waits_for) == (replacement.id, "running")
+        assert [job.id for job in await backend.claim(QUEUE, 10, "worker-1", LEASE)] == ["plain"]
+        done = Outcome(job_id="running", lease_token=token, kind=OutcomeKind.COMPLETE)
+        assert await backend.settle([done]) == []
+        [claimed] = await backend.claim(QUEUE, 10, "worker-1", LEASE)
+        assert (claimed.id, claimed.waits_for, claimed.due_at) == (
+            replacement.id,
+            None,
+            replacement.due_at,
+        )
+    finally:
+        await backend.aclose()
+
+    fresh = tmp_path / "fresh.db"
+    await (await open_backend(fresh, clock)).aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (SCHEMA_VERSION,)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(asyncjobs_jobs)")}
+        named = {(row[0], row[1]) for row in db.execute("SELECT type, name FROM sqlite_master")}
+    db.close()
+    assert {"waits_for", "parked_due_at"} <= columns
+    assert {
+        ("index", "asyncjobs_jobs_waits_for"),
+        ("trigger", "asyncjobs_jobs_release"),
+        ("trigger", "asyncjobs_jobs_release_gone"),
+    } <= named
+    assert schema_of(path) == schema_of(fresh)
+
+
+async def test_a_file_at_schema_7_upgrades_counting_the_claims_in_its_rate_windows(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The file an asyncjobs at schema version 7 wrote, with claims in two rate windows.
+    path = tmp_path / "jobs.db"
+    now = clock.now()
+    with sqlite3.connect(path) as db:
+        for step in _schema._MIGRATIONS[:7]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("UPDATE asyncjobs_schema SET version = 7")
+        db.executemany(
+            "INSERT INTO asyncjobs_rate_claims (name, at) VALUES (?, ?)",
+            [
+                ("queue:default", now - 12),  # out of a 10 s window, not deleted yet
+                ("queue:default", now - 4),
+                ("queue:default", now - 2),
+                ("job:tasks.other", now - 1),
+            ],
+        )
+    db.close()
+
+    backend = await open_backend(path, clock)
+    try:
+        with sqlite3.connect(path) as db:
+            counted = db.execute("SELECT name, n FROM asyncjobs_rate_counts").fetchall()
+        db.close()
+        # Every stored claim is counted; the one out of the window goes when it is read.
+        assert dict(counted) == {"queue:default": 3, "job:tasks.other": 1}
+        [other] = await backend.enqueue([new_job(clock, name="tasks.other")])
+        await backend.enqueue([new_job(clock) for _ in range(5)])
+        limits = ClaimLimits(
+            rate=RateWindow(limit=4, per=10.0),
+            job_rates={"tasks.other": RateWindow(limit=1, per=10.0)},
+        )
+        reply = await backend.claim_limited(QUEUE, 5, "worker-1", LEASE, limits)
+        # Two old claims in the queue's window: two more fit; tasks.other's is full.
+        assert len(reply.jobs) == 2
+        assert other.id not in {job.id for job in reply.jobs}
+        assert (reply.held_by, reply.retry_at) == ("rate_limit", now - 4 + 10.0)
+        clock.advance(6.0)  # the claim at now - 4 leaves the window
+        reply = await backend.claim_limited(QUEUE, 5, "worker-1", LEASE, limits)
+        assert len(reply.jobs) == 1
+        assert reply.retry_at == now - 2 + 10.0
+    finally:
+        await backend.aclose()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM asyncjobs_schema").fetchone() == (SCHEMA_VERSION,)
+        rows = db.execute(
+            "SELECT name, COUNT(*) FROM asyncjobs_rate_claims GROUP BY name"
+        ).fetchall()
+        counts = db.execute("SELECT name, n FROM asyncjobs_rate_counts").fetchall()
+    db.close()
+    assert dict(rows) == dict(counts) == {"queue:default": 4, "job:tasks.other": 1}
+    fresh = tmp_path / "fresh.db"
+    await (await open_backend(fresh, clock)).aclose()
+    assert schema_of(path) == schema_of(fresh)
 
 
 async def test_a_failing_migration_leaves_the_file_as_it_was(
@@ -1079,8 +1217,10 @@ async def test_rate_windows_keep_only_the_claims_inside_them(
         rows = db.execute(
             "SELECT name, COUNT(*) FROM asyncjobs_rate_claims GROUP BY name"
         ).fetchall()
+        counts = db.execute("SELECT name, n FROM asyncjobs_rate_counts").fetchall()
     db.close()
     assert dict(rows) == {"queue:default": 2, "job:tasks.example": 2}
+    assert dict(counts) == dict(rows)  # each window's count is kept with its rows
 
 
 async def test_pruning_a_keyed_job_drops_its_key_row(
@@ -1436,6 +1576,54 @@ async def test_claim_work_does_not_grow_with_finished_jobs(
 
     # A deeper b-tree costs a few instructions; a scan would cost thousands.
     assert many_steps <= few_steps + 100, (few_steps, many_steps)
+
+
+def limited_claim_steps(path: Path, now: float, limits: ClaimLimits) -> int:
+    """Count SQLite VM instructions for one limited claim of 10, rolled back afterwards."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.set_progress_handler(count, 1)
+        reply = _flow._claim_within(db, Tx(now=now, stalled=False), QUEUE, 10, "w", LEASE, limits)
+        db.set_progress_handler(None, 0)
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+    assert len(reply.jobs) == 10
+    return steps
+
+
+async def test_limited_claim_work_does_not_grow_with_its_rate_windows_or_backlog(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    limits = ClaimLimits(
+        rate=RateWindow(limit=10**6, per=60.0),
+        job_rates={"tasks.example": RateWindow(limit=10**6, per=60.0)},
+    )
+    few, many = tmp_path / "few", tmp_path / "many"
+    for directory, claimed in ((few, 10), (many, 3000)):
+        directory.mkdir()
+        backend = await open_backend(directory / "jobs.db", clock)
+        await backend.enqueue([new_job(clock) for _ in range(2 * claimed + 10)])
+        # Claims still in both windows, and as many jobs again still due.
+        reply = await backend.claim_limited(QUEUE, claimed, "worker-1", LEASE, limits)
+        assert len(reply.jobs) == claimed
+        await backend.aclose()
+        clock.advance(1.0)
+
+    few_steps = limited_claim_steps(few / "jobs.db", clock.now(), limits)
+    many_steps = limited_claim_steps(many / "jobs.db", clock.now(), limits)
+
+    # Counting the windows' claims, or reading a page of due jobs the claim cannot
+    # take, would cost thousands of instructions more.
+    assert many_steps <= few_steps + 200, (few_steps, many_steps)
 
 
 async def test_an_open_refused_by_the_wal_reset_warning_releases_its_threads(

@@ -7,7 +7,12 @@ One write transaction, so the counts it judges by are the ones it changes:
 - ``rate`` and ``job_rates`` are sliding windows of claim times in
   ``asyncjobs_rate_claims`` (``"queue:<name>"``, ``"job:<name>"``), judged by
   the store's clock once the write lock is held; rows that left a window are
-  deleted as the window is read;
+  deleted as the window is read. How many a window holds is kept in
+  ``asyncjobs_rate_counts`` (schema 8) by the same transaction: less the rows
+  that expiry deleted, plus the claims recorded. So reading a window is a few
+  seeks (its count, its oldest claim through the ``(name, at)`` index), not a
+  count of every claim in it, which at a few thousand jobs/s and a claim per
+  freed slot (rate-limited queues do not prefetch) cost more than the claims;
 - due jobs are read in claim order (the claim index, a page at a time) and a
   job that a limit holds back is skipped, so later ones may still be taken;
   partitions and names found full are left out of the next pages in SQL.
@@ -34,7 +39,10 @@ from ._writer import Tx
 
 __all__ = ["claim_limited", "due_page_sql"]
 
-# Due jobs read per page while looking for ones no limit holds back.
+# Due jobs read per page while looking for ones no limit holds back, at most. The
+# first page is one more than the claim can take (the extra one tells whether a
+# due job is left); each later one, after a page whose jobs were held back, twice
+# the last. A claim of a few jobs so reads a few rows, not a page of hundreds.
 _PAGE: Final = 256
 # Exclusions (full partitions, names out of rate) bound into one page query at most.
 _MAX_EXCLUDED: Final = (MAX_PARAMS - 16) // 2
@@ -53,14 +61,24 @@ _CLAIM_SEQS_SQL: Final = """
 """
 
 
+_EXPIRE_SQL: Final = "DELETE FROM asyncjobs_rate_claims WHERE name = ? AND at <= ?"
+_UNCOUNT_SQL: Final = "UPDATE asyncjobs_rate_counts SET n = n - ? WHERE name = ?"
+_WINDOW_SQL: Final = """
+    SELECT (SELECT n FROM asyncjobs_rate_counts WHERE name = ?1),
+           (SELECT MIN(at) FROM asyncjobs_rate_claims WHERE name = ?1)
+"""
+_COUNT_SQL: Final = """
+    INSERT INTO asyncjobs_rate_counts (name, n) VALUES (?, ?)
+    ON CONFLICT (name) DO UPDATE SET n = n + excluded.n
+"""
+
+
 def _read_window(conn: sqlite3.Connection, name: str, rate: RateWindow, now: float) -> WindowCount:
-    conn.execute(
-        "DELETE FROM asyncjobs_rate_claims WHERE name = ? AND at <= ?", (name, now - rate.per)
-    )
-    [(count, oldest)] = all_rows(
-        conn, "SELECT COUNT(*), MIN(at) FROM asyncjobs_rate_claims WHERE name = ?", (name,)
-    )
-    return WindowCount(rate, int(count), oldest)
+    expired = conn.execute(_EXPIRE_SQL, (name, now - rate.per)).rowcount
+    if expired > 0:
+        conn.execute(_UNCOUNT_SQL, (expired, name))
+    [(count, oldest)] = all_rows(conn, _WINDOW_SQL, (name,))
+    return WindowCount(rate, int(count or 0), oldest)
 
 
 def _due_page(
@@ -157,8 +175,10 @@ def _claim_within(
     # Whether a due job was left unexamined (None: not known yet).
     more_due: bool | None = None
     after: Row | None = None
+    size = 0
     while len(chosen) < cap:
-        page = _due_page(conn, queue, now, after, full_partitions, full_names, _PAGE)
+        size = min(_PAGE, max(cap - len(chosen) + 1, 2 * size))
+        page = _due_page(conn, queue, now, after, full_partitions, full_names, size)
         for seq, name, partition, *order in page:
             if len(chosen) >= cap:
                 more_due = True
@@ -194,7 +214,7 @@ def _claim_within(
                 queue_window.add(now)
             if window is not None:
                 window.add(now)
-        if more_due or len(page) < _PAGE:
+        if more_due or len(page) < size:
             more_due = bool(more_due)
             break
     if more_due is None and not skipped and len(chosen) < limit:
@@ -233,14 +253,15 @@ def _record_claims(
     job_windows: dict[str, WindowCount],
     now: float,
 ) -> None:
-    """Add this claim's jobs to the rate windows they count in."""
-    rows: list[tuple[str, float]] = []
-    if queue_window is not None:
-        rows += [(f"queue:{queue}", now)] * queue_window.added
-    for name, window in job_windows.items():
-        rows += [(f"job:{name}", now)] * window.added
-    if rows:
+    """Add this claim's jobs to the rate windows they count in, and to their counts."""
+    added: list[tuple[str, int]] = []
+    if queue_window is not None and queue_window.added:
+        added.append((f"queue:{queue}", queue_window.added))
+    added += [(f"job:{name}", window.added) for name, window in job_windows.items() if window.added]
+    if added:
+        rows = [(name, now) for name, count in added for _ in range(count)]
         conn.executemany("INSERT INTO asyncjobs_rate_claims (name, at) VALUES (?, ?)", rows)
+        conn.executemany(_COUNT_SQL, added)
 
 
 async def claim_limited(
