@@ -7,7 +7,9 @@ the server's clock with the system clock; wake-ups across backend objects
 through LISTEN/NOTIFY and through the poll (``listen=False``, for PgBouncer);
 racing enqueues of one key that leave one holder; claims that never hand out
 a job twice; a server restart and a killed connection that the same object
-rides out. Every test runs against a real server (``tests/postgres_server.py``).
+rides out; rate windows whose counts (``rate_counts``, schema version 3) stay
+those of their claims whoever writes them, across an upgrade and clocks that
+disagree. Every test runs against a real server (``tests/postgres_server.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import pytest
 
 from asyncjobs._clock import ManualClock, SystemClock
 from asyncjobs._exceptions import BackendError, ConfigurationError, SchemaVersionError
-from asyncjobs._models import JobState, NewJob, Outcome, OutcomeKind, new_job_id
+from asyncjobs._models import (
+    ClaimLimits,
+    JobState,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    RateWindow,
+    new_job_id,
+)
 from asyncjobs.backends import from_url
 from asyncjobs.backends.postgres import (
     SCHEMA_VERSION,
@@ -31,6 +41,7 @@ from asyncjobs.backends.postgres import (
     PostgresDatabaseMissingError,
     PostgresUnreachableError,
 )
+from asyncjobs.backends.postgres._schema import _MIGRATIONS
 from tests.postgres_server import PostgresServer
 from tests.redis_server import free_port
 
@@ -207,6 +218,176 @@ async def test_racing_enqueues_of_one_key_leave_one_holder(
     finally:
         for backend in backends:
             await backend.aclose()
+
+
+# -- rate windows -------------------------------------------------------------------------
+
+
+async def _rate_counts(conn: asyncpg.Connection, schema: str) -> dict[str, tuple[int, float]]:
+    """Each window's ``(n, pruned_to)``, checked against its rows in ``rate_claims``."""
+    counts = {
+        row["name"]: (row["n"], row["pruned_to"])
+        for row in await conn.fetch(f'SELECT name, n, pruned_to FROM "{schema}".rate_counts')
+    }
+    rows = {
+        row["name"]: (row["n"], row["oldest"])
+        for row in await conn.fetch(
+            f'SELECT name, count(*) AS n, min(at) AS oldest FROM "{schema}".rate_claims'
+            " GROUP BY name"
+        )
+    }
+    for name, (n, oldest) in rows.items():
+        assert counts[name][0] == n, name
+        assert counts[name][1] <= oldest, name  # no claim older than the bound
+    assert {name for name, (n, _) in counts.items() if n} == set(rows)
+    return counts
+
+
+async def test_a_version_2_schema_counts_its_rate_claims_as_it_upgrades(
+    postgres_url: str, clock: ManualClock
+) -> None:
+    schema, now = _schema(), clock.now()
+    quoted = f'"{schema}"'
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        async with conn.transaction():  # as the asyncjobs of schema version 2 left it
+            await conn.execute(f"CREATE SCHEMA {quoted}")
+            for step in _MIGRATIONS[:2]:
+                for statement in step:
+                    await conn.execute(statement.format(s=quoted, channel=f"'x_{schema}'"))
+            await conn.execute(f"CREATE TABLE {quoted}.schema_version (version integer NOT NULL)")
+            await conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES (2)")
+            await conn.execute(
+                f"INSERT INTO {quoted}.rate_claims (name, at) SELECT 'queue:default', $1 - d"
+                " FROM unnest(ARRAY[20, 15, 5, 3, 1]::float8[]) AS d",
+                now,
+            )
+            await conn.execute(
+                f"INSERT INTO {quoted}.rate_claims (name, at) VALUES ('job:x', $1 - 2)", now
+            )
+        backend = PostgresBackend(postgres_url, schema=schema)
+        await backend.open(clock)
+        try:
+            assert await conn.fetchval(f"SELECT version FROM {quoted}.schema_version") == 3
+            assert await _rate_counts(conn, schema) == {
+                "queue:default": (5, now - 20),
+                "job:x": (1, now - 2),
+            }
+            await backend.enqueue([_new(clock) for _ in range(3)])
+            # Two of the five left the 10 s window: three are in it, one more fits.
+            reply = await backend.claim_limited(
+                "default", 5, "w", LEASE, ClaimLimits(rate=RateWindow(limit=4, per=10.0))
+            )
+            assert len(reply.jobs) == 1
+            assert reply.held_by == "rate_limit"
+            assert reply.retry_at == pytest.approx(now + 5)
+            assert (await _rate_counts(conn, schema))["queue:default"] == (4, now - 10)
+        finally:
+            await backend.aclose()
+    finally:
+        await conn.close()
+
+
+async def test_rate_counts_follow_rate_claims_whatever_writes_them(
+    store: PostgresBackend, clock: ManualClock
+) -> None:
+    """An operator's statements, or an older asyncjobs during an upgrade, keep them too."""
+    schema, now = store._db.schema, clock.now()
+    conn = await asyncpg.connect(store._db.url)
+    try:
+        claims = f'"{schema}".rate_claims'
+        await conn.execute(
+            f"INSERT INTO {claims} (name, at)"
+            " SELECT unnest(ARRAY['queue:a', 'queue:a', 'queue:a', 'job:b', 'job:b']), $1 - 1",
+            now,
+        )
+        await conn.execute(f"INSERT INTO {claims} (name, at) VALUES ('queue:a', $1 - 9)", now)
+        assert await _rate_counts(conn, schema) == {
+            "queue:a": (4, now - 9),
+            "job:b": (2, now - 1),
+        }
+        await conn.execute(f"DELETE FROM {claims} WHERE name = 'queue:a' AND at > $1 - 5", now)
+        await conn.execute(f"UPDATE {claims} SET name = 'job:c' WHERE name = 'job:b'")
+        assert await _rate_counts(conn, schema) == {
+            "queue:a": (1, now - 9),
+            "job:b": (0, now - 1),
+            "job:c": (2, now - 1),
+        }
+        # The window as version 2 read it: its delete takes the claims off the count.
+        await conn.execute(f"DELETE FROM {claims} WHERE name = 'queue:a' AND at <= $1 - 5", now)
+        assert (await _rate_counts(conn, schema))["queue:a"][0] == 0
+        await conn.execute(f"INSERT INTO {claims} (name, at) VALUES ('queue:default', $1)", now)
+        await conn.execute(f"TRUNCATE {claims}")
+        assert await _rate_counts(conn, schema) == {}
+        await store.enqueue([_new(clock)])
+        reply = await store.claim_limited(
+            "default", 5, "w", LEASE, ClaimLimits(rate=RateWindow(limit=1, per=60.0))
+        )
+        assert len(reply.jobs) == 1
+        assert await _rate_counts(conn, schema) == {"queue:default": (1, now)}
+    finally:
+        await conn.close()
+
+
+async def test_a_claim_by_a_clock_behind_the_last_prune_counts_and_leaves_in_time(
+    postgres_url: str,
+) -> None:
+    """A claim recorded before the time the window was pruned to (another process's
+    clock is behind) still counts, and leaves the window when its time comes."""
+    schema, start = _schema(), 1_767_225_600.0
+    ahead, behind = ManualClock(start), ManualClock(start)
+    first, second = (PostgresBackend(postgres_url, schema=schema) for _ in range(2))
+    await first.open(ahead)
+    await second.open(behind)
+    conn = await asyncpg.connect(postgres_url)
+    limits = ClaimLimits(rate=RateWindow(limit=3, per=5.0))
+    try:
+        await first.enqueue([_new(ahead) for _ in range(6)])
+        assert len((await first.claim_limited("default", 1, "w", LEASE, limits)).jobs) == 1
+        ahead.advance(6)  # the claim at start leaves; the window is pruned to start + 1
+        assert len((await first.claim_limited("default", 1, "w", LEASE, limits)).jobs) == 1
+        assert await _rate_counts(conn, schema) == {"queue:default": (1, start + 1)}
+
+        # Five seconds behind, the claim at start + 6 is in this window: two more fit.
+        assert len((await second.claim_limited("default", 1, "w", LEASE, limits)).jobs) == 1
+        assert await _rate_counts(conn, schema) == {"queue:default": (2, start)}
+
+        ahead.advance(1)  # start + 7: the claim at start (behind's) has left
+        reply = await first.claim_limited("default", 5, "w", LEASE, limits)
+        assert len(reply.jobs) == 2
+        assert reply.held_by == "rate_limit"
+        assert reply.retry_at == pytest.approx(start + 11)
+        assert await _rate_counts(conn, schema) == {"queue:default": (3, start + 2)}
+    finally:
+        await conn.close()
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_limited_claim_finds_its_jobs_by_seq_whatever_the_statistics(
+    store: PostgresBackend, clock: ManualClock
+) -> None:
+    """Never analyzed, the jobs table looked to hold a few queued jobs, and the lease
+    scanned every queued job of the ``jobs_due`` index for the seqs it claims."""
+    await store.enqueue([_new(clock) for _ in range(2000)])
+    conn = await asyncpg.connect(store._db.url)
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        seqs = [
+            row["seq"]
+            for row in await conn.fetch(f'SELECT seq FROM "{store._db.schema}".jobs LIMIT 10')
+        ]
+        for sql, args in (
+            (store._db.statements.flow.lease, ()),
+            (store._db.statements.flow.lease_counted, (clock.now(), "queue:default", [])),
+        ):
+            plan = await conn.fetchval(
+                f"EXPLAIN (FORMAT JSON) {sql}", clock.now() + LEASE, "w", seqs, "default", *args
+            )
+            assert "jobs_due" not in plan
+            assert "jobs_claim" not in plan
+    finally:
+        await conn.close()
 
 
 # -- wake-ups across objects ------------------------------------------------------------

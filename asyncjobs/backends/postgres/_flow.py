@@ -10,7 +10,12 @@ committed (READ COMMITTED: every statement reads the latest commits):
 - ``rate`` and ``job_rates`` are sliding windows of claim times in
   ``rate_claims`` (``"queue:<name>"``, ``"job:<name>"``), judged by the
   store's clock after the locks are held; rows that left a window are
-  deleted as the window is read;
+  deleted as the window is read. A read costs the same however full the
+  window: its count is a row of ``rate_counts`` (kept by triggers, schema
+  version 3), its oldest claim one index seek, and the delete starts where
+  the last one stopped (:func:`_window`). The queue's window is read with the
+  queue's state, and the claims are recorded by the statement that leases the
+  jobs;
 - due jobs are read in claim order a page at a time, and a job that a limit
   holds back is skipped, so later ones may still be taken; partitions and
   names found full are left out of the next pages in SQL.
@@ -22,6 +27,7 @@ queue's waiters in every process (``_lifecycle.py``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Final
 
 import asyncpg
@@ -37,6 +43,33 @@ __all__ = ["Statements", "claim_limited"]
 _PAGE: Final = 256
 
 
+def _window(q: str, name: str, start: str, columns: str = "") -> str:
+    """The CTEs and select list that read the rate window *name* at *start* (claims at
+    or before it have left, and are deleted).
+
+    The count is the window's ``rate_counts`` row as this statement found it, less
+    the rows it deletes (the trigger takes them off the row after the statement).
+    The delete starts at ``pruned_to`` (no claim of the window is older), which it
+    raises to *start*, so it never steps over the index entries of the claims
+    deleted before; the oldest claim left is one seek in ``rate_claims_window``.
+    """
+    return f"""
+        c AS MATERIALIZED (SELECT n, pruned_to FROM {q}.rate_counts WHERE name = {name}),
+        d AS (
+            DELETE FROM {q}.rate_claims WHERE name = {name}
+            AND at >= coalesce((SELECT pruned_to FROM c), '-infinity') AND at <= {start}
+            RETURNING 1
+        ),
+        p AS (
+            UPDATE {q}.rate_counts SET pruned_to = {start}
+            WHERE name = {name} AND pruned_to < {start} AND EXISTS (SELECT FROM d)
+        )
+        SELECT {columns}
+            coalesce((SELECT n FROM c), 0) - (SELECT count(*) FROM d) AS n,
+            (SELECT min(at) FROM {q}.rate_claims WHERE name = {name} AND at > {start}) AS oldest
+    """
+
+
 class Statements:
     """The flow-control statements of one schema."""
 
@@ -48,23 +81,24 @@ class Statements:
             f"INSERT INTO {q}.queues (name, limited) VALUES ($1, true)"
             f" ON CONFLICT (name) DO UPDATE SET limited = true WHERE NOT {q}.queues.limited"
         )
-        self.state = f"""
-            WITH {NOW}
-            SELECT (SELECT now FROM t) AS now,
-                EXISTS (SELECT 1 FROM {q}.queues WHERE name = $2 AND paused) AS paused,
-                (SELECT count(*) FROM {q}.jobs WHERE state = 'running' AND queue = $2) AS running
+        state = f"""
+            (SELECT now FROM t) AS now,
+            EXISTS (SELECT 1 FROM {q}.queues WHERE name = $2 AND paused) AS paused,
+            (SELECT count(*) FROM {q}.jobs WHERE state = 'running' AND queue = $2) AS running
         """
+        self.state = f"WITH {NOW} SELECT {state}"
+        # $1 the clock, $2 the queue, $3 its window's name, $4 the window's per: the
+        # state and the queue's rate window, read together.
+        self.state_window = f"WITH {NOW}, " + _window(
+            q, "$3", "((SELECT now FROM t) - $4::float8)", f"{state},"
+        )
+        # $1 the window's name, $2 its start
+        self.window = "WITH " + _window(q, "$1", "$2::float8")
         self.partitions = (
             f"SELECT partition, count(*) AS n FROM {q}.jobs"
             " WHERE state = 'running' AND queue = $1 AND partition IS NOT NULL"
             " GROUP BY partition"
         )
-        # $1 name, $2 the window's start (claims at or before it have left)
-        self.window = f"""
-            WITH d AS (DELETE FROM {q}.rate_claims WHERE name = $1 AND at <= $2)
-            SELECT count(*) AS n, min(at) AS oldest FROM {q}.rate_claims
-            WHERE name = $1 AND at > $2
-        """
         self.page = f"""
             SELECT seq, name, partition, priority, round, due_at FROM {q}.jobs
             WHERE state = 'queued' AND queue = $1 AND due_at <= $2
@@ -73,13 +107,17 @@ class Statements:
             AND NOT name = ANY($8::text[])
             ORDER BY priority, round, due_at, seq LIMIT $9
         """
-        self.lease = f"""
-            WITH u AS (
+        # The jobs are found by seq (the primary key). ``state || ''`` keeps the
+        # planner off the partial indexes on ``state = 'queued'``: stale statistics
+        # (a burst of jobs since the last analyze) made it scan every queued job of
+        # jobs_due for the few seqs, a cost growing with the backlog.
+        lease = f"""
+            u AS (
                 UPDATE {q}.jobs AS j SET state = 'running', attempts = j.attempts + 1,
                     lease_token = replace(gen_random_uuid()::text, '-', ''),
                     lease_expires_at = $1, worker_id = $2,
                     started_at = NULL, progress = NULL, progress_message = NULL
-                WHERE j.state = 'queued' AND j.seq = ANY($3::int8[])
+                WHERE j.seq = ANY($3::int8[]) AND j.state || '' = 'queued'
                 RETURNING {JOB_COLUMNS}, seq, round
             ),
             r AS (
@@ -87,11 +125,21 @@ class Statements:
                 FROM (SELECT max(round) AS round FROM u) AS m
                 WHERE name = $4 AND {q}.queues.round < m.round
             )
+        """
+        self.lease = f"WITH {lease} SELECT * FROM u"
+        # The same, and each job claimed counts in its windows: $5 the claim time, $6
+        # the queue's window (NULL: none), $7 the job names whose windows were read.
+        self.lease_counted = f"""
+            WITH {lease},
+            c AS (
+                INSERT INTO {q}.rate_claims (name, at)
+                SELECT w.name, $5::float8 FROM u CROSS JOIN LATERAL (
+                    SELECT $6::text WHERE $6::text IS NOT NULL
+                    UNION ALL SELECT 'job:' || u.name WHERE u.name = ANY($7::text[])
+                ) AS w (name)
+            )
             SELECT * FROM u
         """
-        self.record = (
-            f"INSERT INTO {q}.rate_claims (name, at) SELECT unnest($1::text[]), $2::float8"
-        )
 
 
 async def _read_window(
@@ -99,6 +147,10 @@ async def _read_window(
 ) -> WindowCount:
     row = await conn.fetchrow(db.statements.flow.window, name, now - rate.per)
     assert row is not None
+    return _window_count(row, rate)
+
+
+def _window_count(row: asyncpg.Record, rate: RateWindow) -> WindowCount:
     return WindowCount(rate, int(row["n"]), row["oldest"])
 
 
@@ -117,7 +169,13 @@ async def _claim_within(
     await conn.execute(statements.lock, sorted(locks))
     if limits.binds_concurrency:
         await conn.execute(statements.mark_limited, queue)
-    state = await conn.fetchrow(statements.state, db.now_arg(), queue)
+    queue_window_name = f"queue:{queue}" if limits.rate is not None else None
+    if limits.rate is None:
+        state = await conn.fetchrow(statements.state, db.now_arg(), queue)
+    else:
+        state = await conn.fetchrow(
+            statements.state_window, db.now_arg(), queue, queue_window_name, limits.rate.per
+        )
     assert state is not None
     if limit <= 0 or state["paused"]:
         return ClaimReply(jobs=[])
@@ -131,7 +189,7 @@ async def _claim_within(
             cap, held = max(0, free), ["global_concurrency"]
     queue_window: WindowCount | None = None
     if limits.rate is not None:
-        queue_window = await _read_window(conn, db, f"queue:{queue}", limits.rate, now)
+        queue_window = _window_count(state, limits.rate)
         free = limits.rate.limit - queue_window.count
         if free < cap:
             cap, held = max(0, free), ["rate_limit"]
@@ -151,6 +209,9 @@ async def _claim_within(
     skipped = False
     more_due: bool | None = None  # whether a due job was left unexamined (None: unknown)
     after: tuple[Any, ...] = (None, None, None, None)
+    # When no job can be held back one by one (no partition or job limit), the first
+    # cap jobs are the claim and one more tells whether a due job is left.
+    size = _PAGE if limits.partition_concurrency is not None or limits.job_rates else cap + 1
     while len(chosen) < cap:
         page = await conn.fetch(
             statements.page,
@@ -159,7 +220,7 @@ async def _claim_within(
             *after,
             sorted(full_partitions),
             sorted(full_names),
-            _PAGE,
+            size,
         )
         for row in page:
             if len(chosen) >= cap:
@@ -200,20 +261,16 @@ async def _claim_within(
                 queue_window.add(now)
             if window is not None:
                 window.add(now)
-        if more_due or len(page) < _PAGE:
+        if more_due or len(page) < size:
             more_due = bool(more_due)
             break
     if more_due is None and not skipped and len(chosen) < limit:
         # Stopped at the cap at a page's end (or before any): is a due job left?
         rest = await conn.fetch(statements.page, queue, now, *after, [], [], 1)
         more_due = bool(rest)
-    jobs = await _lease(conn, db, queue, chosen, now + lease, worker_id)
-    names: list[str] = []
-    if queue_window is not None:
-        names += [f"queue:{queue}"] * len(jobs)
-    names += [f"job:{job.name}" for job in jobs if job.name in job_windows]
-    if names:
-        await conn.execute(statements.record, names, now)
+    jobs = await _lease(
+        conn, db, queue, chosen, now, now + lease, worker_id, queue_window_name, job_windows
+    )
     if len(jobs) >= limit or not (skipped or more_due):
         return ClaimReply(jobs=jobs)  # nothing due was held back
     if cap < limit and queue_window is not None and queue_window.full:
@@ -230,13 +287,27 @@ async def _lease(
     db: Database,
     queue: str,
     seqs: list[int],
+    now: float,
     expires: float,
     worker_id: str,
+    queue_window: str | None,
+    job_windows: Collection[str],
 ) -> list[Job]:
-    """Claim the jobs *seqs* (still queued: a plain claim may have taken one), in claim order."""
+    """Claim the jobs *seqs* (still queued: a plain claim may have taken one), in claim order.
+
+    Each job claimed counts at *now* in the window *queue_window* (when given) and
+    in its name's window (when its name is in *job_windows*), in the same statement.
+    """
     if not seqs:
         return []
-    rows = await conn.fetch(db.statements.flow.lease, expires, worker_id, seqs, queue)
+    statements = db.statements.flow
+    args: tuple[Any, ...] = (expires, worker_id, seqs, queue)
+    if queue_window is None and not job_windows:
+        rows = await conn.fetch(statements.lease, *args)
+    else:
+        rows = await conn.fetch(
+            statements.lease_counted, *args, now, queue_window, sorted(job_windows)
+        )
     rows.sort(key=lambda row: (row["priority"], row["round"], row["due_at"], row["seq"]))
     return [to_job(row) for row in rows]
 

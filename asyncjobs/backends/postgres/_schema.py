@@ -20,7 +20,10 @@ Every object lives in the backend's own schema (``schema=``, default
   claimed under a concurrency limit, and a wake counter the poll of
   ``listen=False`` backends reads (``_wakeups.py``).
 - ``partitions``: each partition's last round; ``rate_claims``: claim times in
-  the rate windows (``_flow.py``); ``schedules``; ``workers``; ``audit``.
+  the rate windows (``_flow.py``), and ``rate_counts``: how many rows each
+  window has there (kept by statement triggers on ``rate_claims``,
+  ``count_rate_claims()``) and a time no row of it is older than;
+  ``schedules``; ``workers``; ``audit``.
 - ``schema_version``: the version, :data:`SCHEMA_VERSION` once migrated.
 
 :func:`migrate` runs in one transaction that first takes a transaction-level
@@ -197,6 +200,73 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         FOR EACH ROW WHEN (
             OLD.key IS NOT NULL AND OLD.state NOT IN ('complete', 'dead', 'cancelled')
         ) EXECUTE FUNCTION {s}.release_waiting()
+        """,
+    ),
+    (
+        # Each rate window's claim count, so a claim reads one row instead of counting
+        # the window's claims (thousands at a few thousand jobs/s), and a bound below
+        # every claim of the window left (``pruned_to``), so the claim deletes the
+        # claims that left since the last one without stepping over the index
+        # entries of all those deleted before (which stay until a vacuum). Writers of
+        # rate_claims (an older asyncjobs still running during an upgrade, too) wait
+        # for the lock, so the count taken here misses none of their rows; the
+        # triggers created under it keep it from then on.
+        "LOCK TABLE {s}.rate_claims IN SHARE ROW EXCLUSIVE MODE",
+        """
+        CREATE TABLE {s}.rate_counts (
+            name text PRIMARY KEY,
+            n bigint NOT NULL,
+            pruned_to float8 NOT NULL
+        )
+        """,
+        """
+        INSERT INTO {s}.rate_counts (name, n, pruned_to)
+        SELECT name, count(*), min(at) FROM {s}.rate_claims GROUP BY name
+        """,
+        # Statement triggers: one call per statement, however many claims it writes;
+        # the count changes in the statement (and transaction) that changes the rows,
+        # whichever statement it is (``pruned_to`` only falls here: a claim raises it
+        # as it deletes what left the window, ``_flow.py``).
+        """
+        CREATE FUNCTION {s}.count_rate_claims() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'TRUNCATE' THEN
+                DELETE FROM {s}.rate_counts;
+                RETURN NULL;
+            END IF;
+            IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                UPDATE {s}.rate_counts AS c SET n = c.n - r.n
+                FROM (SELECT name, count(*) AS n FROM removed GROUP BY name) AS r
+                WHERE c.name = r.name;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO {s}.rate_counts AS c (name, n, pruned_to)
+                SELECT name, count(*), min(at) FROM added GROUP BY name
+                ON CONFLICT (name) DO UPDATE
+                SET n = c.n + excluded.n, pruned_to = least(c.pruned_to, excluded.pruned_to);
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER rate_claims_added AFTER INSERT ON {s}.rate_claims
+        REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_rate_claims()
+        """,
+        """
+        CREATE TRIGGER rate_claims_removed AFTER DELETE ON {s}.rate_claims
+        REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_rate_claims()
+        """,
+        """
+        CREATE TRIGGER rate_claims_updated AFTER UPDATE ON {s}.rate_claims
+        REFERENCING OLD TABLE AS removed NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_rate_claims()
+        """,
+        """
+        CREATE TRIGGER rate_claims_truncated AFTER TRUNCATE ON {s}.rate_claims
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_rate_claims()
         """,
     ),
 )
