@@ -103,7 +103,8 @@ class OnConflict(enum.StrEnum):
     #: store nothing; return the holder (the default).
     RETURN = "return"
     #: a queued holder takes the new payload and due time (debounce); a running
-    #: holder is left alone and the new job is queued behind it, taking the key.
+    #: holder is left alone and the new job is queued behind it, taking the key
+    #: and waiting until the holder is finished (``Job.waits_for``).
     REPLACE = "replace"
     #: store nothing; the store raises :class:`~asyncjobs.DuplicateJobError`.
     RAISE = "raise"

@@ -360,7 +360,8 @@ class JobFunction(Generic[P, R]):
             timedelta (that long after enqueue, whatever happens: a throttle).
         :param on_conflict: when the key is held: ``"return"`` the holder (the
             default), ``"replace"`` its arguments and due time (debounce; a
-            running holder is left alone and this job queues behind it), or
+            running holder is left alone and this job queues behind it, starting
+            once the holder is finished: ``Job.waits_for``), or
             ``"raise"`` :class:`~asyncjobs.DuplicateJobError`.
         :param tags: a small str -> str map (tenant, correlation id) stored with
             the job, read as ``ctx.tags``, filterable in listings, never logged
