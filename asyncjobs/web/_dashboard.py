@@ -112,7 +112,12 @@ class Dashboard:
         )
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(
-                CSRF_COOKIE, token, path=base or "/", httponly=True, samesite="strict"
+                CSRF_COOKIE,
+                token,
+                path=base or "/",
+                httponly=True,
+                samesite="strict",
+                secure=_over_https(request),
             )
         return response
 
@@ -472,7 +477,14 @@ class Dashboard:
             )
         response = self._back(request, {"back": next_path}, "/", "signed in")
         base = request.scope.get("root_path", "") or "/"
-        response.set_cookie(TOKEN_COOKIE, token, path=base, httponly=True, samesite="strict")
+        response.set_cookie(
+            TOKEN_COOKIE,
+            token,
+            path=base,
+            httponly=True,
+            samesite="strict",
+            secure=_over_https(request),
+        )
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -483,3 +495,12 @@ class Dashboard:
         response = RedirectResponse(f"{base}/login", status_code=303)
         response.delete_cookie(TOKEN_COOKIE, path=base or "/")
         return response
+
+
+def _over_https(request: Request) -> bool:
+    """Whether the browser reached the app over HTTPS: its cookies are then ``Secure``.
+
+    Behind a proxy that ends TLS, the scheme comes from the server's proxy
+    headers handling (``uvicorn --proxy-headers``, on by default for trusted hosts).
+    """
+    return request.url.scheme == "https"

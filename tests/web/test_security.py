@@ -9,7 +9,9 @@ import anyio
 import httpx
 import pytest
 
-from tests.web.conftest import ADMIN_TOKEN, DOC, ON_SERVED_STORES, Web
+from asyncjobs.web import admin_app
+from tests.conftest import RuntimeFactory
+from tests.web.conftest import ADMIN_TOKEN, DOC, ON_SERVED_STORES, Web, tokens
 
 pytestmark = [pytest.mark.anyio, ON_SERVED_STORES]
 
@@ -115,7 +117,29 @@ async def sign_in(web: Web) -> httpx.AsyncClient:
     assert signed.headers["location"].startswith("/jobs/dead")
     assert "httponly" in signed.headers["set-cookie"].lower()
     assert "samesite=strict" in signed.headers["set-cookie"].lower()
+    assert "secure" not in signed.headers["set-cookie"].lower()  # plain HTTP here
     return browser
+
+
+async def test_cookies_are_secure_over_https(make_runtime: RuntimeFactory) -> None:
+    runtime = make_runtime()
+    app = admin_app(runtime, auth=tokens())
+    async with runtime:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="https://jobs.example", headers={"accept": "text/html"}
+        ) as browser:
+            gate = await browser.get("/")
+            assert "secure" in gate.headers["set-cookie"].lower()
+            csrf = browser.cookies["asyncjobs_csrf"]
+            signed = await browser.post(
+                "/login", data={"csrf": csrf, "token": ADMIN_TOKEN, "next": "/"}
+            )
+            assert signed.status_code == 303
+            cookie = signed.headers["set-cookie"].lower()
+            assert cookie.startswith("asyncjobs_token=")
+            assert "secure" in cookie
+            assert "httponly" in cookie
 
 
 async def test_forms_need_the_csrf_token(web: Web) -> None:
