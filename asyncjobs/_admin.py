@@ -246,6 +246,16 @@ class Admin:
             result.append((schedule, fired))
         return result
 
+    async def schedule(self, name: str, *, runs: int = 20) -> tuple[Schedule, list[Job]]:
+        """One stored schedule with its latest *runs* jobs (newest first).
+
+        :raises ScheduleNotFound: when there is no such schedule.
+        """
+        schedule = await self.backend.get_schedule(name)
+        if schedule is None:
+            raise ScheduleNotFound(f"no schedule {name!r} in the store")
+        return schedule, await self.backend.list_jobs(schedule=name, limit=runs)
+
     async def workers(self) -> list[WorkerInfo]:
         """The live runtimes sharing the store (dead ones have aged out)."""
         return await live_workers(self.backend, self.clock.now())

@@ -27,7 +27,7 @@ from . import _cli_format as fmt
 from . import _cli_json as as_json
 from ._admin import Admin
 from ._cli_values import duration, moment, positive_int, tag
-from ._exceptions import BackendError, JobNotFound, JobStateError, ScheduleNotFound
+from ._exceptions import BackendError, JobNotFound, JobStateError
 from ._models import FINISHED_STATES, JobState
 from ._operating import Health
 
@@ -421,10 +421,7 @@ async def _sched_list(args: argparse.Namespace) -> int:
 async def _sched_show(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         now = admin.clock.now()
-        schedule = await admin.backend.get_schedule(args.schedule)
-        if schedule is None:
-            raise ScheduleNotFound(f"no schedule {args.schedule!r} in the store")
-        runs = await admin.list_jobs(schedule=schedule.name, limit=20)
+        schedule, runs = await admin.schedule(args.schedule)
     if args.json:
         return _dump(as_json.schedule_json(schedule, runs))
     _stdout().print(fmt.schedule_view(schedule, runs, now))

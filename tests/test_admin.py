@@ -24,6 +24,7 @@ from asyncjobs import (
     Queue,
     QueuePaused,
     RateLimit,
+    ScheduleNotFound,
     WorkerJoined,
 )
 from asyncjobs._admin import Admin
@@ -177,6 +178,9 @@ async def test_a_schedule_is_triggered_and_paused_without_its_job_registered(
         job = await store_only.trigger("nightly")
         paused = await store_only.pause_schedule("nightly")
         [(schedule, runs)] = await store_only.schedules()
+        assert await store_only.schedule("nightly") == (schedule, runs)
+        with pytest.raises(ScheduleNotFound):
+            await store_only.schedule("weekly")
 
     assert (job.name, job.schedule, job.state) == ("cleanup", "nightly", JobState.QUEUED)
     assert paused.paused
