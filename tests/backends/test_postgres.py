@@ -9,7 +9,9 @@ racing enqueues of one key that leave one holder; claims that never hand out
 a job twice; a server restart and a killed connection that the same object
 rides out; rate windows whose counts (``rate_counts``, schema version 3) stay
 those of their claims whoever writes them, across an upgrade and clocks that
-disagree. Every test runs against a real server (``tests/postgres_server.py``).
+disagree; limited claims (one function call, schema version 4) that find their
+jobs by seq and take the advisory locks of earlier versions. Every test runs
+against a real server (``tests/postgres_server.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from asyncjobs.backends.postgres import (
     PostgresBackend,
     PostgresDatabaseMissingError,
     PostgresUnreachableError,
+    _flow,
 )
 from asyncjobs.backends.postgres._schema import _MIGRATIONS
 from tests.postgres_server import PostgresServer
@@ -268,7 +271,9 @@ async def test_a_version_2_schema_counts_its_rate_claims_as_it_upgrades(
         backend = PostgresBackend(postgres_url, schema=schema)
         await backend.open(clock)
         try:
-            assert await conn.fetchval(f"SELECT version FROM {quoted}.schema_version") == 3
+            assert await conn.fetchval(f"SELECT version FROM {quoted}.schema_version") == (
+                SCHEMA_VERSION
+            )
             assert await _rate_counts(conn, schema) == {
                 "queue:default": (5, now - 20),
                 "job:x": (1, now - 2),
@@ -368,24 +373,58 @@ async def test_a_limited_claim_finds_its_jobs_by_seq_whatever_the_statistics(
     store: PostgresBackend, clock: ManualClock
 ) -> None:
     """Never analyzed, the jobs table looked to hold a few queued jobs, and the lease
-    scanned every queued job of the ``jobs_due`` index for the seqs it claims."""
+    scanned every queued job of the ``jobs_due`` index for the seqs it claims.
+
+    The lease runs inside ``claim_limited`` (schema version 4): ``auto_explain``
+    reports the plans of the function's statements, generic ones as PL/pgSQL keeps.
+    """
     await store.enqueue([_new(clock) for _ in range(2000)])
     conn = await asyncpg.connect(store._db.url)
+    messages: list[str] = []
+    conn.add_log_listener(lambda _conn, message: messages.append(message.message))
     try:
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
-        seqs = [
-            row["seq"]
-            for row in await conn.fetch(f'SELECT seq FROM "{store._db.schema}".jobs LIMIT 10')
-        ]
-        for sql, args in (
-            (store._db.statements.flow.lease, ()),
-            (store._db.statements.flow.lease_counted, (clock.now(), "queue:default", [])),
+        await conn.execute("LOAD 'auto_explain'")
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "client_min_messages = log",
+            "plan_cache_mode = force_generic_plan",
         ):
-            plan = await conn.fetchval(
-                f"EXPLAIN (FORMAT JSON) {sql}", clock.now() + LEASE, "w", seqs, "default", *args
-            )
+            await conn.execute(f"SET {setting}")
+        for limits in (
+            ClaimLimits(global_concurrency=100),
+            ClaimLimits(rate=RateWindow(limit=100, per=1.0)),
+        ):
+            args = _flow.claim_args(store._db, "default", 10, "w", LEASE, limits)
+            rows = await conn.fetch(store._db.statements.flow.claim, *args)
+            assert len(rows) == 10
+        await conn.execute("SET client_min_messages = notice")
+        leases = [text for text in messages if "lease_token = replace" in text]
+        assert len(leases) == 2
+        for plan in leases:
             assert "jobs_due" not in plan
             assert "jobs_claim" not in plan
+    finally:
+        await conn.close()
+
+
+async def test_a_limited_claim_takes_the_locks_of_earlier_versions(
+    store: PostgresBackend, clock: ManualClock
+) -> None:
+    """The queue's key and each rate-limited name's, as every earlier asyncjobs took
+    them: a claim waits while an older process holds one, so the two take turns."""
+    await store.enqueue([_new(clock) for _ in range(3)])
+    schema = store._db.schema
+    limits = ClaimLimits(global_concurrency=5, job_rates={"x": RateWindow(limit=9, per=1.0)})
+    conn = await asyncpg.connect(store._db.url)
+    try:
+        for key in (f"{schema}:limit:default", f"{schema}:rate:x"):
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+                with anyio.move_on_after(0.3) as waited:
+                    await store.claim_limited("default", 1, "w", LEASE, limits)
+                assert waited.cancelled_caught, key
+            assert len((await store.claim_limited("default", 1, "w", LEASE, limits)).jobs) == 1
     finally:
         await conn.close()
 

@@ -268,7 +268,13 @@ async def test_an_upgraded_schema_equals_a_fresh_one(
         ("rate_claims", "rate_claims_truncated"),
         ("rate_claims", "rate_claims_updated"),
     ]
-    assert [row[0] for row in want["functions"]] == ["count_rate_claims", "release_waiting"]
+    assert [row[0] for row in want["functions"]] == [
+        "claim_limited",
+        "count_rate_claims",
+        "lease_limited",
+        "read_rate_window",
+        "release_waiting",
+    ]
     assert {"waits_for", "parked_due_at"} <= {row[2] for row in want["columns"]}
     assert want["version"] == [(SCHEMA_VERSION,)]
 
