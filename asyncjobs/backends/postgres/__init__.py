@@ -16,7 +16,8 @@ Design (see ``DESIGN.md`` section 3 and ``docs/backends.md``):
 - **Leases** carry a random token; heartbeats, progress and outcomes apply
   only with the current one. With the system clock, time is the server's.
 - **Limits and keys** are enforced in the database: transaction-level
-  advisory locks serialize the limited claims of a queue and the enqueues
+  advisory locks (taken inside the ``claim_limited()`` function, one round
+  trip per claim) serialize the limited claims of a queue and the enqueues
   of one key or partition, never a check in one statement and a write in
   another without a lock between.
 - **Wake-ups**: LISTEN/NOTIFY on a dedicated connection (NOTIFY is sent by
@@ -32,11 +33,12 @@ Its files, each one concern:
 - ``_database.py``: the pool, the clock, errors of every call
 - ``_errors.py``: the exception classes, and driver errors turned into ones that say what to fix
 - ``_schema.py``: tables and indexes as migrations; :data:`SCHEMA_VERSION`
+- ``_claim_functions.py``: migration step 4, the PL/pgSQL of a limited claim in one call
 - ``_catalog.py``: every statement of one schema, built once
 - ``_codec.py``: rows to ``Job``, ``Schedule`` and ``Attempt`` records, and back
 - ``_enqueue.py``: inserts, dedup keys and their conflict rules, partition rounds, handoff
 - ``_lifecycle.py``: claim, heartbeat, settle, lease recovery, progress
-- ``_flow.py``: claims under cluster-wide limits
+- ``_flow.py``: claims under cluster-wide limits (one call of ``claim_limited()``)
 - ``_wakeups.py``: LISTEN/NOTIFY, the poll, the waiters
 - ``_control.py``: cancel, retry a dead job, pause a queue, prune, delete, purge
 - ``_schedules.py``: stored schedules and the once-per-tick fire
