@@ -413,7 +413,9 @@ async def test_a_limited_claim_takes_the_locks_of_earlier_versions(
 ) -> None:
     """The queue's key and each rate-limited name's, as every earlier asyncjobs took
     them: a claim waits while an older process holds one, so the two take turns."""
-    await store.enqueue([_new(clock) for _ in range(3)])
+    # More jobs than claims: a claim given up on here may still run on the server once
+    # the lock is released (the cancel request races it), and take one.
+    await store.enqueue([_new(clock) for _ in range(10)])
     schema = store._db.schema
     limits = ClaimLimits(global_concurrency=5, job_rates={"x": RateWindow(limit=9, per=1.0)})
     conn = await asyncpg.connect(store._db.url)
